@@ -1,0 +1,417 @@
+"""The canonical labelled satellite time-series set.
+
+A :class:`TimeSeriesSet` holds ``N`` pixel or parcel series of ``T`` time steps and ``C``
+bands. Everything in cropscope that works on samples (features, augmentation, models,
+evaluation) takes and returns this one type.
+
+Conventions
+-----------
+- ``values`` is ``float32 [N, T, C]``; missing observations are NaN.
+- ``mask`` is ``bool [N, T]``: True where the time step holds a valid observation (all bands
+  finite and not flagged as cloud/gap). It is derived from NaNs unless given.
+- ``dates`` is ``datetime64[D]``, either shared ``[T]`` or per sample ``[N, T]``. A series
+  on integer time steps (no calendar) has ``dates=None``.
+- ``labels`` are integer codes ``int64 [N]`` into ``classes`` (``-1`` = unlabelled).
+- ``meta`` is a DataFrame with one row per sample for optional attributes: ``longitude``,
+  ``latitude``, ``region``, ``year``, ``group`` or anything a user brings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from cropscope.errors import DataError
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["TimeSeriesSet"]
+
+_META_PREFIX = "meta:"
+
+
+def _as_dates(dates: Any) -> np.ndarray | None:
+    if dates is None:
+        return None
+    arr = np.asarray(dates)
+    if np.issubdtype(arr.dtype, np.integer):
+        raise DataError("dates must be calendar dates; use dates=None for integer time steps")
+    try:
+        return arr.astype("datetime64[D]")
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"cannot interpret dates as calendar dates: {exc}") from None
+
+
+@dataclass(eq=False)
+class TimeSeriesSet:
+    """Labelled satellite time series ``[N, T, C]`` with dates, validity mask and metadata."""
+
+    values: np.ndarray
+    bands: list[str]
+    dates: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    classes: list[str] = field(default_factory=list)
+    ids: np.ndarray | None = None
+    meta: pd.DataFrame | None = None
+
+    def __post_init__(self) -> None:
+        values = np.asarray(self.values, dtype=np.float32)
+        if values.ndim != 3:
+            raise DataError(f"values must be [N, T, C], got shape {values.shape}")
+        n, t, c = values.shape
+        self.values = values
+        self.bands = [str(b) for b in self.bands]
+        if len(self.bands) != c:
+            raise DataError(f"{len(self.bands)} band names for {c} bands")
+        if len(set(self.bands)) != c:
+            raise DataError(f"duplicate band names: {self.bands}")
+        self.dates = _as_dates(self.dates)
+        if self.dates is not None and self.dates.shape not in {(t,), (n, t)}:
+            raise DataError(f"dates must be [T] or [N, T], got {self.dates.shape} for {(n, t)}")
+        finite = np.isfinite(values).all(axis=2)
+        if self.mask is None:
+            self.mask = finite
+        else:
+            mask = np.asarray(self.mask, dtype=bool)
+            if mask.shape != (n, t):
+                raise DataError(f"mask must be [N, T] = {(n, t)}, got {mask.shape}")
+            self.mask = mask & finite
+        if self.labels is not None:
+            labels = np.asarray(self.labels)
+            if labels.shape != (n,):
+                raise DataError(f"labels must be [N] = ({n},), got {labels.shape}")
+            if not np.issubdtype(labels.dtype, np.integer):
+                raise DataError("labels must be integer codes; use TimeSeriesSet.from_labels")
+            self.labels = labels.astype(np.int64)
+            self.classes = [str(c) for c in self.classes]
+            if labels.size and labels.max(initial=-1) >= len(self.classes):
+                raise DataError(f"label code {labels.max()} has no class name")
+        self.ids = np.arange(n) if self.ids is None else np.asarray(self.ids)
+        if self.ids.shape != (n,):
+            raise DataError(f"ids must be [N] = ({n},), got {self.ids.shape}")
+        if self.meta is None:
+            self.meta = pd.DataFrame(index=pd.RangeIndex(n))
+        else:
+            if len(self.meta) != n:
+                raise DataError(f"meta has {len(self.meta)} rows for {n} samples")
+            self.meta = self.meta.reset_index(drop=True)
+
+    # ------------------------------------------------------------------ construction
+    @staticmethod
+    def encode_labels(
+        names: Sequence[Any], classes: Sequence[str] | None = None
+    ) -> tuple[np.ndarray, list[str]]:
+        """Turn label names into integer codes; ``classes`` fixes the order (sorted otherwise).
+
+        Missing names (None/NaN/"") become ``-1``.
+        """
+        arr = pd.Series(names, dtype="object")
+        missing = arr.isna() | (arr.astype(str) == "")
+        as_str = arr.astype(str)
+        if classes is None:
+            classes = sorted(set(as_str[~missing]))
+        classes = [str(c) for c in classes]
+        lookup = {c: i for i, c in enumerate(classes)}
+        unknown = sorted(set(as_str[~missing]) - set(lookup))
+        if unknown:
+            raise DataError(f"labels not among the classes {classes}: {unknown[:5]}")
+        codes = np.array([lookup.get(s, -1) for s in as_str], dtype=np.int64)
+        codes[missing.to_numpy()] = -1
+        return codes, classes
+
+    @classmethod
+    def from_labels(
+        cls,
+        values: np.ndarray,
+        bands: Sequence[str],
+        label_names: Sequence[Any] | None,
+        classes: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> TimeSeriesSet:
+        """Build a set from label *names* (strings) instead of integer codes."""
+        labels, cls_list = (None, [])
+        if label_names is not None:
+            labels, cls_list = cls.encode_labels(label_names, classes)
+        return cls(values=values, bands=list(bands), labels=labels, classes=cls_list, **kwargs)
+
+    # ------------------------------------------------------------------ shape and access
+    def __len__(self) -> int:
+        return self.values.shape[0]
+
+    @property
+    def n_samples(self) -> int:
+        return self.values.shape[0]
+
+    @property
+    def n_times(self) -> int:
+        return self.values.shape[1]
+
+    @property
+    def n_bands(self) -> int:
+        return self.values.shape[2]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.labels is not None
+
+    @property
+    def label_names(self) -> np.ndarray:
+        """Label names per sample (empty string for unlabelled)."""
+        if self.labels is None:
+            raise DataError("this time-series set has no labels")
+        names = np.array([*self.classes, ""], dtype=object)
+        return names[self.labels]
+
+    @property
+    def per_sample_dates(self) -> np.ndarray | None:
+        """Dates as ``[N, T]`` (broadcast when shared)."""
+        if self.dates is None:
+            return None
+        return np.broadcast_to(self.dates, (self.n_samples, self.n_times))
+
+    @property
+    def day_of_year(self) -> np.ndarray | None:
+        """Day of year (1..366), derived from dates, same shape as ``dates``."""
+        if self.dates is None:
+            return None
+        years = self.dates.astype("datetime64[Y]")
+        return (self.dates - years).astype(np.int64) + 1
+
+    def class_counts(self) -> dict[str, int]:
+        """Number of labelled samples per class, in class order."""
+        if self.labels is None:
+            raise DataError("this time-series set has no labels")
+        counts = np.bincount(self.labels[self.labels >= 0], minlength=self.n_classes)
+        return {c: int(n) for c, n in zip(self.classes, counts, strict=True)}
+
+    def band_index(self, names: Sequence[str]) -> list[int]:
+        """Positions of the named bands, matched case-insensitively."""
+        lookup = {b.lower(): i for i, b in enumerate(self.bands)}
+        missing = [n for n in names if n.lower() not in lookup]
+        if missing:
+            raise DataError(f"bands {missing} not found; available bands: {self.bands}")
+        return [lookup[n.lower()] for n in names]
+
+    def band(self, name: str) -> np.ndarray:
+        """One band as ``[N, T]``."""
+        return self.values[:, :, self.band_index([name])[0]]
+
+    def select_bands(self, names: Sequence[str]) -> TimeSeriesSet:
+        """A new set with only the named bands, in the given order."""
+        idx = self.band_index(names)
+        return self.replace(values=self.values[:, :, idx], bands=[self.bands[i] for i in idx])
+
+    def subset(self, index: np.ndarray | Sequence[int] | slice) -> TimeSeriesSet:
+        """Samples selected by integer positions, boolean mask or slice."""
+        idx = np.arange(self.n_samples)[index]
+        dates = self.dates
+        if dates is not None and dates.ndim == 2:
+            dates = dates[idx]
+        return TimeSeriesSet(
+            values=self.values[idx],
+            bands=list(self.bands),
+            dates=dates,
+            mask=self.mask[idx],
+            labels=None if self.labels is None else self.labels[idx],
+            classes=list(self.classes),
+            ids=self.ids[idx],
+            meta=self.meta.iloc[idx].reset_index(drop=True),
+        )
+
+    def replace(self, **changes: Any) -> TimeSeriesSet:
+        """A copy with some fields replaced (the mask is re-derived if values change)."""
+        fields = {
+            "values": self.values,
+            "bands": self.bands,
+            "dates": self.dates,
+            "mask": None if "values" in changes else self.mask,
+            "labels": self.labels,
+            "classes": self.classes,
+            "ids": self.ids,
+            "meta": self.meta,
+        }
+        fields.update(changes)
+        return TimeSeriesSet(**fields)
+
+    def group_values(self, column: str) -> np.ndarray:
+        """One metadata column (e.g. ``region``, ``year``) as an array, with a clear error."""
+        if column not in self.meta.columns:
+            raise DataError(
+                f"no column {column!r} in sample metadata; available: {list(self.meta.columns)}"
+            )
+        return self.meta[column].to_numpy()
+
+    def check_no_empty_series(self) -> None:
+        """Raise if any series has no valid observation at all."""
+        empty = ~self.mask.any(axis=1)
+        if empty.any():
+            bad = [str(i) for i in self.ids[empty][:5]]
+            raise DataError(
+                f"{int(empty.sum())} series have no valid observation (all NaN), e.g. sample ids "
+                f"{', '.join(bad)}; drop them or fill them before training"
+            )
+
+    def __repr__(self) -> str:
+        cls = f", classes={self.n_classes}" if self.labels is not None else ""
+        return (
+            f"TimeSeriesSet(N={self.n_samples}, T={self.n_times}, C={self.n_bands}, "
+            f"bands={self.bands}{cls})"
+        )
+
+    # ------------------------------------------------------------------ long tables
+    def to_long(self) -> pd.DataFrame:
+        """One row per (sample, time step): ``sample_id``, ``date`` or ``time``, bands, ``label``,
+        metadata columns. Invalid steps keep their row with NaN band values."""
+        n, t, _ = self.values.shape
+        out: dict[str, Any] = {"sample_id": np.repeat(self.ids, t)}
+        if self.dates is None:
+            out["time"] = np.tile(np.arange(t), n)
+        else:
+            out["date"] = self.per_sample_dates.reshape(-1)
+        flat = self.values.reshape(n * t, -1)
+        for i, b in enumerate(self.bands):
+            out[b] = flat[:, i]
+        out["valid"] = self.mask.reshape(-1)
+        if self.labels is not None:
+            out["label"] = np.repeat(self.label_names, t)
+        df = pd.DataFrame(out)
+        for col in self.meta.columns:
+            df[col] = np.repeat(self.meta[col].to_numpy(), t)
+        return df
+
+    # ------------------------------------------------------------------ xarray
+    def to_xarray(self) -> xr.Dataset:
+        """An ``xarray.Dataset`` with ``values(sample, time, band)`` and per-sample coords."""
+        import xarray as xr
+
+        coords: dict[str, Any] = {"sample": self.ids, "band": list(self.bands)}
+        ds = xr.Dataset(
+            {
+                "values": (("sample", "time", "band"), self.values),
+                "valid": (("sample", "time"), self.mask),
+            },
+            coords=coords,
+        )
+        if self.dates is not None:
+            dims = ("time",) if self.dates.ndim == 1 else ("sample", "time")
+            ds = ds.assign_coords(date=(dims, self.dates.astype("datetime64[ns]")))
+        if self.labels is not None:
+            ds = ds.assign_coords(label=("sample", self.labels))
+            ds.attrs["classes"] = list(self.classes)
+        for col in self.meta.columns:
+            ds = ds.assign_coords({f"{_META_PREFIX}{col}": ("sample", self.meta[col].to_numpy())})
+        return ds
+
+    @classmethod
+    def from_xarray(cls, ds: xr.Dataset) -> TimeSeriesSet:
+        """Inverse of :meth:`to_xarray`."""
+        if "values" not in ds:
+            raise DataError("dataset has no 'values' variable (sample, time, band)")
+        da = ds["values"].transpose("sample", "time", "band")
+        dates = None
+        if "date" in ds.coords:
+            dates = ds["date"].transpose(*[d for d in ("sample", "time") if d in ds["date"].dims])
+            dates = dates.to_numpy()
+        meta = pd.DataFrame(
+            {
+                name[len(_META_PREFIX) :]: ds.coords[name].to_numpy()
+                for name in ds.coords
+                if str(name).startswith(_META_PREFIX)
+            }
+        )
+        labels = ds.coords["label"].to_numpy() if "label" in ds.coords else None
+        return cls(
+            values=da.to_numpy(),
+            bands=[str(b) for b in ds["band"].to_numpy()],
+            dates=dates,
+            mask=ds["valid"].transpose("sample", "time").to_numpy() if "valid" in ds else None,
+            labels=labels,
+            classes=list(ds.attrs.get("classes", [])),
+            ids=ds["sample"].to_numpy(),
+            meta=meta if len(meta.columns) else None,
+        )
+
+    # ------------------------------------------------------------------ parquet
+    def to_parquet(self, path: str | Path) -> Path:
+        """Save as a long Parquet table with the class list and band order in its metadata.
+
+        Written atomically (temp file + rename).
+        """
+        import json
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from cropscope.io import atomic_path
+
+        table = pa.Table.from_pandas(self.to_long(), preserve_index=False)
+        info = {
+            "bands": self.bands,
+            "classes": self.classes,
+            "n_times": self.n_times,
+            "has_dates": self.dates is not None,
+            "has_labels": self.labels is not None,
+            "meta_columns": list(self.meta.columns),
+        }
+        schema_meta = dict(table.schema.metadata or {})
+        schema_meta[b"cropscope"] = json.dumps(info).encode()
+        table = table.replace_schema_metadata(schema_meta)
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+        return path
+
+    @classmethod
+    def read_parquet(cls, path: str | Path) -> TimeSeriesSet:
+        """Load a set written by :meth:`to_parquet`."""
+        import json
+
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"file not found: {path}")
+        table = pq.read_table(path)
+        raw = (table.schema.metadata or {}).get(b"cropscope")
+        if raw is None:
+            raise DataError(
+                f"{path} was not written by TimeSeriesSet.to_parquet; "
+                "read a plain long table with cropscope.data.read_table"
+            )
+        info = json.loads(raw)
+        df = table.to_pandas()
+        t = int(info["n_times"])
+        n = len(df) // t
+        bands = info["bands"]
+        values = df[bands].to_numpy(np.float32).reshape(n, t, len(bands))
+        dates = df["date"].to_numpy().reshape(n, t) if info["has_dates"] else None
+        if dates is not None and (dates == dates[:1]).all():
+            dates = dates[0]
+        labels = None
+        if info["has_labels"]:
+            labels, _ = cls.encode_labels(
+                df["label"].to_numpy()[::t].tolist(), info["classes"]
+            )
+        meta_cols = info["meta_columns"]
+        meta = df[meta_cols].iloc[::t].reset_index(drop=True) if meta_cols else None
+        return cls(
+            values=values,
+            bands=bands,
+            dates=dates,
+            mask=df["valid"].to_numpy(bool).reshape(n, t),
+            labels=labels,
+            classes=info["classes"],
+            ids=df["sample_id"].to_numpy()[::t],
+            meta=meta,
+        )

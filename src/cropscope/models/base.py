@@ -1,0 +1,189 @@
+"""The one interface every cropscope classifier follows.
+
+An estimator in the scikit-learn spirit, but on :class:`~cropscope.data.TimeSeriesSet`:
+
+- ``Model(**config)`` stores the configuration only (merged over ``default_config()``).
+- ``fit(train, val=None)`` learns from labelled samples and records a :class:`ModelCard`
+  (bands, time steps, classes, normalisation statistics) so that inference never
+  recomputes anything from the data it is applied to.
+- ``predict_proba(ts)`` returns ``float32 [N, K]``; ``predict(ts)`` integer class codes.
+- ``save(dir)`` / ``load(dir)`` write and read a self-contained model directory using
+  safe formats only (JSON + safetensors / LightGBM text / numpy arrays); nothing is
+  ever unpickled.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from cropscope.data.timeseries import TimeSeriesSet
+from cropscope.errors import DataError, ModelError
+from cropscope.io import read_json, write_json
+
+__all__ = ["Classifier", "ModelCard"]
+
+MODEL_FILE = "model.json"
+
+
+@dataclass
+class ModelCard:
+    """What a trained model expects and knows; saved next to its weights."""
+
+    bands: list[str]
+    n_times: int
+    classes: list[str]
+    input_layout: str = "pixel-series [N, T, C]"
+    norm_mean: list[float] | None = None
+    norm_std: list[float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        return cls(**data)
+
+
+class Classifier(ABC):
+    """Base class of all registered models."""
+
+    #: registry name, set by :func:`cropscope.models.registry.register_model`
+    name: ClassVar[str] = ""
+    #: the optional dependency group needed, for error messages (e.g. "torch")
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, **config: Any) -> None:
+        defaults = self.default_config()
+        unknown = sorted(set(config) - set(defaults))
+        if unknown:
+            raise ModelError(
+                f"unknown option(s) {unknown} for model {self.name!r}; "
+                f"known options: {sorted(defaults)}"
+            )
+        self.config: dict[str, Any] = {**defaults, **config}
+        self.card: ModelCard | None = None
+
+    # ------------------------------------------------------------------ to implement
+    @classmethod
+    @abstractmethod
+    def default_config(cls) -> dict[str, Any]:
+        """Every option with its default value (JSON-serialisable)."""
+
+    @abstractmethod
+    def _fit(self, train: TimeSeriesSet, val: TimeSeriesSet | None, progress: bool) -> None:
+        """Learn from ``train`` (bands already ordered as in ``self.card``)."""
+
+    @abstractmethod
+    def _predict_proba(self, ts: TimeSeriesSet) -> np.ndarray:
+        """Class probabilities ``[N, K]`` for a set already checked against the card."""
+
+    @abstractmethod
+    def _save_weights(self, directory: Path) -> None:
+        """Write the learnt parameters into ``directory`` (safe formats only)."""
+
+    @abstractmethod
+    def _load_weights(self, directory: Path) -> None:
+        """Read what :meth:`_save_weights` wrote."""
+
+    # ------------------------------------------------------------------ public API
+    def fit(
+        self,
+        train: TimeSeriesSet,
+        val: TimeSeriesSet | None = None,
+        *,
+        progress: bool = False,
+    ) -> Classifier:
+        """Fit on labelled samples; ``val`` (optional) is used for model selection only."""
+        if train.labels is None:
+            raise DataError("training data have no labels")
+        if (train.labels < 0).any():
+            train = train.subset(train.labels >= 0)
+        if train.n_samples == 0:
+            raise DataError("training data have no labelled samples")
+        present = np.unique(train.labels)
+        if present.size < 2:
+            raise DataError("training data need at least two classes")
+        train.check_no_empty_series()
+        self.card = ModelCard(bands=list(train.bands), n_times=train.n_times,
+                              classes=list(train.classes))
+        if val is not None:
+            val = self._conform(val)
+        self._fit(train, val, progress)
+        return self
+
+    def predict_proba(self, ts: TimeSeriesSet) -> np.ndarray:
+        """Class probabilities ``float32 [N, K]`` in the order of ``self.classes``."""
+        ts = self._conform(ts)
+        proba = np.asarray(self._predict_proba(ts), dtype=np.float32)
+        return proba
+
+    def predict(self, ts: TimeSeriesSet) -> np.ndarray:
+        """Integer class codes ``[N]`` into ``self.classes``."""
+        return self.predict_proba(ts).argmax(axis=1)
+
+    @property
+    def classes(self) -> list[str]:
+        return self._require_card().classes
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.json`` (name, config, card) and the weights into ``directory``."""
+        card = self._require_card()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._save_weights(directory)
+        write_json(
+            directory / MODEL_FILE,
+            {"model": self.name, "config": self.config, "card": card.to_dict()},
+        )
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Classifier:
+        """Load any registered model from a directory written by :meth:`save`."""
+        from cropscope.models.registry import get_model_class
+
+        directory = Path(directory)
+        meta_path = directory / MODEL_FILE
+        if not meta_path.is_file():
+            raise ModelError(f"{directory} is not a cropscope model directory (no {MODEL_FILE})")
+        meta = read_json(meta_path)
+        model_cls = get_model_class(meta["model"])
+        if cls is not Classifier and not issubclass(model_cls, cls):
+            raise ModelError(f"{directory} holds a {meta['model']!r} model, not {cls.name!r}")
+        model = model_cls(**meta["config"])
+        model.card = ModelCard.from_dict(meta["card"])
+        model._load_weights(directory)
+        return model
+
+    # ------------------------------------------------------------------ helpers
+    def _require_card(self) -> ModelCard:
+        if self.card is None:
+            raise ModelError(f"model {self.name!r} is not fitted yet")
+        return self.card
+
+    def _conform(self, ts: TimeSeriesSet) -> TimeSeriesSet:
+        """Check an input against the card: bands by name (any order), same time steps."""
+        card = self._require_card()
+        try:
+            ts = ts.select_bands(card.bands)
+        except DataError:
+            raise DataError(
+                f"the model was trained on bands {card.bands} but the input has {ts.bands}"
+            ) from None
+        if ts.n_times != card.n_times:
+            raise DataError(
+                f"the model expects {card.n_times} time steps but the input has {ts.n_times}; "
+                "composite or resample the input to the model's time grid first"
+            )
+        return ts
+
+    def __repr__(self) -> str:
+        changed = {k: v for k, v in self.config.items() if self.default_config().get(k) != v}
+        args = ", ".join(f"{k}={v!r}" for k, v in changed.items())
+        return f"{type(self).__name__}({args})"
