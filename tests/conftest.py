@@ -1,0 +1,67 @@
+"""Shared fixtures: tiny generated series, and the real-data folder.
+
+Tests marked ``realdata`` read ``../shared/data`` (or ``$CROPSCOPE_DATA_DIR``). They skip
+when it is absent, except under ``CI=true``, where a missing folder is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cropscope.data import TimeSeriesSet
+from cropscope.settings import data_dir
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """The real data folder; skip (or fail in CI) when it is missing."""
+    path = data_dir()
+    if not (path / "README.md").is_file():
+        if IN_CI:
+            pytest.fail(f"real data folder missing in CI: {path}")
+        pytest.skip(f"real data folder not found: {path}")
+    return path
+
+
+def make_toy_set(
+    n_per_class: int = 20,
+    n_times: int = 12,
+    bands: tuple[str, ...] = ("B4", "B8"),
+    n_classes: int = 3,
+    seed: int = 0,
+    nan_fraction: float = 0.0,
+) -> TimeSeriesSet:
+    """Separable synthetic classes: each class has its own seasonal peak date."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_times)
+    values, labels = [], []
+    for k in range(n_classes):
+        peak = (k + 1) * n_times / (n_classes + 1)
+        curve = np.exp(-0.5 * ((t - peak) / 1.5) ** 2)
+        for _ in range(n_per_class):
+            series = np.stack([curve * (i + 1) * 0.3 for i in range(len(bands))], axis=1)
+            values.append(series + rng.normal(0, 0.03, series.shape))
+            labels.append(f"class_{k}")
+    arr = np.asarray(values, dtype=np.float32)
+    if nan_fraction:
+        gaps = rng.random(arr.shape[:2]) < nan_fraction
+        gaps[:, 0] = False
+        arr[gaps] = np.nan
+    dates = np.datetime64("2020-01-05") + (t * 30).astype("timedelta64[D]")
+    regions = np.array(["north", "south"])[np.arange(len(labels)) % 2]
+    import pandas as pd
+
+    return TimeSeriesSet.from_labels(
+        arr, list(bands), labels, dates=dates, meta=pd.DataFrame({"region": regions})
+    )
+
+
+@pytest.fixture
+def toy_set() -> TimeSeriesSet:
+    return make_toy_set()
