@@ -1,0 +1,48 @@
+"""``cropscope datasets``: the dataset registry."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group()
+def datasets() -> None:
+    """Registered datasets."""
+
+
+@datasets.command("list")
+def list_cmd() -> None:
+    """Show registered datasets and whether their files are available locally."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from cropscope.data.registry import dataset_status, list_datasets
+    from cropscope.settings import data_dir
+
+    table = Table(title=f"datasets (data directory: {data_dir()})")
+    table.add_column("name")
+    table.add_column("status")
+    table.add_column("splits")
+    table.add_column("description")
+    for spec in list_datasets():
+        status = dataset_status(spec.name)
+        style = {"local": "green", "missing": "yellow"}.get(status, "red")
+        table.add_row(spec.name, f"[{style}]{status}[/{style}]", ",".join(spec.splits) or "-",
+                      spec.description)
+    Console().print(table)
+
+
+@datasets.command("show")
+@click.argument("name")
+@click.option("--split", default=None, help="Split to load (if the dataset has splits).")
+def show_cmd(name: str, split: str | None) -> None:
+    """Load a dataset and summarise it (shape, bands, classes, dates)."""
+    from cropscope.data.registry import load_dataset
+
+    ts = load_dataset(name, split=split)
+    click.echo(repr(ts))
+    if ts.dates is not None:
+        click.echo(f"dates: {ts.dates.min()} .. {ts.dates.max()}")
+    if ts.labels is not None:
+        for cls, n in ts.class_counts().items():
+            click.echo(f"  {cls:<20} {n}")

@@ -1,0 +1,57 @@
+"""The ``cropscope`` command line."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import click
+
+from cropscope import __version__
+from cropscope.cli._common import fail
+from cropscope.errors import CropscopeError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="cropscope")
+def cli() -> None:
+    """cropscope: crop-type mapping from satellite image time series.
+
+    Results go to stdout (or files); progress and logs go to stderr.
+    """
+
+
+def _register() -> None:
+    from cropscope.cli import datasets, demo, evaluate, models, predict, train
+
+    cli.add_command(datasets.datasets)
+    cli.add_command(models.models)
+    cli.add_command(train.train)
+    cli.add_command(evaluate.evaluate)
+    cli.add_command(predict.predict)
+    cli.add_command(demo.demo)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: user errors become one line on stderr, exit code 2."""
+    warnings.filterwarnings("ignore", category=UserWarning, module="rdata")
+    try:
+        cli.main(args=argv, prog_name="cropscope", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except CropscopeError as exc:
+        fail(exc)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

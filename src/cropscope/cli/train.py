@@ -1,0 +1,41 @@
+"""``cropscope train``: fit a model and write a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cropscope.cli._common import load_input, log, model_config_options, parse_config, table_options
+
+
+@click.command()
+@click.option("--dataset", default=None, help="Registered dataset name (see 'datasets list').")
+@click.option("--split", default=None, help="Dataset split (e.g. train).")
+@click.option("--table", type=click.Path(path_type=Path), default=None,
+              help="Your own long table (CSV/Parquet) instead of --dataset.")
+@click.option("--model", "model_name", required=True, help="Model name (see 'models list').")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Run directory to write.")
+@click.option("--holdout", type=float, default=0.2, show_default=True,
+              help="Share of samples held out for the report (0 = train on everything).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@table_options
+@model_config_options
+def train(
+    dataset: str | None, split: str | None, table: Path | None, model_name: str, out_dir: Path,
+    holdout: float, seed: int, id_col: str, time_col: str, label_col: str, bands: str | None,
+    config_file: Path | None, settings: tuple[str, ...],
+) -> None:
+    """Train a model; the run directory holds weights, config, card and metrics."""
+    from cropscope.evaluation import format_metrics_table
+    from cropscope.training.rundir import train_run
+
+    config = parse_config(config_file, settings)
+    ts, source = load_input(dataset, table, split, id_col, time_col, label_col, bands)
+    log(f"training {model_name} on {source}: {ts}")
+    result = train_run(ts, model_name, out_dir, config=config, holdout=holdout, seed=seed,
+                       source=source, progress=True)
+    if result.metrics is not None:
+        log(format_metrics_table(result.metrics))
+    log(f"run directory: {result.run_dir} ({result.duration_s:.1f} s)")

@@ -1,0 +1,383 @@
+"""Image time-series cubes: a stack of rasters -> ``xarray.DataArray (time, band, y, x)``.
+
+Reading
+-------
+One file per date (GeoTIFF, JPEG2000 or anything GDAL opens). Dates come from the file
+names (``..._2013-09-14.jp2``, ``..._20130914.tif``, ``2013_09_14``) unless given. A
+single-band file is named by ``band`` or by a band token in its file name (``NDVI``,
+``EVI``, ``B04``, ``NIR``, ...); multi-band files use their band descriptions
+(``band1``, ``band2``, ... without). Several single-band files of the same date (e.g.
+``B04_2021-05-01.tif`` and ``B08_2021-05-01.tif``) are stacked as bands of that date.
+
+All files must share shape, CRS and transform. Values are float32 with NaN for nodata.
+
+Scaling convention (reflectance and indices end up in 0–1): ``scale`` (and an offset of
+0) when given; otherwise the file's own ``scales``/``offsets`` when it has any; otherwise
+``1e-4`` for integer ``NDVI``/``EVI``/``EVI2`` bands (the MODIS MOD13Q1 convention: the
+Sinop ``.jp2`` files are int16 NDVI x 10000 with no scale in their metadata); otherwise
+no scaling. The factors used are in ``attrs["scale_factor"]`` (one per band).
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from datetime import date as _date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cropscope.errors import DataError
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["date_from_name", "read_cube", "write_geotiff"]
+
+_RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img", ".nc")
+_DATE_PATTERNS = (
+    re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)"),
+    re.compile(r"(?<!\d)(\d{4})_(\d{2})_(\d{2})(?!\d)"),
+    re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})(?!\d)"),
+)
+_BAND_TOKEN = re.compile(
+    r"^(NDVI|EVI2?|NDWI|NDMI|SAVI|NBR|LAI|BLUE|GREEN|RED|NIR|MIR|SWIR[12]?|VV|VH|"
+    r"B0?[1-9]|B1[0-2]|B8A)$",
+    re.IGNORECASE,
+)
+_INDEX_BANDS = {"NDVI", "EVI", "EVI2"}
+
+
+def date_from_name(name: str) -> np.datetime64 | None:
+    """The first valid date in a file name (``YYYY-MM-DD``, ``YYYY_MM_DD``, ``YYYYMMDD``)."""
+    for pattern in _DATE_PATTERNS:
+        for m in pattern.finditer(name):
+            y, mo, d = (int(g) for g in m.groups())
+            try:
+                return np.datetime64(_date(y, mo, d), "D")
+            except ValueError:
+                continue
+    return None
+
+
+def _band_from_name(stem: str) -> str | None:
+    for token in re.split(r"[_\-.\s]+", stem):
+        if _BAND_TOKEN.match(token):
+            return token.upper() if token.upper() != "B8A" else "B8A"
+    return None
+
+
+def _resolve(source: str | Path | Sequence[str | Path]) -> list[Path]:
+    if isinstance(source, str | Path):
+        text = str(source)
+        path = Path(text).expanduser()
+        if path.is_dir():
+            files = sorted(
+                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _RASTER_SUFFIXES
+            )
+            if not files:
+                raise DataError(f"no raster files ({', '.join(_RASTER_SUFFIXES)}) in {path}")
+            return files
+        if any(ch in text for ch in "*?["):
+            files = sorted(Path(p) for p in globlib.glob(str(Path(text).expanduser())))
+            if not files:
+                raise DataError(f"no files match {text}")
+            return files
+        if not path.is_file():
+            raise DataError(f"file not found: {path}")
+        return [path]
+    files = [Path(p).expanduser() for p in source]
+    if not files:
+        raise DataError("no raster files given")
+    absent = [str(p) for p in files if not p.is_file()]
+    if absent:
+        raise DataError(
+            f"file not found: {absent[0]}"
+            + (f" (+{len(absent) - 1} more)" if len(absent) > 1 else "")
+        )
+    return files
+
+
+def _read_one(
+    path: Path, band: str | None, scale: float | None, nodata: float | None
+) -> dict[str, Any]:
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                raw = src.read()
+                info = {
+                    "shape": (src.height, src.width),
+                    "crs": src.crs,
+                    "transform": src.transform,
+                    "dtype": src.dtypes[0],
+                    "scales": src.scales,
+                    "offsets": src.offsets,
+                    "nodata": src.nodatavals,
+                    "descriptions": src.descriptions,
+                    "count": src.count,
+                }
+    except RasterioIOError as exc:
+        raise DataError(f"cannot read raster {path}: {exc}") from None
+    count = info["count"]
+    if count == 1:
+        names = [band or _band_from_name(path.stem) or info["descriptions"][0] or "band1"]
+    else:
+        descr = info["descriptions"]
+        names = [descr[i] or f"band{i + 1}" for i in range(count)]
+    data = raw.astype(np.float32)
+    factors = []
+    for i in range(count):
+        nd = nodata if nodata is not None else info["nodata"][i]
+        if nd is not None:
+            bad = np.isnan(raw[i]) if np.isnan(nd) else raw[i] == nd
+            data[i][bad] = np.nan
+        file_scale, file_offset = info["scales"][i], info["offsets"][i]
+        if scale is not None:
+            factor, offset = float(scale), 0.0
+        elif file_scale not in (None, 1.0) or file_offset not in (None, 0.0):
+            factor, offset = float(file_scale or 1.0), float(file_offset or 0.0)
+        elif np.issubdtype(np.dtype(info["dtype"]), np.integer) and names[i].upper() in (
+            _INDEX_BANDS
+        ):
+            factor, offset = 1e-4, 0.0
+        else:
+            factor, offset = 1.0, 0.0
+        if factor != 1.0 or offset != 0.0:
+            data[i] = (data[i].astype(np.float64) * factor + offset).astype(np.float32)
+        factors.append(factor)
+    return {**info, "data": data, "names": names, "factors": factors, "path": path}
+
+
+def read_cube(
+    source: str | Path | Sequence[str | Path],
+    *,
+    dates: Sequence[Any] | None = None,
+    band: str | None = None,
+    scale: float | None = None,
+    nodata: float | None = None,
+) -> xr.DataArray:
+    """Read rasters (a directory, a glob pattern, a file or a list) as a cube.
+
+    Returns a float32 ``DataArray (time, band, y, x)`` with coords ``time``
+    (``datetime64``), ``band``, ``y``, ``x`` (pixel centres), the CRS and transform written
+    with rioxarray and also kept in ``attrs["crs"]`` (WKT) and ``attrs["transform"]``
+    (6-tuple ``a, b, c, d, e, f``). See the module docstring for dates, band names and the
+    scaling convention. ``nodata`` overrides the files' nodata value.
+    """
+    import rioxarray  # noqa: F401  (registers the .rio accessor)
+    import xarray as xr
+
+    files = _resolve(source)
+    if dates is None:
+        parsed = [date_from_name(p.name) for p in files]
+        missing = [p.name for p, d in zip(files, parsed, strict=True) if d is None]
+        if missing:
+            raise DataError(
+                f"no date (YYYY-MM-DD or YYYYMMDD) in the file name {missing[0]}; pass dates="
+            )
+        file_dates = [np.datetime64(d, "D") for d in parsed]
+    else:
+        if len(dates) != len(files):
+            raise DataError(f"{len(dates)} dates given for {len(files)} files")
+        try:
+            file_dates = [np.datetime64(d, "D") for d in dates]
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"cannot interpret the given dates: {exc}") from None
+
+    layers = [_read_one(p, band, scale, nodata) for p in files]
+    ref = layers[0]
+    for layer in layers[1:]:
+        for key, what in (("shape", "shape"), ("crs", "CRS"), ("transform", "transform")):
+            if layer[key] != ref[key]:
+                raise DataError(
+                    f"{layer['path'].name} has a different {what} ({layer[key]}) than "
+                    f"{ref['path'].name} ({ref[key]}); all files must share the same grid"
+                )
+
+    # group by date; bands of one date may come from several files
+    by_date: dict[np.datetime64, dict[str, tuple[np.ndarray, float]]] = {}
+    band_order: list[str] = []
+    for d, layer in zip(file_dates, layers, strict=True):
+        slot = by_date.setdefault(d, {})
+        for i, name in enumerate(layer["names"]):
+            if name in slot:
+                raise DataError(
+                    f"two files give band {name!r} for {d} (e.g. {layer['path'].name}); "
+                    "pass dates= or band= to tell them apart"
+                )
+            slot[name] = (layer["data"][i], layer["factors"][i])
+            if name not in band_order:
+                band_order.append(name)
+    times = sorted(by_date)
+    for d in times:
+        absent = [b for b in band_order if b not in by_date[d]]
+        if absent:
+            raise DataError(f"date {d} lacks the bands {absent}; every date needs every band")
+    data = np.stack([np.stack([by_date[d][b][0] for b in band_order]) for d in times])
+    factors = [by_date[times[0]][b][1] for b in band_order]
+
+    transform = ref["transform"]
+    height, width = ref["shape"]
+    xs = transform.c + transform.a * (np.arange(width) + 0.5)
+    ys = transform.f + transform.e * (np.arange(height) + 0.5)
+    cube = xr.DataArray(
+        data.astype(np.float32, copy=False),
+        dims=("time", "band", "y", "x"),
+        coords={
+            "time": np.array(times, dtype="datetime64[ns]"),
+            "band": band_order,
+            "y": ys,
+            "x": xs,
+        },
+        name="cube",
+    )
+    cube = cube.rio.write_transform(transform)
+    if ref["crs"] is not None:
+        cube = cube.rio.write_crs(ref["crs"])
+        cube.attrs["crs"] = ref["crs"].to_wkt()
+    cube.attrs["transform"] = tuple(float(v) for v in tuple(transform)[:6])
+    cube.attrs["scale_factor"] = [float(f) for f in factors]
+    return cube
+
+
+# ---------------------------------------------------------------------------- writing
+def _grid_of(like: Any) -> tuple[Any, Any, tuple[int, int] | None]:
+    """(crs, transform, (height, width)) of a cube, a rasterio dataset or a profile dict."""
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    if like is None:
+        return None, None, None
+    if isinstance(like, Mapping):
+        shape = (like["height"], like["width"]) if "height" in like else None
+        return like.get("crs"), like.get("transform"), shape
+    if hasattr(like, "rio"):
+        crs = like.rio.crs
+        if crs is None and like.attrs.get("crs"):
+            crs = CRS.from_wkt(like.attrs["crs"])
+        if "transform" in like.attrs:
+            transform = Affine(*like.attrs["transform"])
+        else:
+            transform = like.rio.transform()
+        return crs, transform, (like.sizes["y"], like.sizes["x"])
+    if hasattr(like, "transform") and hasattr(like, "crs"):  # open rasterio dataset
+        return like.crs, like.transform, (like.height, like.width)
+    raise DataError(f"cannot take a grid from {type(like).__name__}; pass a cube or a profile")
+
+
+def _colormap(colormap: Mapping[int, Any]) -> dict[int, tuple[int, int, int, int]]:
+    out = {}
+    for value, colour in colormap.items():
+        if isinstance(colour, str):
+            hexa = colour.lstrip("#")
+            if len(hexa) not in (6, 8):
+                raise DataError(f"colour {colour!r} for value {value} is not #rrggbb[aa]")
+            rgba = tuple(int(hexa[i : i + 2], 16) for i in range(0, len(hexa), 2))
+        else:
+            rgba = tuple(int(c) for c in colour)
+        out[int(value)] = (*rgba, 255)[:4] if len(rgba) == 3 else rgba
+    return out
+
+
+def _cog_available() -> bool:
+    import rasterio
+
+    with rasterio.Env() as env:
+        return "COG" in env.drivers()
+
+
+def write_geotiff(
+    array: Any,
+    path: str | Path,
+    *,
+    like: Any = None,
+    crs: Any = None,
+    transform: Any = None,
+    dtype: str | np.dtype | None = None,
+    nodata: float | None = None,
+    colormap: Mapping[int, Any] | None = None,
+    tags: Mapping[str, Any] | None = None,
+    band_names: Sequence[str] | None = None,
+) -> Path:
+    """Write a 2-D ``[y, x]`` or 3-D ``[band, y, x]`` array as a tiled, compressed GeoTIFF.
+
+    The grid comes from ``like`` (a cube from :func:`read_cube`, an open rasterio dataset or
+    a profile dict) unless ``crs``/``transform`` are given. A Cloud-Optimized GeoTIFF
+    (GDAL's COG driver, DEFLATE) is written when available, else a tiled DEFLATE GTiff;
+    always atomically. ``dtype`` defaults to the array's; NaN is written as ``nodata``
+    (default NaN for float output; integer output with NaN needs ``nodata``). ``colormap``
+    (``{value: "#rrggbb" or (r, g, b[, a])}``) applies to single-band uint8/uint16 output.
+    """
+    import rasterio
+
+    from cropscope.io import atomic_path
+
+    data = np.asarray(array.values if hasattr(array, "values") else array)
+    if data.ndim == 2:
+        data = data[None]
+    if data.ndim != 3:
+        raise DataError(f"write_geotiff takes [y, x] or [band, y, x], got shape {data.shape}")
+    if like is None and hasattr(array, "rio"):
+        like = array
+    like_crs, like_transform, like_shape = _grid_of(like)
+    crs = crs if crs is not None else like_crs
+    transform = transform if transform is not None else like_transform
+    if like_shape is not None and tuple(data.shape[1:]) != tuple(like_shape):
+        raise DataError(f"array is {data.shape[1:]} pixels but the grid is {like_shape}")
+    out_dtype = np.dtype(dtype) if dtype is not None else data.dtype
+    if out_dtype == np.float16 or out_dtype == np.bool_:
+        out_dtype = np.dtype(np.float32) if out_dtype == np.float16 else np.dtype(np.uint8)
+    if np.issubdtype(out_dtype, np.floating):
+        nodata = np.nan if nodata is None else nodata
+        data = data.astype(out_dtype)
+        if not np.isnan(nodata):
+            data = np.where(np.isnan(data), out_dtype.type(nodata), data)
+    else:
+        if np.issubdtype(data.dtype, np.floating) and np.isnan(data).any():
+            if nodata is None:
+                raise DataError(f"the array has NaN but {out_dtype} output needs nodata=")
+            data = np.where(np.isnan(data), nodata, data)
+        data = data.astype(out_dtype)
+    if colormap is not None and (data.shape[0] != 1 or out_dtype not in (np.uint8, np.uint16)):
+        raise DataError("a colormap needs single-band uint8 or uint16 output")
+    if band_names is not None and len(band_names) != data.shape[0]:
+        raise DataError(f"{len(band_names)} band names for {data.shape[0]} bands")
+    if band_names is None and hasattr(array, "coords") and "band" in getattr(array, "dims", ()):
+        band_names = [str(b) for b in array.coords["band"].values]
+
+    count, height, width = data.shape
+    profile: dict[str, Any] = {
+        "width": width,
+        "height": height,
+        "count": count,
+        "dtype": out_dtype.name,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+        "compress": "deflate",
+    }
+    if _cog_available():
+        profile.update(driver="COG", blocksize=256)
+    else:  # pragma: no cover - depends on the GDAL build
+        profile.update(driver="GTiff", tiled=True, blockxsize=256, blockysize=256)
+    path = Path(path)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        from rasterio.errors import NotGeoreferencedWarning
+
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data)
+            if colormap is not None:
+                dst.write_colormap(1, _colormap(colormap))
+            if tags:
+                dst.update_tags(**{str(k): str(v) for k, v in tags.items()})
+            for i, name in enumerate(band_names or []):
+                dst.set_band_description(i + 1, str(name))
+    return path

@@ -1,0 +1,361 @@
+"""Dataset registry: name -> public origin (URL at a pinned commit, SHA-256) + reader.
+
+Files are looked up under the local data directory (:func:`cropscope.settings.data_dir`,
+``$CROPSCOPE_DATA_DIR``) and then in the download cache ``~/.cache/cropscope/data``. Missing
+files are downloaded (checksum-verified) into the data directory, or into the cache when
+the data directory is read-only. Readers are imported only when a dataset is loaded, so
+importing this module stays light.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+from typing import Literal
+
+from cropscope.data.timeseries import TimeSeriesSet
+from cropscope.errors import DataError, DatasetNotFoundError
+from cropscope.settings import DATA_DIR_ENV, data_dir
+
+__all__ = [
+    "DatasetSpec",
+    "LazyReader",
+    "RemoteFile",
+    "cache_dir",
+    "dataset_status",
+    "get_dataset",
+    "list_datasets",
+    "load_dataset",
+    "register_dataset",
+    "unregister_dataset",
+]
+
+Status = Literal["local", "missing", "corrupt"]
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a dataset: local path (relative to the data directory) and its origin."""
+
+    path: str
+    url: str
+    sha256: str
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class LazyReader:
+    """A reader ``(root, split) -> TimeSeriesSet`` imported on first call.
+
+    Calls ``module.function(root / path)`` — or ``module.function(root / path, split)``
+    when ``with_split`` is true.
+    """
+
+    module: str
+    function: str
+    path: str
+    with_split: bool = False
+
+    def __call__(self, root: Path, split: str | None) -> TimeSeriesSet:
+        func = getattr(import_module(self.module), self.function)
+        target = Path(root) / self.path
+        return func(target, split) if self.with_split else func(target)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: its files with their origin, and how to read them."""
+
+    name: str
+    description: str
+    files: list[RemoteFile]
+    reader: Callable[[Path, str | None], TimeSeriesSet]
+    splits: tuple[str, ...] = ()
+    citation: str = ""
+    license: str = ""
+
+
+_REGISTRY: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(spec: DatasetSpec, replace: bool = False) -> DatasetSpec:
+    """Add a dataset to the registry (``replace=True`` to overwrite an existing name)."""
+    if spec.name in _REGISTRY and not replace:
+        raise DataError(f"a dataset named {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister_dataset(name: str) -> None:
+    """Remove a dataset from the registry (no error if absent)."""
+    _REGISTRY.pop(name, None)
+
+
+def list_datasets() -> list[DatasetSpec]:
+    """All registered datasets, sorted by name."""
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    """The spec registered under ``name``."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise DatasetNotFoundError(
+            f"unknown dataset {name!r}; registered datasets: {', '.join(sorted(_REGISTRY))}"
+        ) from None
+
+
+def cache_dir() -> Path:
+    """Download folder used when the data directory is read-only."""
+    return Path.home() / ".cache" / "cropscope" / "data"
+
+
+def _search_roots(root: str | Path | None) -> list[Path]:
+    if root is not None:
+        return [Path(root).expanduser()]
+    roots = [data_dir(), cache_dir()]
+    return [r for i, r in enumerate(roots) if r not in roots[:i]]
+
+
+def _file_status(root: Path, rf: RemoteFile, verify: bool) -> Status:
+    path = root / rf.path
+    if not path.is_file():
+        return "missing"
+    if rf.size is not None and path.stat().st_size != rf.size:
+        return "corrupt"
+    if verify:
+        from cropscope.data.download import sha256_file
+
+        if sha256_file(path) != rf.sha256.lower():
+            return "corrupt"
+    return "local"
+
+
+def _root_status(root: Path, spec: DatasetSpec, verify: bool) -> Status:
+    states = [_file_status(root, rf, verify) for rf in spec.files]
+    if "corrupt" in states:
+        return "corrupt"
+    if "missing" in states:
+        return "missing"
+    return "local"
+
+
+def dataset_status(name: str, root: str | Path | None = None, verify: bool = False) -> Status:
+    """``"local"`` when every file is present (in ``root``, or in the data directory or the
+    download cache), ``"missing"`` when one is absent, ``"corrupt"`` when one has the wrong
+    size (or, with ``verify=True``, the wrong SHA-256)."""
+    spec = get_dataset(name)
+    states = [_root_status(r, spec, verify) for r in _search_roots(root)]
+    if "local" in states:
+        return "local"
+    return "corrupt" if "corrupt" in states else "missing"
+
+
+def _is_writable(folder: Path) -> bool:
+    """True if files can be created in ``folder`` (created if needed).
+
+    A folder without write permission bits counts as read-only even for the superuser.
+    """
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        mode = existing.stat().st_mode
+    except OSError:
+        return False
+    if not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) or not os.access(existing, os.W_OK):
+        return False
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:
+        return False
+    return True
+
+
+def _download(spec: DatasetSpec, target: Path, searched: list[Path], progress: bool) -> None:
+    from cropscope.data.download import fetch
+
+    for rf in spec.files:
+        if _file_status(target, rf, verify=False) == "local":
+            continue
+        try:
+            fetch(rf.url, target / rf.path, rf.sha256, progress=progress)
+        except DatasetNotFoundError as exc:
+            where = ", ".join(str(r) for r in searched)
+            raise DatasetNotFoundError(
+                f"dataset {spec.name!r}: {rf.path} not found locally (looked in {where}; "
+                f"set ${DATA_DIR_ENV} to a folder that has it) and the download failed: {exc}"
+            ) from None
+
+
+def load_dataset(
+    name: str,
+    split: str | None = None,
+    root: str | Path | None = None,
+    download: bool = True,
+    progress: bool = True,
+) -> TimeSeriesSet:
+    """Load a registered dataset as a :class:`TimeSeriesSet`.
+
+    Files are read from ``root`` if given, else from the data directory
+    (``$CROPSCOPE_DATA_DIR``) or the download cache ``~/.cache/cropscope/data``. With
+    ``download=True`` missing files are fetched and SHA-256-checked into ``root`` or the
+    data directory, or into the cache when that directory is read-only.
+    """
+    spec = get_dataset(name)
+    if split is not None and split not in spec.splits:
+        choices = f"one of {list(spec.splits)} or None" if spec.splits else "None (no splits)"
+        raise DataError(f"dataset {name!r} has no split {split!r}; choose {choices}")
+    roots = _search_roots(root)
+    for candidate in roots:
+        if _root_status(candidate, spec, verify=False) == "local":
+            return spec.reader(candidate, split)
+    missing = [rf.path for rf in spec.files if _file_status(roots[0], rf, False) != "local"]
+    where = ", ".join(str(r) for r in roots)
+    if not download:
+        raise DatasetNotFoundError(
+            f"dataset {name!r} is not available locally: {', '.join(missing)} missing or "
+            f"incomplete in {where}; set ${DATA_DIR_ENV} or call with download=True"
+        )
+    target = Path(root).expanduser() if root is not None else data_dir()
+    if not _is_writable(target):
+        if root is not None:
+            raise DatasetNotFoundError(
+                f"dataset {name!r}: {', '.join(missing)} missing in {target}, which is read-only"
+            )
+        target = cache_dir()
+    _download(spec, target, roots, progress)
+    return spec.reader(target, split)
+
+
+# ---------------------------------------------------------------------------- built-ins
+_SITS_URL = "https://raw.githubusercontent.com/e-sensing/sits/{commit}/data/{name}.rda"
+_SITS_CITATION = (
+    "Picoli, M.C.A. et al. (2018) Big earth observation time series analysis for monitoring "
+    "Brazilian agriculture. ISPRS J. Photogramm. Remote Sens. 145:328-339, "
+    "doi:10.1016/j.isprsjprs.2018.08.007; samples from the R package sits (e-sensing/sits, "
+    "INPE)."
+)
+_SITS_LICENSE = "GPL-2 (shipped in the sits R package; no separate data licence stated)"
+
+_SITS = [
+    (
+        "sits-matogrosso",
+        "samples_mt_9classes",
+        "8534ba25c3e346215d8b2d4707eb7724be7ddf7e",
+        "e526c46144ac7febd5eea3026c7c55f6ee4ae4e54962c1cecbbfd33a202e4cf5",
+        591_968,
+        "MODIS MOD13Q1 pixel series, Mato Grosso (BR): 2115 samples x 23 steps x 6 bands "
+        "(mir, blue, nir, red, evi, ndvi), 9 classes",
+    ),
+    (
+        "sits-matogrosso-4bands",
+        "samples_mt_4bands",
+        "27ccfcfdbd0e45670518b22f42dcfcd26efa4072",
+        "9a9d23f33c416c80881f303b8364fccff9c31143831da038c47e1dd0af8a4bd1",
+        542_239,
+        "MODIS MOD13Q1 pixel series, Mato Grosso (BR): 1892 samples x 23 steps x 4 bands "
+        "(NDVI, EVI, NIR, MIR), 9 classes",
+    ),
+    (
+        "sits-matogrosso-ndvi",
+        "samples_modis_ndvi",
+        "9f277feffb290cd73097472e0105eb1d988ac41c",
+        "e18bc113fd38f528b4f5645698889dda91e1d4c417a74ec742ab11fe3314ee7c",
+        71_470,
+        "MODIS MOD13Q1 NDVI pixel series, Mato Grosso (BR): 1218 samples x 12 monthly steps, "
+        "4 classes",
+    ),
+]
+
+for _name, _file, _commit, _sha, _size, _desc in _SITS:
+    _path = f"sits_matogrosso/original/{_file}.rda"
+    register_dataset(
+        DatasetSpec(
+            name=_name,
+            description=_desc,
+            files=[RemoteFile(_path, _SITS_URL.format(commit=_commit, name=_file), _sha, _size)],
+            reader=LazyReader("cropscope.data.readers.sits", "read_sits_rda", _path),
+            citation=_SITS_CITATION,
+            license=_SITS_LICENSE,
+        )
+    )
+
+_TEMPCNN_URL = (
+    "https://raw.githubusercontent.com/charlotte-pel/temporalCNN/"
+    "d081da2f6eef19f36b5517549eab3bbbedd18598/{}"
+)
+register_dataset(
+    DatasetSpec(
+        name="tempcnn-formosat2",
+        description=(
+            "Formosat-2 pixel series near Toulouse (FR), TempCNN example subsample: "
+            "260 train / 260 test (polygon-disjoint) x 149 steps x 3 bands (NIR, R, G), "
+            "13 classes"
+        ),
+        files=[
+            RemoteFile(
+                "tempcnn_formosat2/train_dataset.csv",
+                _TEMPCNN_URL.format("example/train_dataset.csv"),
+                "06936ce3cb79666403fbc2dbe55dfe6af766864bd6a145a19159100b600f3fa1",
+                918_073,
+            ),
+            RemoteFile(
+                "tempcnn_formosat2/test_dataset.csv",
+                _TEMPCNN_URL.format("example/test_dataset.csv"),
+                "414c4d7eab67f680ce2d81138d92bdfe2c0c5f8644da6d6a08399deb05eb9328",
+                920_589,
+            ),
+            RemoteFile(
+                "tempcnn_formosat2/class_map.txt",
+                _TEMPCNN_URL.format("map/class_map.txt"),
+                "a6068be38b3ef860bbe73e2e992cd076b9be8d84b16995fc3653bab853d4e928",
+                246,
+            ),
+        ],
+        reader=LazyReader(
+            "cropscope.data.readers.tempcnn", "read_tempcnn_dir", "tempcnn_formosat2", True
+        ),
+        splits=("train", "test"),
+        citation=(
+            "Pelletier, C., Webb, G.I., Petitjean, F. (2019) Temporal Convolutional Neural "
+            "Network for the Classification of Satellite Image Time Series. Remote Sensing "
+            "11(5):523, doi:10.3390/rs11050523"
+        ),
+        license="GPL-3.0 (charlotte-pel/temporalCNN repository)",
+    )
+)
+
+register_dataset(
+    DatasetSpec(
+        name="ucr-crop",
+        description=(
+            "UCR 'Crop' (Formosat-2 NDVI-like pixel series): TRAIN split, 7200 series x 46 "
+            "steps, 24 classes"
+        ),
+        files=[
+            RemoteFile(
+                "ucr_crop/Crop_TRAIN.tsv",
+                "https://raw.githubusercontent.com/femartip/XAI_time_series/"
+                "1c73cd7bc47a72e33579934ced3ce907d47a7841/data/Crop/Crop_TRAIN.tsv",
+                "43977038db988d19341a476e1124978c837e6e1cbf48a4dd254622cf3dc058bf",
+                2_052_087,
+            )
+        ],
+        reader=LazyReader("cropscope.data.readers.ucr", "read_ucr_crop", "ucr_crop/Crop_TRAIN.tsv"),
+        splits=("train",),
+        citation=(
+            "Dau, H.A. et al. (2019) The UCR Time Series Archive. IEEE/CAA J. Autom. Sinica "
+            "6(6), arXiv:1810.07758; data from Tan, Webb & Petitjean (2017), SDM"
+        ),
+        license="no explicit licence; the UCR archive asks users to cite Dau et al. (2019)",
+    )
+)

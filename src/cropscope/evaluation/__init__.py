@@ -1,0 +1,28 @@
+"""Evaluation: metrics, cross-validation folds, fixed-split evaluation and reports.
+
+Importing this package stays light: matplotlib is loaded only when a plot is drawn.
+"""
+
+from cropscope.evaluation.crossval import (
+    EvaluationResult,
+    cross_validate,
+    evaluate_predictions,
+    evaluate_split,
+)
+from cropscope.evaluation.metrics import classification_metrics, format_metrics_table
+from cropscope.evaluation.report import plot_confusion_matrix, plot_per_class_f1, write_report
+from cropscope.evaluation.splits import make_folds, train_val_split
+
+__all__ = [
+    "EvaluationResult",
+    "classification_metrics",
+    "cross_validate",
+    "evaluate_predictions",
+    "evaluate_split",
+    "format_metrics_table",
+    "make_folds",
+    "plot_confusion_matrix",
+    "plot_per_class_f1",
+    "train_val_split",
+    "write_report",
+]

@@ -1,0 +1,323 @@
+"""Cross-validation, fixed train/test evaluation and the :class:`EvaluationResult` they return.
+
+Predictions are always matched to the truth by class *name*: a model's ``predict`` codes are
+read through ``model.classes``, so train and test sets may order their classes differently.
+Macro F1 is taken over the classes present in the truth (per fold, and pooled), following the
+transfer protocol; per-class rows and confusion matrices still list every class.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cropscope.data.timeseries import TimeSeriesSet
+from cropscope.errors import CropscopeError, EvaluationError
+from cropscope.evaluation.metrics import SUMMARY_KEYS, classification_metrics
+from cropscope.evaluation.splits import make_folds
+from cropscope.models.base import Classifier
+
+__all__ = ["EvaluationResult", "cross_validate", "evaluate_predictions", "evaluate_split"]
+
+ModelFactory = Callable[[], Classifier]
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain Python containers and scalars only (numpy values, tuples and paths converted)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [_jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, str | int | float | bool):
+        return obj
+    return str(obj)
+
+
+@dataclass
+class EvaluationResult:
+    """Scores of one evaluation (cross-validation, fixed split or given predictions).
+
+    ``metrics`` is :func:`classification_metrics` pooled over all (out-of-fold) predictions;
+    ``y_true``/``y_pred`` are codes into ``classes``, one per evaluated sample, in the order of
+    the labelled samples of the input set (``ids`` and ``fold`` align with them).
+    """
+
+    metrics: dict[str, Any]
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    classes: list[str]
+    fold_metrics: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, dict[str, float]] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    duration_s: float = 0.0
+    ids: np.ndarray | None = None
+    fold: np.ndarray | None = None
+
+    @property
+    def overall_accuracy(self) -> float:
+        return float(self.metrics["overall_accuracy"])
+
+    @property
+    def macro_f1(self) -> float:
+        return float(self.metrics["macro_f1"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """One JSON-ready dict: the pooled metrics at the top level, plus ``summary`` (mean and
+        std across folds), ``folds``, ``config`` and ``duration_s``."""
+        return _jsonable(
+            {
+                **self.metrics,
+                "summary": self.summary,
+                "folds": self.fold_metrics,
+                "config": self.config,
+                "duration_s": round(float(self.duration_s), 3),
+            }
+        )
+
+
+# ---------------------------------------------------------------------------- helpers
+def _summarise(fold_metrics: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean and (population) standard deviation across folds of the summary scores."""
+    if not fold_metrics:
+        return {}
+    out = {}
+    for key in SUMMARY_KEYS:
+        vals = np.array([m[key] for m in fold_metrics], dtype=float)
+        out[key] = {"mean": float(vals.mean()), "std": float(vals.std())}
+    return out
+
+
+def _names_to_codes(names: np.ndarray, classes: list[str]) -> np.ndarray:
+    lookup = {c: i for i, c in enumerate(classes)}
+    return np.array([lookup[str(n)] for n in names], dtype=np.int64)
+
+
+def _extend_classes(classes: list[str], names: Sequence[str]) -> list[str]:
+    """``classes`` followed by any name in ``names`` it lacks (in first-seen order)."""
+    out = list(classes)
+    for n in names:
+        if n not in out:
+            out.append(str(n))
+    return out
+
+
+def _predict_names(model: Classifier, ts: TimeSeriesSet) -> np.ndarray:
+    codes = np.asarray(model.predict(ts))
+    return np.asarray(model.classes, dtype=object)[codes]
+
+
+def _model_config(model: Any) -> dict[str, Any]:
+    name = getattr(model, "name", "") or type(model).__name__
+    return {"model": name, "model_config": dict(getattr(model, "config", {}) or {})}
+
+
+def _labelled(ts: TimeSeriesSet, what: str) -> TimeSeriesSet:
+    if ts.labels is None:
+        raise EvaluationError(f"the {what} set has no labels to evaluate against")
+    keep = ts.labels >= 0
+    if not keep.any():
+        raise EvaluationError(f"the {what} set has no labelled samples")
+    return ts if keep.all() else ts.subset(keep)
+
+
+def _as_factory(model: ModelFactory | Classifier) -> ModelFactory:
+    if isinstance(model, Classifier):
+        template = model
+        return lambda: type(template)(**template.config)
+    if not callable(model):
+        raise EvaluationError(f"expected a model factory or a Classifier, got {model!r}")
+    return model
+
+
+def _fit(model: Classifier, train: TimeSeriesSet, context: str) -> None:
+    try:
+        model.fit(train)
+    except CropscopeError as exc:
+        raise type(exc)(f"{context}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------- public API
+def cross_validate(
+    model_factory: ModelFactory | Classifier,
+    ts: TimeSeriesSet,
+    cv: int = 5,
+    seed: int = 0,
+    group: str | None = None,
+    progress: bool = False,
+) -> EvaluationResult:
+    """K-fold cross-validation of a fresh model per fold (folds from :func:`make_folds`).
+
+    ``model_factory()`` must return an unfitted :class:`Classifier` (a model class works; an
+    unfitted instance is used as a template for fresh copies); each is fitted on the
+    training part only (no ``val``: models split their own inner validation set) and predicts
+    the test part. Unlabelled samples are dropped. Every class of ``ts`` stays in the class
+    list, so a fold whose training part lacks a class still works. ``progress`` shows a tqdm
+    bar ("fold i/k") on stderr.
+    """
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    model_factory = _as_factory(model_factory)
+    lab = _labelled(ts, "input")
+    folds = make_folds(lab, cv=cv, seed=seed, group=group)
+    k = len(folds)
+    groups = lab.group_values(group) if group is not None else None
+
+    pred_names = np.empty(lab.n_samples, dtype=object)
+    fold_of = np.full(lab.n_samples, -1, dtype=np.int64)
+    per_fold: list[tuple[np.ndarray, np.ndarray, dict[str, Any]]] = []
+    model_info: dict[str, Any] = {}
+    with tqdm(total=k, desc="cross-validation", file=sys.stderr, disable=not progress) as bar:
+        for i, (tr, te) in enumerate(folds):
+            bar.set_description(f"fold {i + 1}/{k}")
+            t0 = time.perf_counter()
+            model = model_factory()
+            _fit(model, lab.subset(tr), f"fold {i + 1}/{k}")
+            pred_names[te] = _predict_names(model, lab.subset(te))
+            fold_of[te] = i
+            info: dict[str, Any] = {
+                "fold": i + 1,
+                "n_train": int(tr.size),
+                "n_test": int(te.size),
+                "duration_s": round(time.perf_counter() - t0, 3),
+            }
+            if groups is not None:
+                info["test_groups"] = sorted({_jsonable(g) for g in groups[te]}, key=str)
+            per_fold.append((tr, te, info))
+            model_info = model_info or _model_config(model)
+            bar.update(1)
+
+    classes = _extend_classes(lab.classes, sorted(set(pred_names)))
+    y_true = lab.labels.copy()
+    y_pred = _names_to_codes(pred_names, classes)
+    fold_metrics = []
+    for _, te, info in per_fold:
+        m = classification_metrics(y_true[te], y_pred[te], classes, labels_present_only=True)
+        fold_metrics.append({**info, **m})
+    return EvaluationResult(
+        metrics=classification_metrics(y_true, y_pred, classes, labels_present_only=True),
+        y_true=y_true,
+        y_pred=y_pred,
+        classes=classes,
+        fold_metrics=fold_metrics,
+        summary=_summarise(fold_metrics),
+        config=_jsonable(
+            {
+                "mode": "cross-validation",
+                "cv": k,
+                "seed": seed,
+                "group": group,
+                "stratify": True,
+                **model_info,
+            }
+        ),
+        duration_s=time.perf_counter() - start,
+        ids=lab.ids.copy(),
+        fold=fold_of,
+    )
+
+
+def evaluate_split(
+    model: ModelFactory | Classifier,
+    train: TimeSeriesSet | None,
+    test: TimeSeriesSet,
+) -> EvaluationResult:
+    """Fit on ``train`` and score on ``test`` (a fixed split, e.g. region or year transfer).
+
+    ``model`` is a factory returning an unfitted :class:`Classifier`, an unfitted classifier
+    (fitted on ``train``), or an already fitted one (used as is; ``train`` may then be
+    ``None``). Test labels are matched to the model's classes by name. Test samples of a class
+    the model never learnt are kept and count as errors (the class is appended to the class
+    list), with a warning naming the classes. Unlabelled test samples are dropped.
+    """
+    start = time.perf_counter()
+    test = _labelled(test, "test")
+    clf = model if isinstance(model, Classifier) else _as_factory(model)()
+    if clf.card is None:
+        if train is None:
+            raise EvaluationError("an unfitted model needs a training set")
+        _fit(clf, _labelled(train, "training"), "training")
+    true_names = test.label_names
+    model_classes = list(clf.classes)
+    unseen = [c for c in dict.fromkeys(true_names) if c not in model_classes]
+    if unseen:
+        counts = {c: int((true_names == c).sum()) for c in unseen}
+        listed = ", ".join(f"{c!r} ({n} samples)" for c, n in counts.items())
+        warnings.warn(
+            f"test classes unseen by the model count as errors: {listed}",
+            UserWarning,
+            stacklevel=2,
+        )
+    pred_names = _predict_names(clf, test)
+    classes = _extend_classes(model_classes, [*unseen, *sorted(set(pred_names))])
+    y_true = _names_to_codes(true_names, classes)
+    y_pred = _names_to_codes(pred_names, classes)
+    return EvaluationResult(
+        metrics=classification_metrics(y_true, y_pred, classes, labels_present_only=True),
+        y_true=y_true,
+        y_pred=y_pred,
+        classes=classes,
+        config=_jsonable(
+            {
+                "mode": "split",
+                "n_train": None if train is None else int(train.n_samples),
+                "n_test": int(test.n_samples),
+                "unseen_classes": unseen,
+                **_model_config(clf),
+            }
+        ),
+        duration_s=time.perf_counter() - start,
+        ids=test.ids.copy(),
+    )
+
+
+def evaluate_predictions(
+    y_true: Sequence[Any] | np.ndarray,
+    y_pred: Sequence[Any] | np.ndarray,
+    classes: Sequence[str],
+) -> EvaluationResult:
+    """Score given predictions: integer codes into ``classes`` or class names.
+
+    Samples whose truth is ``-1`` (or an empty name) are unlabelled and dropped.
+    """
+    start = time.perf_counter()
+    classes = [str(c) for c in classes]
+    yt, yp = np.asarray(y_true), np.asarray(y_pred)
+    if yt.shape != yp.shape:
+        raise EvaluationError(f"{yt.size} true labels but {yp.size} predictions")
+
+    def codes(y: np.ndarray, name: str) -> np.ndarray:
+        if y.dtype.kind in "OUS":
+            lookup = {c: i for i, c in enumerate(classes)}
+            unknown = sorted({str(v) for v in y} - set(lookup) - {""})
+            if unknown:
+                raise EvaluationError(f"{name} holds names not among the classes: {unknown[:5]}")
+            return np.array([lookup.get(str(v), -1) for v in y], dtype=np.int64)
+        if y.size and y.dtype.kind not in "iu" and not np.all(np.mod(y, 1) == 0):
+            raise EvaluationError(f"{name} must be integer class codes or class names")
+        return y.astype(np.int64)
+
+    yt, yp = codes(yt, "y_true"), codes(yp, "y_pred")
+    keep = yt >= 0
+    yt, yp = yt[keep], yp[keep]
+    return EvaluationResult(
+        metrics=classification_metrics(yt, yp, classes, labels_present_only=True),
+        y_true=yt,
+        y_pred=yp,
+        classes=classes,
+        config={"mode": "predictions"},
+        duration_s=time.perf_counter() - start,
+    )

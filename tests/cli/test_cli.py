@@ -1,0 +1,147 @@
+"""The command line, run as a user runs it (a subprocess of the console entry point)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import make_toy_set
+
+
+def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "cropscope.cli.main", *args],
+        capture_output=True, text=True, timeout=300,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stderr}")
+    return proc
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+@pytest.fixture
+def toy_table(tmp_path) -> Path:
+    df = make_toy_set(n_per_class=15).to_long().drop(columns="valid")
+    path = tmp_path / "samples.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_version_and_help() -> None:
+    from cropscope import __version__
+
+    assert __version__ in run_cli("--version").stdout
+    out = run_cli("--help").stdout
+    for command in ("datasets", "train", "evaluate", "predict", "demo"):
+        assert command in out
+
+
+def test_evaluate_table_json_is_one_object_on_stdout(toy_table: Path) -> None:
+    proc = run_cli("evaluate", "--table", str(toy_table), "--model", "rf", "--cv", "3",
+                   "--seed", "0", "--json", "--set", "n_estimators=20")
+    result = json.loads(proc.stdout)  # exactly one JSON document, nothing else
+    assert {"overall_accuracy", "macro_f1", "kappa", "n_samples"} <= set(result)
+    assert result["n_samples"] == 45 and result["overall_accuracy"] > 0.8
+
+
+def test_evaluate_leave_group_out(toy_table: Path) -> None:
+    proc = run_cli("evaluate", "--table", str(toy_table), "--model", "rf", "--cv", "2",
+                   "--group", "region", "--json", "--set", "n_estimators=10")
+    result = json.loads(proc.stdout)
+    assert result["config"]["group"] == "region" and len(result["folds"]) == 2
+
+
+def test_evaluate_fixed_split(tmp_path) -> None:
+    train, test = tmp_path / "train.parquet", tmp_path / "test.parquet"
+    make_toy_set(n_per_class=12, seed=1).to_long().drop(columns="valid").to_parquet(train)
+    make_toy_set(n_per_class=5, seed=2).to_long().drop(columns="valid").to_parquet(test)
+    proc = run_cli("evaluate", "--train-table", str(train), "--test-table", str(test),
+                   "--model", "lightgbm", "--json", "--set", "n_estimators=30",
+                   "--set", "min_child_samples=3")
+    assert json.loads(proc.stdout)["n_samples"] == 15
+
+
+def test_train_then_predict_table(toy_table: Path, tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    run_cli("train", "--table", str(toy_table), "--model", "rf", "--out", str(run_dir),
+            "--set", "n_estimators=20")
+    assert (run_dir / "model.json").is_file() and (run_dir / "metrics.json").is_file()
+    out = tmp_path / "pred.csv"
+    run_cli("predict", "--model", str(run_dir), "--input", str(toy_table), "--out", str(out))
+    pred = pd.read_csv(out)
+    truth = pd.read_csv(toy_table).groupby("sample_id")["label"].first()
+    assert len(pred) == 45
+    assert (pred.set_index("sample_id")["prediction"] == truth).mean() > 0.9
+    assert np.allclose(pred.filter(like="p_").sum(axis=1), 1, atol=1e-4)
+
+
+def test_error_missing_file(tmp_path) -> None:
+    proc = run_cli("evaluate", "--table", str(tmp_path / "nope.csv"), "--model", "rf",
+                   check=False)
+    assert_one_line_error(proc, "nope.csv")
+
+
+def test_error_missing_label_column(toy_table: Path, tmp_path) -> None:
+    df = pd.read_csv(toy_table).drop(columns="label")
+    df.to_csv(tmp_path / "nolabel.csv", index=False)
+    proc = run_cli("evaluate", "--table", str(tmp_path / "nolabel.csv"), "--model", "rf",
+                   check=False)
+    assert_one_line_error(proc, "label")
+
+
+def test_error_class_smaller_than_folds(toy_table: Path, tmp_path) -> None:
+    df = pd.read_csv(toy_table)
+    keep = df["sample_id"].isin(df.loc[df.label == "class_2", "sample_id"].unique()[:2])
+    df = df[(df.label != "class_2") | keep]
+    df.to_csv(tmp_path / "small.csv", index=False)
+    proc = run_cli("evaluate", "--table", str(tmp_path / "small.csv"), "--model", "rf",
+                   "--cv", "5", check=False)
+    assert_one_line_error(proc, "class_2")
+
+
+def test_error_all_nan_series(toy_table: Path, tmp_path) -> None:
+    df = pd.read_csv(toy_table)
+    df.loc[df.sample_id == 3, ["B4", "B8"]] = np.nan
+    df.to_csv(tmp_path / "nan.csv", index=False)
+    proc = run_cli("train", "--table", str(tmp_path / "nan.csv"), "--model", "rf",
+                   "--out", str(tmp_path / "run"), check=False)
+    assert_one_line_error(proc, "3")
+
+
+def test_error_wrong_band_names(toy_table: Path, tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    run_cli("train", "--table", str(toy_table), "--model", "rf", "--out", str(run_dir),
+            "--set", "n_estimators=5", "--holdout", "0")
+    df = pd.read_csv(toy_table).rename(columns={"B8": "nir"})
+    df.to_csv(tmp_path / "renamed.csv", index=False)
+    proc = run_cli("predict", "--model", str(run_dir), "--input", str(tmp_path / "renamed.csv"),
+                   "--out", str(tmp_path / "p.csv"), check=False)
+    assert_one_line_error(proc, "B8")
+
+
+def test_error_bad_model_option(toy_table: Path) -> None:
+    proc = run_cli("evaluate", "--table", str(toy_table), "--model", "rf",
+                   "--set", "trees=3", check=False)
+    assert_one_line_error(proc, "trees")
+
+
+@pytest.mark.realdata
+def test_datasets_list_shows_local_data(real_data_dir) -> None:
+    out = run_cli("datasets", "list").stdout
+    for name in ("sits-matogrosso", "sits-matogrosso-ndvi", "tempcnn-formosat2", "ucr-crop"):
+        assert name in out
+    assert "local" in out
