@@ -1,0 +1,115 @@
+"""Gap filling: linear interpolation of missing steps along time."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cropscope.data.timeseries import TimeSeriesSet
+from cropscope.errors import DataError
+
+__all__ = ["interpolate_gaps", "interpolate_gaps_array", "time_axis_days"]
+
+_CHUNK_ELEMENTS = 1 << 20  # values per chunk of samples
+
+
+def interpolate_gaps_array(values: np.ndarray, t: np.ndarray | None = None) -> np.ndarray:
+    """Fill NaN steps of ``values`` (``[N, T, C]`` or ``[N, T]``) by linear interpolation.
+
+    Interpolation runs along axis 1, independently per sample and band, at times ``t``
+    (``[T]`` or ``[N, T]``, increasing; default: step index). Leading and trailing gaps take
+    the nearest valid value. A series (sample, band) without any valid value stays NaN.
+    Returns float32.
+    """
+    arr = np.asarray(values, dtype=np.float32)
+    squeeze = arr.ndim == 2
+    if squeeze:
+        arr = arr[:, :, None]
+    if arr.ndim != 3:
+        raise DataError(f"values must be [N, T, C] or [N, T], got shape {arr.shape}")
+    n, nt, nc = arr.shape
+    tt = None
+    if t is not None:
+        tt = np.asarray(t, dtype=np.float64)
+        if tt.shape not in {(nt,), (n, nt)}:
+            raise DataError(f"t must be [T] or [N, T] for {(n, nt)}, got {tt.shape}")
+    out = np.empty_like(arr)
+    size = max(1, _CHUNK_ELEMENTS // max(1, nt * nc))
+    for lo in range(0, n, size):
+        sl = slice(lo, lo + size)
+        t_chunk = None if tt is None else (tt if tt.ndim == 1 else tt[sl])
+        out[sl] = _fill_chunk(arr[sl], t_chunk)
+    return out[:, :, 0] if squeeze else out
+
+
+def _fill_chunk(arr: np.ndarray, t: np.ndarray | None) -> np.ndarray:
+    """Fill one chunk ``[m, T, C]``; works time-major ``[T, m*C]`` so that every step is one
+    contiguous row (the loops below run over time steps, vectorised over all series)."""
+    m, nt, nc = arr.shape
+    width = m * nc
+    rows = np.ascontiguousarray(arr.transpose(1, 0, 2)).reshape(nt, width)
+    valid = np.isfinite(rows)
+    gaps = np.flatnonzero(~valid)
+    if gaps.size == 0:
+        return arr
+    steps = np.arange(nt, dtype=np.int32)[:, None]
+    prev = valid * (steps + 1) - 1  # own step where valid, else -1 ...
+    nxt = valid * (steps - nt) + nt  # ... or nt
+    for i in range(1, nt):  # forward / backward fill of the valid step index
+        np.maximum(prev[i - 1], prev[i], out=prev[i])
+        np.minimum(nxt[nt - i], nxt[nt - 1 - i], out=nxt[nt - 1 - i])
+    step, col = np.divmod(gaps, width)
+    p, q = prev.ravel()[gaps], nxt.ravel()[gaps]
+    has_p, has_q = p >= 0, q < nt
+    p = np.where(has_p, p, q)  # leading gap: next valid value
+    q = np.where(has_q, q, p)  # trailing gap: previous valid value
+    empty = ~(has_p | has_q)  # (sample, band) without any valid value
+    p[empty] = q[empty] = 0
+    flat = rows.ravel()
+    v_p = flat[p * width + col].astype(np.float64)
+    v_q = flat[q * width + col].astype(np.float64)
+    if t is None:
+        t_gap, t_p, t_q = step, p, q
+    elif t.ndim == 1:
+        t_gap, t_p, t_q = t[step], t[p], t[q]
+    else:
+        sample = col // nc
+        t_gap, t_p, t_q = t[sample, step], t[sample, p], t[sample, q]
+    span = (t_q - t_p).astype(np.float64)
+    frac = np.where(span > 0, (t_gap - t_p) / np.where(span > 0, span, 1.0), 0.0)
+    filled = v_p + (v_q - v_p) * frac
+    filled[empty] = np.nan
+    flat[gaps] = filled
+    return rows.reshape(nt, m, nc).transpose(1, 0, 2)
+
+
+def time_axis_days(ts: TimeSeriesSet) -> np.ndarray:
+    """Time of each step in days (``[T]`` or ``[N, T]``); the step index when dates are None."""
+    if ts.dates is None:
+        return np.arange(ts.n_times, dtype=np.float64)
+    if np.isnat(ts.dates).any():
+        raise DataError("dates contain missing values (NaT); drop or date those steps first")
+    return ts.dates.astype(np.int64).astype(np.float64)
+
+
+def _check_not_empty(ts: TimeSeriesSet, what: str) -> None:
+    empty = ~ts.mask.any(axis=1)
+    if empty.any():
+        ids = ", ".join(str(i) for i in ts.ids[empty][:10])
+        more = " ..." if empty.sum() > 10 else ""
+        raise DataError(
+            f"{what}: {int(empty.sum())} series have no valid observation (all NaN), "
+            f"sample ids {ids}{more}; drop them first"
+        )
+
+
+def interpolate_gaps(ts: TimeSeriesSet) -> TimeSeriesSet:
+    """Fill invalid steps (``~ts.mask`` or NaN) by linear interpolation in time.
+
+    Uses the actual dates (or the step index when ``dates`` is None); leading and trailing
+    gaps take the nearest valid value. Raises :class:`DataError` naming the sample ids of
+    series with no valid observation at all.
+    """
+    _check_not_empty(ts, "cannot interpolate gaps")
+    values = np.where(ts.mask[:, :, None], ts.values, np.float32(np.nan))
+    filled = interpolate_gaps_array(values, time_axis_days(ts))
+    return ts.replace(values=filled)
