@@ -15,8 +15,12 @@ from tests.conftest import make_toy_set
 FAST: dict[str, dict[str, Any]] = {
     "rf": {"n_estimators": 25},
     "lightgbm": {"n_estimators": 40, "min_child_samples": 3},
-    "tempcnn": {"epochs": 15, "batch_size": 16},
-    "cropnet": {"epochs": 15, "batch_size": 16, "channels": 16, "augment": False},
+    "tempcnn": {"epochs": 15, "batch_size": 16, "lr": 3e-3},
+    "cropnet": {"epochs": 15, "batch_size": 16, "channels": 16, "augment": False, "lr": 3e-3},
+}
+FAST["ensemble"] = {
+    "members": [{"model": "rf", "config": FAST["rf"]},
+                {"model": "tempcnn", "config": FAST["tempcnn"]}],
 }
 
 

@@ -276,6 +276,7 @@ def fit_harmonics_array(
     period_days: float = 365.25,
     ridge: float = 1e-12,
     chunk: int | None = None,
+    n_jobs: int | None = None,
 ) -> np.ndarray:
     """Harmonic coefficients of plain arrays: ``values [N, T, C]`` → ``[N, C*(2*order+1)]``.
 
@@ -286,7 +287,7 @@ def fit_harmonics_array(
 
     Samples are processed in chunks (``chunk`` samples; default: about 4 MiB of values) with
     BLAS limited to one thread: the products are small, and threaded BLAS only adds
-    synchronisation cost there.
+    synchronisation cost there. Chunks run in ``n_jobs`` threads (default: every core).
     """
     order = _check_order(order)
     if period_days <= 0:
@@ -304,18 +305,40 @@ def fit_harmonics_array(
             raise DataError(f"mask must be [N, T] = {(n, nt)}, got {mask.shape}")
     size = chunk or max(1, _CHUNK_ELEMENTS // max(1, nt * nc))
     out = np.empty((n, nc * (2 * order + 1)), dtype=np.float32)
+
+    def work(lo: int) -> None:
+        sl = slice(lo, lo + size)
+        out[sl] = _fit_chunk(
+            arr[sl],
+            tt if tt.ndim == 1 else tt[sl],
+            None if mask is None else mask[sl],
+            order,
+            float(period_days),
+            ridge,
+        )
+
+    starts = range(0, n, size)
+    workers = min(_n_workers(n_jobs), len(starts))
     with _single_threaded_blas():
-        for lo in range(0, n, size):
-            sl = slice(lo, lo + size)
-            out[sl] = _fit_chunk(
-                arr[sl],
-                tt if tt.ndim == 1 else tt[sl],
-                None if mask is None else mask[sl],
-                order,
-                float(period_days),
-                ridge,
-            )
+        if workers <= 1:
+            for lo in starts:
+                work(lo)
+        else:  # numpy releases the GIL in these kernels: chunks run on all cores
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(work, starts))
     return out
+
+
+def _n_workers(n_jobs: int | None) -> int:
+    """Threads to use: ``n_jobs`` (``None``/-1 = every available core)."""
+    import os
+
+    if n_jobs is None or n_jobs < 0:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+    return max(1, n_jobs)
 
 
 def harmonic_time(ts: TimeSeriesSet, period_days: float = 365.25) -> tuple[np.ndarray, float]:

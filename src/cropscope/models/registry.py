@@ -27,6 +27,8 @@ _BUILTIN: dict[str, tuple[str, str, str]] = {
            "Random forest (scikit-learn) on engineered features"),
     "lightgbm": ("cropscope.models.boosting", "LightGBM",
                  "Gradient-boosted trees (LightGBM) on engineered features"),
+    "ensemble": ("cropscope.models.ensemble", "Ensemble",
+                 "Soft-voting ensemble of registered models (default: lightgbm + tempcnn)"),
 }
 _REGISTERED: dict[str, type[Classifier]] = {}
 
