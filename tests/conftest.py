@@ -7,6 +7,11 @@ when it is absent, except under ``CI=true``, where a missing folder is a failure
 from __future__ import annotations
 
 import os
+
+# one thread per test process: the suite runs in parallel workers (pytest -n 2), and
+# nested OpenMP/BLAS threads in each worker only oversubscribe the cores
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 from pathlib import Path
 
 import numpy as np

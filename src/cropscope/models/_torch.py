@@ -1,0 +1,275 @@
+"""Shared machinery of the deep (torch) classifiers.
+
+:class:`TorchClassifier` does everything but the network: validation split, gap filling,
+per-band normalisation (statistics stored in the model card), optional CropNet temporal
+augmentation of the training subset, the training loop, batched prediction and
+safetensors weights. A subclass supplies :meth:`~TorchClassifier.build_module` and
+:meth:`~TorchClassifier.to_input` (its input layout).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from sklearn.model_selection import train_test_split
+from torch import nn
+
+from cropscope.augment import TemporalAugmentation, augment_training_set, infer_step_days
+from cropscope.data.timeseries import TimeSeriesSet
+from cropscope.errors import DataError, ModelError
+from cropscope.features.gapfill import interpolate_gaps_array
+from cropscope.io import atomic_path
+from cropscope.models.base import Classifier
+from cropscope.training.seeding import seed_everything
+from cropscope.training.trainer import predict_logits, train_classifier
+
+__all__ = ["WEIGHTS_FILE", "EnsembleModule", "TorchClassifier", "resolve_device"]
+
+WEIGHTS_FILE = "weights.safetensors"
+_AUGMENT_KEYS = {f.name for f in fields(TemporalAugmentation)}
+
+
+def _valid_values(ts: TimeSeriesSet) -> np.ndarray:
+    """``ts.values`` with NaN at invalid steps (``~ts.mask``)."""
+    if ts.mask.all():
+        return ts.values
+    return np.where(ts.mask[:, :, None], ts.values, np.float32(np.nan))
+
+
+def _gap_free(ts: TimeSeriesSet) -> np.ndarray:
+    """Values with invalid steps filled by linear interpolation in time (dates when known);
+    a band without any valid value stays NaN."""
+    x = _valid_values(ts)
+    if np.isfinite(x).all():
+        return x
+    return interpolate_gaps_array(x, _times(ts))
+
+
+def _times(ts: TimeSeriesSet) -> np.ndarray | None:
+    return None if ts.dates is None else ts.dates.astype(np.int64).astype(np.float64)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"``: CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ModelError(f"unusable device {device!r}: {exc}") from None
+
+
+class EnsembleModule(nn.Module):
+    """Members trained with different seeds; returns the log of their mean class
+    probabilities (so a softmax of the output is the averaged probability)."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logp = torch.stack([torch.log_softmax(m(x), dim=1) for m in self.members])
+        return torch.logsumexp(logp, dim=0) - math.log(len(self.members))
+
+
+class TorchClassifier(Classifier):
+    """Base of the deep classifiers; subclasses define the network and its input layout."""
+
+    requires: ClassVar[tuple[str, ...]] = ("torch",)
+    #: human-readable input layout recorded in the model card
+    input_layout: ClassVar[str] = "[N, T, C]"
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        params = self.config["augment_params"]
+        if not isinstance(params, dict) or set(params) - _AUGMENT_KEYS:
+            raise ModelError(
+                f"augment_params must be a dict with keys among {sorted(_AUGMENT_KEYS)}, "
+                f"got {params!r}"
+            )
+        if int(self.config["n_models"]) < 1:
+            raise ModelError(f"n_models must be >= 1, got {self.config['n_models']}")
+        if not 0 <= float(self.config["val_fraction"]) < 1:
+            raise ModelError(f"val_fraction must be in [0, 1), got {self.config['val_fraction']}")
+        self._module: nn.Module | None = None
+
+    @classmethod
+    def common_config(cls) -> dict[str, Any]:
+        """Options shared by every deep model (subclasses override the values)."""
+        return {
+            "epochs": 50,
+            "batch_size": 128,
+            "lr": 1e-3,
+            "weight_decay": 0.0,
+            "lr_decay": None,
+            "val_fraction": 0.1,
+            "seed": 0,
+            "patience": None,
+            "augment": False,
+            "augment_params": {},
+            "n_models": 1,
+            "device": "auto",
+        }
+
+    # ------------------------------------------------------------------ to implement
+    @abstractmethod
+    def build_module(self, n_bands: int, n_times: int, n_classes: int) -> nn.Module:
+        """A freshly initialised network for these input and output sizes."""
+
+    @abstractmethod
+    def to_input(self, x: np.ndarray) -> np.ndarray:
+        """Rearrange normalised, gap-free ``x`` ``[N, T, C]`` into the network's layout."""
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def module(self) -> nn.Module:
+        """The trained network."""
+        if self._module is None:
+            raise ModelError(f"model {self.name!r} is not fitted yet")
+        return self._module
+
+    def augmentation(self) -> TemporalAugmentation:
+        """The augmentation settings from ``augment_params``."""
+        return TemporalAugmentation(**self.config["augment_params"])
+
+    def _split(self, train: TimeSeriesSet) -> tuple[TimeSeriesSet, TimeSeriesSet | None]:
+        """Seeded validation split of ``train``, stratified when every class allows it."""
+        frac = float(self.config["val_fraction"])
+        if frac == 0:
+            return train, None
+        idx = np.arange(train.n_samples)
+        seed = int(self.config["seed"])
+        try:
+            tr, va = train_test_split(idx, test_size=frac, random_state=seed, stratify=train.labels)
+        except ValueError:  # a class too small to stratify
+            tr, va = train_test_split(idx, test_size=frac, random_state=seed)
+        return train.subset(np.sort(tr)), train.subset(np.sort(va))
+
+    def _val_labels(self, val: TimeSeriesSet) -> tuple[TimeSeriesSet, np.ndarray]:
+        """Validation samples with labels, coded in the model's class order."""
+        if val.labels is None:
+            raise DataError("validation data have no labels")
+        val = val.subset(val.labels >= 0)
+        lookup = {c: i for i, c in enumerate(self.classes)}
+        unknown = sorted(set(val.label_names) - set(lookup))
+        if unknown:
+            raise DataError(f"validation classes {unknown} are not among the training classes")
+        return val, np.array([lookup[c] for c in val.label_names], dtype=np.int64)
+
+    def _prepare(self, ts: TimeSeriesSet) -> np.ndarray:
+        """Gap-filled, normalised values in the network layout (card statistics)."""
+        card = self._require_card()
+        x = _gap_free(ts)
+        mean = np.asarray(card.norm_mean, dtype=np.float32)
+        std = np.asarray(card.norm_std, dtype=np.float32)
+        x = np.nan_to_num((x - mean) / std, nan=0.0)
+        return np.ascontiguousarray(self.to_input(x), dtype=np.float32)
+
+    # ------------------------------------------------------------------ Classifier API
+    def _fit(self, train: TimeSeriesSet, val: TimeSeriesSet | None, progress: bool) -> None:
+        cfg = self.config
+        seed = int(cfg["seed"])
+        card = self._require_card()
+        if val is None:
+            train, val = self._split(train)
+        y_val = None
+        if val is not None:
+            val, y_val = self._val_labels(val)
+
+        flat = _valid_values(train).reshape(-1, train.n_bands).astype(np.float64)
+        mean = np.nanmean(flat, axis=0)
+        std = np.nanstd(flat, axis=0)
+        std = np.where(np.isfinite(std) & (std > 1e-8), std, 1.0)
+        card.norm_mean = [float(v) for v in mean]
+        card.norm_std = [float(v) for v in std]
+        card.input_layout = self.input_layout
+
+        base_set = train.replace(values=_gap_free(train))
+        x_val = None if val is None else self._prepare(val)
+        device = resolve_device(str(cfg["device"]))
+        n_models = int(cfg["n_models"])
+        step_days = None
+        if cfg["augment"]:
+            step_days = self.augmentation().step_days or infer_step_days(base_set)
+        members, summaries = [], []
+        for i in range(n_models):
+            member_seed = seed + i
+            fit_set = base_set
+            if cfg["augment"]:
+                aug = replace(self.augmentation(), step_days=step_days)
+                fit_set = augment_training_set(base_set, None, aug, member_seed)
+            seed_everything(member_seed)
+            module = self.build_module(len(card.bands), card.n_times, len(card.classes))
+            result = train_classifier(
+                module,
+                self._prepare(fit_set),
+                fit_set.labels,
+                x_val,
+                y_val,
+                len(card.classes),
+                epochs=int(cfg["epochs"]),
+                batch_size=int(cfg["batch_size"]),
+                lr=float(cfg["lr"]),
+                weight_decay=float(cfg["weight_decay"]),
+                seed=member_seed,
+                lr_decay=cfg["lr_decay"],
+                patience=cfg["patience"],
+                progress=progress,
+                device=device,
+                desc=f"{self.name} {i + 1}/{n_models}" if n_models > 1 else self.name,
+            )
+            members.append(module)
+            f1 = result.best_val_macro_f1
+            summaries.append(
+                {
+                    "best_epoch": result.best_epoch,
+                    "best_val_macro_f1": None if np.isnan(f1) else f1,
+                    "epochs_run": len(result.history),
+                }
+            )
+        self._module = members[0] if n_models == 1 else EnsembleModule(members)
+        card.extra.update(
+            members=summaries,
+            n_train=int(fit_set.n_samples),
+            n_val=0 if val is None else int(val.n_samples),
+            augment_step_days=step_days,
+        )
+
+    def _new_module(self) -> nn.Module:
+        """An untrained network (or ensemble of them) shaped after the model card."""
+        card = self._require_card()
+        members = [
+            self.build_module(len(card.bands), card.n_times, len(card.classes))
+            for _ in range(int(self.config["n_models"]))
+        ]
+        return members[0] if len(members) == 1 else EnsembleModule(members)
+
+    def _predict_proba(self, ts: TimeSeriesSet) -> np.ndarray:
+        if ts.n_samples == 0:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        device = next(self.module.parameters()).device
+        logits = predict_logits(self.module, self._prepare(ts), device=device)
+        return torch.softmax(logits, dim=1).numpy()
+
+    def _save_weights(self, directory: Path) -> None:
+        state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            save_file(state, str(tmp), metadata={"model": self.name})
+
+    def _load_weights(self, directory: Path) -> None:
+        path = directory / WEIGHTS_FILE
+        if not path.is_file():
+            raise ModelError(f"{directory} has no {WEIGHTS_FILE}")
+        module = self._new_module()
+        try:
+            module.load_state_dict(load_file(str(path)))
+        except RuntimeError as exc:
+            raise ModelError(f"weights in {path} do not fit the model: {exc}") from None
+        self._module = module.to(resolve_device(str(self.config["device"]))).eval()

@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from sklearn.utils.class_weight import compute_class_weight  # noqa: E402
+from torch import nn  # noqa: E402
+
+from cropscope.training import TrainResult, seed_everything, train_classifier  # noqa: E402
+from cropscope.training.trainer import balanced_class_weights  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny networks run fastest on one thread, and parallel test workers then do not
+    oversubscribe the cores (which slows torch down many times over)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _blobs(n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three Gaussian blobs in 4-D, well separated."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    centres = np.array([[2, 0, 0, 0], [0, 2, 0, 0], [0, 0, 2, 0]], dtype=np.float32)
+    x = centres[y] + rng.normal(0, 0.4, size=(n, 4)).astype(np.float32)
+    return x, y
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 3)
+    )
+
+
+def _train(seed: int = 0, **kw) -> tuple[nn.Module, TrainResult]:
+    x, y = _blobs()
+    seed_everything(seed)
+    module = _mlp()
+    opts = {"epochs": 8, "batch_size": 16, "lr": 1e-2, "weight_decay": 0.0, "seed": seed}
+    opts.update(kw)
+    return module, train_classifier(module, x[:90], y[:90], x[90:], y[90:], 3, **opts)
+
+
+def test_balanced_weights_match_sklearn_and_zero_absent_classes() -> None:
+    y = np.array([0, 0, 0, 0, 2, 2, 3])
+    w = balanced_class_weights(y, 5)
+    ref = compute_class_weight("balanced", classes=np.array([0, 2, 3]), y=y)
+    np.testing.assert_allclose(w[[0, 2, 3]], ref)
+    assert w[1] == 0 and w[4] == 0
+
+
+def test_training_learns_and_keeps_the_best_epoch() -> None:
+    module, res = _train()
+    assert len(res.history) == 8
+    f1s = [h["val_macro_f1"] for h in res.history]
+    assert res.best_val_macro_f1 == max(f1s) > 0.9
+    assert res.best_epoch == f1s.index(max(f1s)) + 1  # the first epoch reaching the best
+    for k, v in module.state_dict().items():
+        torch.testing.assert_close(v, res.state_dict[k])
+    assert not module.training
+    assert res.history[-1]["loss"] < res.history[0]["loss"]
+
+
+def test_same_seed_same_weights_other_seed_differs() -> None:
+    _, a = _train(seed=3)
+    _, b = _train(seed=3)
+    _, c = _train(seed=4)
+    assert a.history == b.history
+    for k in a.state_dict:
+        torch.testing.assert_close(a.state_dict[k], b.state_dict[k], rtol=0, atol=0)
+    assert any(not torch.equal(a.state_dict[k], c.state_dict[k]) for k in a.state_dict)
+
+
+def test_patience_stops_when_validation_stalls() -> None:
+    x, y = _blobs()
+    res = train_classifier(
+        nn.Linear(4, 3),
+        x[:90],
+        y[:90],
+        x[90:],
+        y[90:],
+        3,
+        epochs=20,
+        batch_size=16,
+        lr=0.0,
+        weight_decay=0.0,
+        seed=0,
+        patience=2,
+    )
+    assert len(res.history) == 3 and res.best_epoch == 1  # lr 0: nothing ever improves
+    _, res = _train(epochs=40, patience=3)
+    f1s = [h["val_macro_f1"] for h in res.history]
+    assert len(res.history) == res.best_epoch + 3 < 40
+    assert max(f1s[res.best_epoch :]) <= res.best_val_macro_f1
+
+
+def test_without_validation_the_last_epoch_is_kept() -> None:
+    x, y = _blobs()
+    module = _mlp()
+    res = train_classifier(
+        module, x, y, None, None, 3, epochs=3, batch_size=32, lr=1e-2, weight_decay=0.0, seed=0
+    )
+    assert res.best_epoch == 3 and math.isnan(res.best_val_macro_f1)
+    assert "val_macro_f1" not in res.history[0]
+
+
+def test_lone_last_sample_is_merged_for_batchnorm() -> None:
+    x, y = _blobs(n=9)
+    res = train_classifier(
+        _mlp(), x, y, x, y, 3, epochs=2, batch_size=4, lr=1e-2, weight_decay=0.0, seed=0
+    )  # batches 4, 4, 1 -> 4, 5
+    assert len(res.history) == 2
+
+
+def test_augment_fn_sees_every_training_batch() -> None:
+    calls: list[int] = []
+
+    def jitter(xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        calls.append(len(xb))
+        return xb + 0.01 * torch.randn(xb.shape, generator=gen)
+
+    _train(epochs=2, augment_fn=jitter)
+    assert sum(calls) == 2 * 90
+
+
+def test_progress_bar_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    _train(epochs=2, progress=True)
+    captured = capsys.readouterr()
+    assert "val_f1" in captured.err and "loss" in captured.err
+    assert captured.out == ""
+
+
+def test_seed_everything_seeds_python_numpy_torch() -> None:
+    seed_everything(11)
+    a = (random.random(), np.random.rand(), torch.rand(1).item())  # noqa: NPY002
+    seed_everything(11)
+    b = (random.random(), np.random.rand(), torch.rand(1).item())  # noqa: NPY002
+    assert a == b
