@@ -22,7 +22,7 @@ DEMO_CONFIGS: dict[str, dict[str, object]] = {
     "rf": {"n_estimators": 300},
     "lightgbm": {"n_estimators": 300},
     "tempcnn": {"epochs": 40},
-    "cropnet": {"epochs": 30, "channels": 64},
+    "cropnet": {"epochs": 30, "channels": 32, "lr": 2e-3, "batch_size": 128},
 }
 
 
