@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 
@@ -11,17 +9,6 @@ import cropscope.models._torch as torch_base  # noqa: E402
 from cropscope.models import create_model  # noqa: E402
 from cropscope.models.cropnet import CropNet, CropNetModule  # noqa: E402
 from tests.conftest import make_toy_set  # noqa: E402
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny networks run fastest on one thread, and parallel test workers then do not
-    oversubscribe the cores (which slows torch down many times over)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 FAST = {"channels": 8, "epochs": 15, "batch_size": 32, "lr": 1e-2, "device": "cpu"}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +15,6 @@ from cropscope.models import Classifier, create_model  # noqa: E402
 from cropscope.models._torch import WEIGHTS_FILE, EnsembleModule  # noqa: E402
 from cropscope.models.tempcnn import TempCNN, TempCNNModule  # noqa: E402
 from tests.conftest import make_toy_set  # noqa: E402
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny networks run fastest on one thread, and parallel test workers then do not
-    oversubscribe the cores (which slows torch down many times over)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 FAST = {
     "tempcnn": {

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -14,16 +13,6 @@ from torch import nn  # noqa: E402
 
 from cropscope.training import TrainResult, seed_everything, train_classifier  # noqa: E402
 from cropscope.training.trainer import balanced_class_weights  # noqa: E402
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny networks run fastest on one thread, and parallel test workers then do not
-    oversubscribe the cores (which slows torch down many times over)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _blobs(n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
