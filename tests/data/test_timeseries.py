@@ -69,3 +69,11 @@ def test_day_of_year_is_derived() -> None:
         dates=np.array(["2021-01-01", "2021-12-31"], dtype="datetime64[D]"),
     )
     assert ts.day_of_year.tolist() == [1, 365]
+
+
+def test_select_bands_keeps_a_supplied_cloud_mask(toy_set: TimeSeriesSet) -> None:
+    clouds = np.ones(toy_set.mask.shape, dtype=bool)
+    clouds[:, 3] = False  # flagged as cloudy although the values are finite
+    flagged = toy_set.replace(mask=clouds)
+    assert not flagged.select_bands(["B8"]).mask[:, 3].any()
+    assert flagged.subset([0, 1]).mask[:, 3].sum() == 0

@@ -210,7 +210,9 @@ class TimeSeriesSet:
     def select_bands(self, names: Sequence[str]) -> TimeSeriesSet:
         """A new set with only the named bands, in the given order."""
         idx = self.band_index(names)
-        return self.replace(values=self.values[:, :, idx], bands=[self.bands[i] for i in idx])
+        return self.replace(
+            values=self.values[:, :, idx], bands=[self.bands[i] for i in idx], mask=self.mask
+        )
 
     def subset(self, index: np.ndarray | Sequence[int] | slice) -> TimeSeriesSet:
         """Samples selected by integer positions, boolean mask or slice."""
@@ -230,7 +232,10 @@ class TimeSeriesSet:
         )
 
     def replace(self, **changes: Any) -> TimeSeriesSet:
-        """A copy with some fields replaced (the mask is re-derived if values change)."""
+        """A copy with some fields replaced.
+
+        If ``values`` change and no ``mask`` is given, the mask is re-derived from NaNs.
+        """
         fields = {
             "values": self.values,
             "bands": self.bands,
