@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from sklearn.model_selection import train_test_split
 from torch import nn
 
 from cropscope.augment import TemporalAugmentation, augment_training_set, infer_step_days
@@ -144,13 +143,10 @@ class TorchClassifier(Classifier):
         frac = float(self.config["val_fraction"])
         if frac == 0:
             return train, None
-        idx = np.arange(train.n_samples)
-        seed = int(self.config["seed"])
-        try:
-            tr, va = train_test_split(idx, test_size=frac, random_state=seed, stratify=train.labels)
-        except ValueError:  # a class too small to stratify
-            tr, va = train_test_split(idx, test_size=frac, random_state=seed)
-        return train.subset(np.sort(tr)), train.subset(np.sort(va))
+        from cropscope.evaluation.splits import train_val_split
+
+        tr, va = train_val_split(train, frac, int(self.config["seed"]))
+        return train.subset(tr), train.subset(va)
 
     def _val_labels(self, val: TimeSeriesSet) -> tuple[TimeSeriesSet, np.ndarray]:
         """Validation samples with labels, coded in the model's class order."""
