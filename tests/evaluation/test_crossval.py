@@ -159,22 +159,26 @@ def test_cross_validate_errors(toy_set: TimeSeriesSet) -> None:
         cross_validate(CentroidClassifier, toy_set.replace(meta=meta), cv=2, group="region")
 
 
+#: top-level keys of EvaluationResult.to_dict(), also checked in the written report
+RESULT_KEYS = (
+    "overall_accuracy",
+    "macro_f1",
+    "weighted_f1",
+    "kappa",
+    "n_samples",
+    "folds",
+    "summary",
+    "per_class",
+    "confusion_matrix",
+    "classes",
+    "config",
+)
+
+
 def test_to_dict_is_json_ready(toy_set: TimeSeriesSet) -> None:
     res = cross_validate(CentroidClassifier, toy_set, cv=3, group=None)
     d = json.loads(json.dumps(res.to_dict()))
-    for key in (
-        "overall_accuracy",
-        "macro_f1",
-        "weighted_f1",
-        "kappa",
-        "n_samples",
-        "folds",
-        "summary",
-        "per_class",
-        "confusion_matrix",
-        "classes",
-        "config",
-    ):
+    for key in RESULT_KEYS:
         assert key in d
     assert d["n_samples"] == 60 and len(d["folds"]) == 3
     assert d["folds"][0]["fold"] == 1 and "confusion_matrix" in d["folds"][0]

@@ -18,7 +18,7 @@ from cropscope.evaluation import (
     plot_per_class_f1,
     write_report,
 )
-from tests.evaluation.test_crossval import CentroidClassifier
+from tests.evaluation.test_crossval import RESULT_KEYS, CentroidClassifier
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -52,19 +52,7 @@ def test_cross_validation_report(tmp_path, toy_set: TimeSeriesSet) -> None:
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)  # no temp files left
 
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in (
-        "overall_accuracy",
-        "macro_f1",
-        "weighted_f1",
-        "kappa",
-        "n_samples",
-        "folds",
-        "summary",
-        "per_class",
-        "confusion_matrix",
-        "classes",
-        "config",
-    ):
+    for key in RESULT_KEYS:
         assert key in metrics
     assert metrics["n_samples"] == 60
     assert metrics["overall_accuracy"] == pytest.approx(res.overall_accuracy)

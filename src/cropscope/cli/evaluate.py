@@ -50,10 +50,10 @@ def evaluate(
         format_metrics_table,
         write_report,
     )
-    from cropscope.models.registry import create_model
+    from cropscope.models.registry import create_model, get_model_class
 
     config = parse_config(config_file, settings)
-    if "seed" in create_model(model_name).config:
+    if "seed" in get_model_class(model_name).default_config():
         config.setdefault("seed", seed)
     create_model(model_name, **config)  # fail fast on a bad option
 

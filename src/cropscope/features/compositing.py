@@ -20,6 +20,7 @@ import numpy as np
 
 from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import DataError
+from cropscope.features._arrays import check_series_arrays
 
 __all__ = [
     "composite_median",
@@ -224,17 +225,8 @@ def _composite_by_index(
     chunk: int | None = None,
 ) -> np.ndarray:
     """Median composite given each step's window number (``-1`` = drop), ``[N, T', C]``."""
-    values = np.asarray(values, dtype=np.float32)
-    if values.ndim != 3:
-        raise DataError(f"values must be [N, T, C], got shape {values.shape}")
-    n, t, c = values.shape
-    win = np.asarray(win, dtype=np.int64)
-    if win.shape not in {(t,), (n, t)}:
-        raise DataError(f"window index must be [T] or [N, T] for {(n, t)}, got {win.shape}")
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != (n, t):
-            raise DataError(f"mask must be [N, T] = {(n, t)}, got {mask.shape}")
+    values, win, mask = check_series_arrays(values, win, mask, "window index", np.int64)
+    _, t, c = values.shape
     size = _chunk_size(t, c, chunk)
     if win.ndim == 1:
         return _composite_shared(values, win, n_windows, mask, size)

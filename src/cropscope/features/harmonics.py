@@ -29,6 +29,7 @@ import numpy as np
 
 from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import DataError
+from cropscope.features._arrays import check_series_arrays
 
 try:
     from threadpoolctl import threadpool_limits as _threadpool_limits
@@ -292,17 +293,8 @@ def fit_harmonics_array(
     order = _check_order(order)
     if period_days <= 0:
         raise DataError(f"period_days must be positive, got {period_days}")
-    arr = np.asarray(values, dtype=np.float32)
-    if arr.ndim != 3:
-        raise DataError(f"values must be [N, T, C], got shape {arr.shape}")
+    arr, tt, mask = check_series_arrays(values, t, mask, "t", np.float64)
     n, nt, nc = arr.shape
-    tt = np.asarray(t, dtype=np.float64)
-    if tt.shape not in {(nt,), (n, nt)}:
-        raise DataError(f"t must be [T] or [N, T] for {(n, nt)}, got {tt.shape}")
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != (n, nt):
-            raise DataError(f"mask must be [N, T] = {(n, nt)}, got {mask.shape}")
     size = chunk or max(1, _CHUNK_ELEMENTS // max(1, nt * nc))
     out = np.empty((n, nc * (2 * order + 1)), dtype=np.float32)
 

@@ -20,7 +20,7 @@ from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import ModelError
 from cropscope.io import read_json, write_json
 from cropscope.models.base import MODEL_FILE, Classifier
-from cropscope.models.registry import create_model
+from cropscope.models.registry import create_model, get_model_class
 
 __all__ = ["RunResult", "load_run", "run_info", "train_run"]
 
@@ -70,7 +70,7 @@ def train_run(
 
     out = Path(out_dir)
     config = dict(config or {})
-    if "seed" not in config and "seed" in create_model(model_name).config:
+    if "seed" not in config and "seed" in get_model_class(model_name).default_config():
         config["seed"] = seed
     started = time.perf_counter()
     metrics = None
