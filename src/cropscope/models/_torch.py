@@ -29,7 +29,13 @@ from cropscope.models.base import Classifier
 from cropscope.training.seeding import seed_everything
 from cropscope.training.trainer import predict_logits, train_classifier
 
-__all__ = ["WEIGHTS_FILE", "EnsembleModule", "TorchClassifier", "resolve_device"]
+__all__ = [
+    "WEIGHTS_FILE",
+    "ClassifierModule",
+    "EnsembleModule",
+    "TorchClassifier",
+    "resolve_device",
+]
 
 WEIGHTS_FILE = "weights.safetensors"
 _AUGMENT_KEYS = {f.name for f in fields(TemporalAugmentation)}
@@ -63,6 +69,25 @@ def resolve_device(device: str) -> torch.device:
         return torch.device(device)
     except RuntimeError as exc:
         raise ModelError(f"unusable device {device!r}: {exc}") from None
+
+
+class ClassifierModule(nn.Module):
+    """A deep classifier network split in two: a shared feature extractor and a linear head.
+
+    Every deep model in the registry builds one of these, so that heads can be swapped
+    (e.g. for the hierarchical cascade heads of :mod:`cropscope.models.hierarchical`).
+    Subclasses set ``feature_dim`` and ``head`` and implement :meth:`forward_features`.
+    """
+
+    feature_dim: int
+    head: nn.Module
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Shared features ``[B, feature_dim]`` of the input batch."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
 
 
 class EnsembleModule(nn.Module):

@@ -17,7 +17,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from cropscope.errors import ModelError
-from cropscope.models._torch import TorchClassifier
+from cropscope.models._torch import ClassifierModule, TorchClassifier
 
 __all__ = ["ConvBlock", "CropNet", "CropNetModule"]
 
@@ -37,7 +37,7 @@ class ConvBlock(nn.Sequential):
         )
 
 
-class CropNetModule(nn.Module):
+class CropNetModule(ClassifierModule):
     """The network: input ``[B, 1, C, T]`` (bands x time image), output logits ``[B, K]``.
 
     One ConvBlock per entry of ``dropout`` (the paper: 0.2, 0.3, 0.3, 0.4); only the first
@@ -54,6 +54,7 @@ class CropNetModule(nn.Module):
         ]
         self.features = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
+        self.feature_dim = channels
         self.head = nn.Linear(channels, n_classes)
         self.reset_parameters()
 
@@ -69,8 +70,8 @@ class CropNetModule(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.pool(self.features(x)).flatten(1))
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.pool(self.features(x)).flatten(1)
 
 
 class CropNet(TorchClassifier):

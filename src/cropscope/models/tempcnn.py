@@ -13,12 +13,12 @@ import numpy as np
 from einops import rearrange
 from torch import Tensor, nn
 
-from cropscope.models._torch import TorchClassifier
+from cropscope.models._torch import ClassifierModule, TorchClassifier
 
 __all__ = ["TempCNN", "TempCNNModule"]
 
 
-class TempCNNModule(nn.Module):
+class TempCNNModule(ClassifierModule):
     """The network: input ``[B, C, T]``, output logits ``[B, K]``."""
 
     def __init__(
@@ -49,10 +49,11 @@ class TempCNNModule(nn.Module):
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
         )
+        self.feature_dim = hidden
         self.head = nn.Linear(hidden, n_classes)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.dense(self.conv(x)))
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.dense(self.conv(x))
 
 
 class TempCNN(TorchClassifier):
