@@ -268,4 +268,6 @@ def augment_training_set(
         classes=list(train.classes),
         ids=np.tile(train.ids, reps),
         meta=meta,
+        taxonomy=train.taxonomy,
+        level_labels=None if train.level_labels is None else np.tile(train.level_labels, (reps, 1)),
     )

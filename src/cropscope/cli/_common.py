@@ -113,3 +113,61 @@ def fail(exc: CropscopeError) -> None:
     """Print a user error as one line on stderr and exit non-zero."""
     click.echo(f"error: {exc}", err=True)
     sys.exit(exc.exit_code)
+
+
+def hierarchy_options(func: F) -> F:
+    """``--hierarchical``, ``--levels``, ``--taxonomy``, ``--decoding``, ``--background``."""
+    options = [
+        click.option("--hierarchical", is_flag=True,
+                     help="Hierarchical model: cascade heads for deep models, per-level "
+                          "base models for the others; reports every level (implies --levels)."),
+        click.option("--levels", "per_level", is_flag=True,
+                     help="Also score every taxonomy level (a flat model's probabilities are "
+                          "summed up the tree)."),
+        click.option("--taxonomy", "taxonomy_src", default=None,
+                     help="Class hierarchy: a YAML/JSON/CSV file or a shipped name "
+                          "(default: the one shipped with --dataset)."),
+        click.option("--decoding", type=click.Choice(["consistent", "independent"]),
+                     default="consistent", show_default=True,
+                     help="Per-level decoding: best root-to-leaf path, or argmax per level."),
+        click.option("--background", default=None,
+                     help="Class name left out of the *_no_background scores."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def attach_taxonomy(ts: TimeSeriesSet, dataset: str | None, source: str | None) -> TimeSeriesSet:
+    """``ts`` with the hierarchy from ``source`` (file or shipped name), else the one
+    shipped with ``dataset``; restricted to the classes present when they are leaves."""
+    from cropscope.taxonomy.sources import builtin_taxonomy, read_taxonomy
+
+    if source is not None:
+        path = Path(source)
+        tax = read_taxonomy(path) if path.suffix else builtin_taxonomy(source)
+    elif dataset is not None:
+        from cropscope.data.registry import get_dataset
+
+        name = get_dataset(dataset).taxonomy
+        if name is None:
+            raise DataError(f"no class hierarchy is shipped for {dataset!r}; give --taxonomy")
+        tax = builtin_taxonomy(name)
+    else:
+        raise DataError("per-level evaluation needs --taxonomy FILE for your own table")
+    tax = tax.complete()
+    if set(ts.classes) <= set(tax.classes(-1)):
+        tax = tax.subtree(ts.classes)
+    return ts.with_taxonomy(tax)
+
+
+def hierarchical_model(name: str, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The model to build for ``--hierarchical``: deep models get cascade heads
+    (``hierarchical=true``); any other is wrapped in the ``hierarchical`` per-level model."""
+    from cropscope.models.registry import get_model_class
+
+    if "hierarchical" in get_model_class(name).default_config():
+        return name, {**config, "hierarchical": True}
+    if name == "hierarchical":
+        return name, config
+    return "hierarchical", {"base": name, "base_config": config}

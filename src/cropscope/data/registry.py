@@ -31,6 +31,7 @@ __all__ = [
     "get_dataset",
     "list_datasets",
     "load_dataset",
+    "locate_files",
     "register_dataset",
     "unregister_dataset",
 ]
@@ -78,6 +79,8 @@ class DatasetSpec:
     splits: tuple[str, ...] = ()
     citation: str = ""
     license: str = ""
+    #: name of the class hierarchy shipped for it (:func:`cropscope.taxonomy.builtin_taxonomy`)
+    taxonomy: str | None = None
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}
@@ -180,10 +183,12 @@ def _is_writable(folder: Path) -> bool:
     return True
 
 
-def _download(spec: DatasetSpec, target: Path, searched: list[Path], progress: bool) -> None:
+def _download(
+    name: str, files: list[RemoteFile], target: Path, searched: list[Path], progress: bool
+) -> None:
     from cropscope.data.download import fetch
 
-    for rf in spec.files:
+    for rf in files:
         if _file_status(target, rf, verify=False) == "local":
             continue
         try:
@@ -191,34 +196,31 @@ def _download(spec: DatasetSpec, target: Path, searched: list[Path], progress: b
         except DatasetNotFoundError as exc:
             where = ", ".join(str(r) for r in searched)
             raise DatasetNotFoundError(
-                f"dataset {spec.name!r}: {rf.path} not found locally (looked in {where}; "
+                f"dataset {name!r}: {rf.path} not found locally (looked in {where}; "
                 f"set ${DATA_DIR_ENV} to a folder that has it) and the download failed: {exc}"
             ) from None
 
 
-def load_dataset(
+def locate_files(
     name: str,
-    split: str | None = None,
+    files: list[RemoteFile],
     root: str | Path | None = None,
     download: bool = True,
     progress: bool = True,
-) -> TimeSeriesSet:
-    """Load a registered dataset as a :class:`TimeSeriesSet`.
+) -> Path:
+    """The folder holding every one of ``files`` (their ``path`` is relative to it).
 
-    Files are read from ``root`` if given, else from the data directory
-    (``$CROPSCOPE_DATA_DIR``) or the download cache ``~/.cache/cropscope/data``. With
-    ``download=True`` missing files are fetched and SHA-256-checked into ``root`` or the
-    data directory, or into the cache when that directory is read-only.
+    Looks in ``root`` if given, else in the data directory (``$CROPSCOPE_DATA_DIR``) and the
+    download cache. With ``download=True`` missing files are fetched and SHA-256-checked into
+    ``root`` or the data directory, or into the cache when that directory is read-only.
+    ``name`` only labels error messages.
     """
-    spec = get_dataset(name)
-    if split is not None and split not in spec.splits:
-        choices = f"one of {list(spec.splits)} or None" if spec.splits else "None (no splits)"
-        raise DataError(f"dataset {name!r} has no split {split!r}; choose {choices}")
+    probe = DatasetSpec(name, "", list(files), reader=lambda root, split: None)  # type: ignore[arg-type,return-value]
     roots = _search_roots(root)
     for candidate in roots:
-        if _root_status(candidate, spec, verify=False) == "local":
-            return spec.reader(candidate, split)
-    missing = [rf.path for rf in spec.files if _file_status(roots[0], rf, False) != "local"]
+        if _root_status(candidate, probe, verify=False) == "local":
+            return candidate
+    missing = [rf.path for rf in files if _file_status(roots[0], rf, False) != "local"]
     where = ", ".join(str(r) for r in roots)
     if not download:
         raise DatasetNotFoundError(
@@ -232,8 +234,41 @@ def load_dataset(
                 f"dataset {name!r}: {', '.join(missing)} missing in {target}, which is read-only"
             )
         target = cache_dir()
-    _download(spec, target, roots, progress)
-    return spec.reader(target, split)
+    _download(name, list(files), target, roots, progress)
+    return target
+
+
+def load_dataset(
+    name: str,
+    split: str | None = None,
+    root: str | Path | None = None,
+    download: bool = True,
+    progress: bool = True,
+    hierarchical: bool = False,
+) -> TimeSeriesSet:
+    """Load a registered dataset as a :class:`TimeSeriesSet`.
+
+    Files are read from ``root`` if given, else from the data directory
+    (``$CROPSCOPE_DATA_DIR``) or the download cache ``~/.cache/cropscope/data``. With
+    ``download=True`` missing files are fetched and SHA-256-checked into ``root`` or the
+    data directory, or into the cache when that directory is read-only.
+    ``hierarchical=True`` attaches the class hierarchy shipped for the dataset (restricted to
+    the classes it has), giving per-level labels.
+    """
+    spec = get_dataset(name)
+    if hierarchical and spec.taxonomy is None:
+        raise DataError(f"no class hierarchy is shipped for dataset {name!r}; give one")
+    if split is not None and split not in spec.splits:
+        choices = f"one of {list(spec.splits)} or None" if spec.splits else "None (no splits)"
+        raise DataError(f"dataset {name!r} has no split {split!r}; choose {choices}")
+    folder = locate_files(name, spec.files, root, download, progress)
+    ts = spec.reader(folder, split)
+    if hierarchical:
+        from cropscope.taxonomy.sources import builtin_taxonomy
+
+        tax = builtin_taxonomy(str(spec.taxonomy))
+        ts = ts.with_taxonomy(tax.subtree(ts.classes))
+    return ts
 
 
 # ---------------------------------------------------------------------------- built-ins
@@ -283,6 +318,7 @@ for _name, _file, _commit, _sha, _size, _desc in _SITS:
             name=_name,
             description=_desc,
             files=[RemoteFile(_path, _SITS_URL.format(commit=_commit, name=_file), _sha, _size)],
+            taxonomy="sits-matogrosso",
             reader=LazyReader("cropscope.data.readers.sits", "read_sits_rda", _path),
             citation=_SITS_CITATION,
             license=_SITS_LICENSE,
@@ -296,6 +332,7 @@ _TEMPCNN_URL = (
 register_dataset(
     DatasetSpec(
         name="tempcnn-formosat2",
+        taxonomy="tempcnn-formosat2",
         description=(
             "Formosat-2 pixel series near Toulouse (FR), TempCNN example subsample: "
             "260 train / 260 test (polygon-disjoint) x 149 steps x 3 bands (NIR, R, G), "
@@ -337,6 +374,7 @@ register_dataset(
 register_dataset(
     DatasetSpec(
         name="ucr-crop",
+        taxonomy="ucr-crop",
         description=(
             "UCR 'Crop' (Formosat-2 NDVI-like pixel series): TRAIN split, 7200 series x 46 "
             "steps, 24 classes"

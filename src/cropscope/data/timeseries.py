@@ -12,6 +12,10 @@ Conventions
 - ``dates`` is ``datetime64[D]``, either shared ``[T]`` or per sample ``[N, T]``. A series
   on integer time steps (no calendar) has ``dates=None``.
 - ``labels`` are integer codes ``int64 [N]`` into ``classes`` (``-1`` = unlabelled).
+- With a ``taxonomy`` (:class:`cropscope.taxonomy.Taxonomy`), ``level_labels`` is
+  ``int64 [N, L]``: a code into ``taxonomy.classes(k)`` for every level ``k`` (``-1`` where
+  unknown, e.g. a sample labelled only "cereal"). ``labels``/``classes`` are then one level's
+  view (the finest unless :meth:`TimeSeriesSet.at_level` chose another).
 - ``meta`` is a DataFrame with one row per sample for optional attributes: ``longitude``,
   ``latitude``, ``region``, ``year``, ``group`` or anything a user brings.
 """
@@ -30,6 +34,8 @@ from cropscope.errors import DataError
 
 if TYPE_CHECKING:
     import xarray as xr
+
+    from cropscope.taxonomy.tree import Taxonomy
 
 __all__ = ["TimeSeriesSet"]
 
@@ -60,6 +66,8 @@ class TimeSeriesSet:
     classes: list[str] = field(default_factory=list)
     ids: np.ndarray | None = None
     meta: pd.DataFrame | None = None
+    taxonomy: Taxonomy | None = None
+    level_labels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         values = np.asarray(self.values, dtype=np.float32)
@@ -102,6 +110,89 @@ class TimeSeriesSet:
             if len(self.meta) != n:
                 raise DataError(f"meta has {len(self.meta)} rows for {n} samples")
             self.meta = self.meta.reset_index(drop=True)
+        self._init_levels()
+
+    def _init_levels(self) -> None:
+        """Check (or derive from ``labels``) the per-level labels of a taxonomy."""
+        tax = self.taxonomy
+        if tax is None:
+            if self.level_labels is not None:
+                raise DataError("level_labels need a taxonomy")
+            return
+        n = self.n_samples
+        if self.level_labels is None:
+            if self.labels is None:
+                return
+            view = self.label_level
+            names = self.label_names
+            if view is None:
+                self.level_labels = tax.encode(names)
+            else:
+                codes = self.labels
+                self.level_labels = np.full((n, tax.n_levels), -1, dtype=np.int64)
+                for k in range(view + 1):
+                    self.level_labels[:, k] = tax.rollup_labels(codes, view, k)
+            return
+        ll = np.asarray(self.level_labels)
+        if ll.shape != (n, tax.n_levels) or not np.issubdtype(ll.dtype, np.integer):
+            raise DataError(
+                f"level_labels must be integer [N, L] = {(n, tax.n_levels)}, got {ll.shape}"
+            )
+        ll = ll.astype(np.int64)
+        for k in range(tax.n_levels):
+            if ll[:, k].max(initial=-1) >= tax.n_classes(k):
+                raise DataError(f"level_labels hold a code outside level {tax.levels[k]!r}")
+        bad = ~tax.check_consistent(ll)
+        if bad.any():
+            raise DataError(
+                f"{int(bad.sum())} samples have level labels that contradict the taxonomy, "
+                f"e.g. sample id {self.ids[bad][0]}"
+            )
+        self.level_labels = ll
+        if self.labels is None:
+            self.labels = ll[:, -1].copy()
+            self.classes = tax.classes(-1)
+
+    @property
+    def label_level(self) -> int | None:
+        """The taxonomy level whose classes ``labels`` refer to (``None`` without a
+        taxonomy, or when ``classes`` are not exactly one level's classes)."""
+        tax = self.taxonomy
+        if tax is None:
+            return None
+        for k in range(tax.n_levels - 1, -1, -1):
+            if tax.classes(k) == list(self.classes):
+                return k
+        return None
+
+    def with_taxonomy(self, taxonomy: Taxonomy, complete: bool = True) -> TimeSeriesSet:
+        """This set with a class hierarchy attached: the labels (names at any level of
+        ``taxonomy``) become per-level labels, and ``labels``/``classes`` the finest level's.
+
+        ``complete=True`` first pads a ragged tree (:meth:`Taxonomy.complete`), as the
+        hierarchical models need.
+        """
+        if self.labels is None:
+            raise DataError("a taxonomy needs labels to attach to")
+        tax = taxonomy.complete() if complete else taxonomy
+        level_labels = tax.encode(self.label_names)
+        return self.replace(
+            labels=level_labels[:, -1].copy(), classes=tax.classes(-1), taxonomy=tax,
+            level_labels=level_labels,
+        )
+
+    def at_level(self, level: int | str) -> TimeSeriesSet:
+        """The same samples with ``labels``/``classes`` at another taxonomy level (a
+        roll-up to a coarser level, or back to a finer one)."""
+        tax = self._require_taxonomy()
+        k = tax.level_index(level)
+        return self.replace(labels=self.level_labels[:, k].copy(), classes=tax.classes(k),
+                            level_labels=self.level_labels)
+
+    def _require_taxonomy(self) -> Taxonomy:
+        if self.taxonomy is None or self.level_labels is None:
+            raise DataError("this set has no class hierarchy; attach one with with_taxonomy()")
+        return self.taxonomy
 
     # ------------------------------------------------------------------ construction
     @staticmethod
@@ -229,12 +320,16 @@ class TimeSeriesSet:
             classes=list(self.classes),
             ids=self.ids[idx],
             meta=self.meta.iloc[idx].reset_index(drop=True),
+            taxonomy=self.taxonomy,
+            level_labels=None if self.level_labels is None else self.level_labels[idx],
         )
 
     def replace(self, **changes: Any) -> TimeSeriesSet:
         """A copy with some fields replaced.
 
-        If ``values`` change and no ``mask`` is given, the mask is re-derived from NaNs.
+        If ``values`` change and no ``mask`` is given, the mask is re-derived from NaNs. If
+        ``labels`` or ``classes`` change and no ``level_labels`` are given, the per-level
+        labels are derived again from the new labels.
         """
         fields = {
             "values": self.values,
@@ -245,6 +340,10 @@ class TimeSeriesSet:
             "classes": self.classes,
             "ids": self.ids,
             "meta": self.meta,
+            "taxonomy": self.taxonomy,
+            "level_labels": (
+                None if {"labels", "classes"} & set(changes) else self.level_labels
+            ),
         }
         fields.update(changes)
         return TimeSeriesSet(**fields)
@@ -269,6 +368,8 @@ class TimeSeriesSet:
 
     def __repr__(self) -> str:
         cls = f", classes={self.n_classes}" if self.labels is not None else ""
+        if self.taxonomy is not None:
+            cls += f", levels={self.taxonomy.sizes}"
         return (
             f"TimeSeriesSet(N={self.n_samples}, T={self.n_times}, C={self.n_bands}, "
             f"bands={self.bands}{cls})"
@@ -290,6 +391,10 @@ class TimeSeriesSet:
         out["valid"] = self.mask.reshape(-1)
         if self.labels is not None:
             out["label"] = np.repeat(self.label_names, t)
+        if self.taxonomy is not None and self.level_labels is not None:
+            for k, level in enumerate(self.taxonomy.levels):
+                names = np.array([*self.taxonomy.classes(k), ""], dtype=object)
+                out[f"label@{level}"] = np.repeat(names[self.level_labels[:, k]], t)
         df = pd.DataFrame(out)
         for col in self.meta.columns:
             df[col] = np.repeat(self.meta[col].to_numpy(), t)
@@ -368,6 +473,7 @@ class TimeSeriesSet:
             "has_dates": self.dates is not None,
             "has_labels": self.labels is not None,
             "meta_columns": list(self.meta.columns),
+            "taxonomy": None if self.taxonomy is None else self.taxonomy.to_dict(),
         }
         schema_meta = dict(table.schema.metadata or {})
         schema_meta[b"cropscope"] = json.dumps(info).encode()
@@ -410,6 +516,20 @@ class TimeSeriesSet:
             )
         meta_cols = info["meta_columns"]
         meta = df[meta_cols].iloc[::t].reset_index(drop=True) if meta_cols else None
+        taxonomy = level_labels = None
+        if info.get("taxonomy"):
+            from cropscope.taxonomy.tree import Taxonomy
+
+            taxonomy = Taxonomy.from_dict(info["taxonomy"])
+            level_labels = np.stack(
+                [
+                    cls.encode_labels(
+                        df[f"label@{level}"].to_numpy()[::t].tolist(), taxonomy.classes(k)
+                    )[0]
+                    for k, level in enumerate(taxonomy.levels)
+                ],
+                axis=1,
+            )
         return cls(
             values=values,
             bands=bands,
@@ -419,4 +539,6 @@ class TimeSeriesSet:
             classes=info["classes"],
             ids=df["sample_id"].to_numpy()[::t],
             meta=meta,
+            taxonomy=taxonomy,
+            level_labels=level_labels,
         )

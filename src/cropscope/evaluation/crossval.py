@@ -65,6 +65,8 @@ class EvaluationResult:
     duration_s: float = 0.0
     ids: np.ndarray | None = None
     fold: np.ndarray | None = None
+    #: per-level report (:func:`~cropscope.evaluation.hierarchical.hierarchy_report`)
+    hierarchy: dict[str, Any] = field(default_factory=dict)
 
     @property
     def overall_accuracy(self) -> float:
@@ -80,6 +82,7 @@ class EvaluationResult:
         return _jsonable(
             {
                 **self.metrics,
+                **self.hierarchy,
                 "summary": self.summary,
                 "folds": self.fold_metrics,
                 "config": self.config,
@@ -142,6 +145,25 @@ def _as_factory(model: ModelFactory | Classifier) -> ModelFactory:
     return model
 
 
+def _level_predictions(
+    model: Classifier, ts: TimeSeriesSet, decoding: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-level predictions ``[N, L]``: decoded by ``decoding``, and independent."""
+    from cropscope.taxonomy.decoding import decode
+
+    probas = model.predict_proba_levels(ts)
+    tax = model._require_taxonomy()
+    return decode(tax, probas, decoding), decode(tax, probas, "independent")
+
+
+def _check_levels(ts: TimeSeriesSet) -> None:
+    if ts.taxonomy is None or ts.level_labels is None:
+        raise EvaluationError(
+            "per-level evaluation needs samples with a class hierarchy "
+            "(TimeSeriesSet.with_taxonomy, or --taxonomy / a dataset that ships one)"
+        )
+
+
 def _fit(model: Classifier, train: TimeSeriesSet, context: str) -> None:
     try:
         model.fit(train)
@@ -157,6 +179,9 @@ def cross_validate(
     seed: int = 0,
     group: str | None = None,
     progress: bool = False,
+    levels: bool = False,
+    decoding: str = "consistent",
+    background: str | None = None,
 ) -> EvaluationResult:
     """K-fold cross-validation of a fresh model per fold (folds from :func:`make_folds`).
 
@@ -166,18 +191,27 @@ def cross_validate(
     the test part. Unlabelled samples are dropped. Every class of ``ts`` stays in the class
     list, so a fold whose training part lacks a class still works. ``progress`` shows a tqdm
     bar ("fold i/k") on stderr.
+
+    ``levels=True`` (a set with a taxonomy) also scores every taxonomy level: out-of-fold
+    per-level predictions decoded by ``decoding`` go into ``result.hierarchy`` (see
+    :func:`~cropscope.evaluation.hierarchical.hierarchy_report`).
     """
     from tqdm import tqdm
 
     start = time.perf_counter()
     model_factory = _as_factory(model_factory)
     lab = _labelled(ts, "input")
+    if levels:
+        _check_levels(lab)
     folds = make_folds(lab, cv=cv, seed=seed, group=group)
     k = len(folds)
     groups = lab.group_values(group) if group is not None else None
 
     pred_names = np.empty(lab.n_samples, dtype=object)
     fold_of = np.full(lab.n_samples, -1, dtype=np.int64)
+    n_levels = lab.taxonomy.n_levels if levels and lab.taxonomy is not None else 0
+    lv_pred = np.full((lab.n_samples, n_levels), -1, dtype=np.int64)
+    lv_ind = lv_pred.copy()
     per_fold: list[tuple[np.ndarray, np.ndarray, dict[str, Any]]] = []
     model_info: dict[str, Any] = {}
     with tqdm(total=k, desc="cross-validation", file=sys.stderr, disable=not progress) as bar:
@@ -187,6 +221,8 @@ def cross_validate(
             model = model_factory()
             _fit(model, lab.subset(tr), f"fold {i + 1}/{k}")
             pred_names[te] = _predict_names(model, lab.subset(te))
+            if levels:
+                lv_pred[te], lv_ind[te] = _level_predictions(model, lab.subset(te), decoding)
             fold_of[te] = i
             info: dict[str, Any] = {
                 "fold": i + 1,
@@ -227,13 +263,25 @@ def cross_validate(
         duration_s=time.perf_counter() - start,
         ids=lab.ids.copy(),
         fold=fold_of,
+        hierarchy=_hierarchy(lab, lv_pred, lv_ind, decoding, background) if levels else {},
     )
+
+
+def _hierarchy(ts: TimeSeriesSet, pred: np.ndarray, ind: np.ndarray, decoding: str,
+               background: str | None) -> dict[str, Any]:
+    from cropscope.evaluation.hierarchical import hierarchy_report
+
+    assert ts.taxonomy is not None and ts.level_labels is not None
+    return hierarchy_report(ts.taxonomy, ts.level_labels, pred, ind, decoding, background)
 
 
 def evaluate_split(
     model: ModelFactory | Classifier,
     train: TimeSeriesSet | None,
     test: TimeSeriesSet,
+    levels: bool = False,
+    decoding: str = "consistent",
+    background: str | None = None,
 ) -> EvaluationResult:
     """Fit on ``train`` and score on ``test`` (a fixed split, e.g. region or year transfer).
 
@@ -242,9 +290,12 @@ def evaluate_split(
     ``None``). Test labels are matched to the model's classes by name. Test samples of a class
     the model never learnt are kept and count as errors (the class is appended to the class
     list), with a warning naming the classes. Unlabelled test samples are dropped.
+    ``levels=True`` adds per-level scores as in :func:`cross_validate`.
     """
     start = time.perf_counter()
     test = _labelled(test, "test")
+    if levels:
+        _check_levels(test)
     clf = model if isinstance(model, Classifier) else _as_factory(model)()
     if clf.card is None:
         if train is None:
@@ -262,6 +313,12 @@ def evaluate_split(
             stacklevel=2,
         )
     pred_names = _predict_names(clf, test)
+    hierarchy: dict[str, Any] = {}
+    if levels:
+        if clf.taxonomy != test.taxonomy:
+            raise EvaluationError("the model and the test set have different taxonomies")
+        pred, ind = _level_predictions(clf, test, decoding)
+        hierarchy = _hierarchy(test, pred, ind, decoding, background)
     classes = _extend_classes(model_classes, [*unseen, *sorted(set(pred_names))])
     y_true = _names_to_codes(true_names, classes)
     y_pred = _names_to_codes(pred_names, classes)
@@ -281,6 +338,7 @@ def evaluate_split(
         ),
         duration_s=time.perf_counter() - start,
         ids=test.ids.copy(),
+        hierarchy=hierarchy,
     )
 
 

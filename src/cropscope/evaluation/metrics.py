@@ -53,6 +53,7 @@ def classification_metrics(
     y_pred: Sequence[int] | np.ndarray,
     classes: Sequence[str],
     labels_present_only: bool = False,
+    background: str | None = None,
 ) -> dict[str, Any]:
     """Overall accuracy, macro/weighted F1, Cohen's kappa, per-class scores, confusion matrix.
 
@@ -62,6 +63,10 @@ def classification_metrics(
     absent class with an F1 of 0. Per-class rows and the confusion matrix (rows = truth,
     columns = prediction) always list every class, in order. All values are plain Python
     ``int``/``float``/``str``, so the dict is JSON-ready.
+
+    ``miou`` is the mean intersection-over-union ``TP / (TP + FP + FN)`` over the same
+    classes as the macro F1. With ``background`` (a class name), ``macro_f1_no_background``
+    and ``miou_no_background`` leave that class out of the averages.
     """
     classes = [str(c) for c in classes]
     k = len(classes)
@@ -89,9 +94,22 @@ def classification_metrics(
     if not np.isfinite(kappa):
         kappa = 0.0
     cm = confusion_matrix(yt, yp, labels=labels)
+    tp = np.diag(cm).astype(np.float64)
+    union = cm.sum(axis=0) + cm.sum(axis=1) - tp
+    iou = np.divide(tp, union, out=np.zeros_like(tp), where=union > 0)
+    extra: dict[str, Any] = {"miou": float(iou[macro_labels].mean())}
+    # average accuracy (AA): mean per-class recall, over the same classes as the macro F1
+    extra["average_accuracy"] = float(recall[macro_labels].mean())
+    if background is not None:
+        if background not in classes:
+            raise EvaluationError(f"background class {background!r} is not among the classes")
+        fg = np.array([i for i in macro_labels if classes[i] != background], dtype=np.int64)
+        extra["macro_f1_no_background"] = float(f1[fg].mean()) if fg.size else 0.0
+        extra["miou_no_background"] = float(iou[fg].mean()) if fg.size else 0.0
     return {
         "overall_accuracy": float(accuracy_score(yt, yp)),
         "macro_f1": float(macro_f1),
+        **extra,
         "weighted_f1": float(weighted_f1),
         "kappa": kappa,
         "n_samples": int(yt.size),

@@ -13,7 +13,7 @@ import math
 from abc import abstractmethod
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from cropscope.io import atomic_path
 from cropscope.models.base import Classifier
 from cropscope.training.seeding import seed_everything
 from cropscope.training.trainer import predict_logits, train_classifier
+
+if TYPE_CHECKING:
+    from cropscope.taxonomy.tree import Taxonomy
 
 __all__ = [
     "WEIGHTS_FILE",
@@ -98,8 +101,14 @@ class EnsembleModule(nn.Module):
         super().__init__()
         self.members = nn.ModuleList(members)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logp = torch.stack([torch.log_softmax(m(x), dim=1) for m in self.members])
+    def forward(self, x: torch.Tensor, *extra: torch.Tensor) -> Any:
+        outs = [m(x, *extra) for m in self.members]
+        if isinstance(outs[0], list):  # hierarchical members: average level by level
+            return [self._mean([o[k] for o in outs]) for k in range(len(outs[0]))]
+        return self._mean(outs)
+
+    def _mean(self, logits: list[torch.Tensor]) -> torch.Tensor:
+        logp = torch.stack([torch.log_softmax(z, dim=1) for z in logits])
         return torch.logsumexp(logp, dim=0) - math.log(len(self.members))
 
 
@@ -122,6 +131,12 @@ class TorchClassifier(Classifier):
             raise ModelError(f"n_models must be >= 1, got {self.config['n_models']}")
         if not 0 <= float(self.config["val_fraction"]) < 1:
             raise ModelError(f"val_fraction must be in [0, 1), got {self.config['val_fraction']}")
+        if self.config["decoding"] not in ("consistent", "independent"):
+            raise ModelError(
+                f"decoding must be 'consistent' or 'independent', got {self.config['decoding']!r}"
+            )
+        if self.config["priors"] and not self.config["hierarchical"]:
+            raise ModelError("priors feed the hierarchical heads: set hierarchical=true too")
         self._module: nn.Module | None = None
 
     @classmethod
@@ -140,6 +155,11 @@ class TorchClassifier(Classifier):
             "augment_params": {},
             "n_models": 1,
             "device": "auto",
+            # hierarchical cascade heads (needs a training set with a taxonomy)
+            "hierarchical": False,
+            "level_weights": None,
+            "priors": False,
+            "decoding": "consistent",
         }
 
     # ------------------------------------------------------------------ to implement
@@ -193,16 +213,75 @@ class TorchClassifier(Classifier):
         x = np.nan_to_num((x - mean) / std, nan=0.0)
         return np.ascontiguousarray(self.to_input(x), dtype=np.float32)
 
+    # ------------------------------------------------------------------ hierarchy
+    @property
+    def hierarchical(self) -> bool:
+        return bool(self.config["hierarchical"])
+
+    def _fit_taxonomy(self, train: TimeSeriesSet) -> Taxonomy:
+        """The (complete) taxonomy hierarchical heads are trained on."""
+        tax = train.taxonomy
+        if tax is None or train.level_labels is None:
+            raise DataError(
+                "hierarchical=true needs a training set with a class hierarchy "
+                "(TimeSeriesSet.with_taxonomy, or a dataset that ships one)"
+            )
+        if not tax.is_complete:
+            raise DataError("hierarchical heads need a complete taxonomy (Taxonomy.complete())")
+        if train.label_level != tax.n_levels - 1:
+            raise DataError("train hierarchical models on finest-level labels (at_level(-1))")
+        return tax
+
+    def _prior_sizes(self, tax: Taxonomy) -> list[int] | None:
+        return list(tax.sizes) if self.config["priors"] else None
+
+    def _priors(self, ts: TimeSeriesSet) -> np.ndarray | None:
+        """One-hot priors ``[N, sum K_k]`` from the metadata columns ``prior@<level>``
+        (class names of that level; empty or unknown names give an all-zero block)."""
+        if not self.config["priors"]:
+            return None
+        tax = self._require_taxonomy()
+        blocks = []
+        missing = [f"prior@{lv}" for lv in tax.levels if f"prior@{lv}" not in ts.meta.columns]
+        if missing:
+            raise DataError(
+                f"priors=true needs the metadata columns {missing} (class names per level)"
+            )
+        for k, level in enumerate(tax.levels):
+            lookup = {c: i for i, c in enumerate(tax.classes(k))}
+            codes = np.array([lookup.get(str(v), -1) for v in ts.meta[f"prior@{level}"]])
+            block = np.zeros((ts.n_samples, tax.n_classes(k)), dtype=np.float32)
+            ok = codes >= 0
+            block[np.flatnonzero(ok), codes[ok]] = 1.0
+            blocks.append(block)
+        return np.concatenate(blocks, axis=1)
+
+    def _network(self, n_bands: int, n_times: int, tax: Taxonomy | None) -> nn.Module:
+        """The subclass's network, wrapped with cascade heads when hierarchical."""
+        card = self._require_card()
+        module = self.build_module(n_bands, n_times, len(card.classes))
+        if not self.hierarchical:
+            return module
+        from cropscope.models.cascade import HierarchicalNet
+
+        assert tax is not None
+        return HierarchicalNet(module, tax.sizes, self._prior_sizes(tax))  # type: ignore[arg-type]
+
     # ------------------------------------------------------------------ Classifier API
     def _fit(self, train: TimeSeriesSet, val: TimeSeriesSet | None, progress: bool) -> None:
         cfg = self.config
         seed = int(cfg["seed"])
         card = self._require_card()
+        tax = self._fit_taxonomy(train) if self.hierarchical else None
         if val is None:
             train, val = self._split(train)
         y_val = None
         if val is not None:
             val, y_val = self._val_labels(val)
+            if tax is not None:
+                if val.taxonomy != tax:
+                    raise DataError("validation and training sets have different taxonomies")
+                y_val = val.level_labels
 
         flat = _valid_values(train).reshape(-1, train.n_bands).astype(np.float64)
         mean = np.nanmean(flat, axis=0)
@@ -227,14 +306,14 @@ class TorchClassifier(Classifier):
                 aug = replace(self.augmentation(), step_days=step_days)
                 fit_set = augment_training_set(base_set, None, aug, member_seed)
             seed_everything(member_seed)
-            module = self.build_module(len(card.bands), card.n_times, len(card.classes))
+            module = self._network(len(card.bands), card.n_times, tax)
             result = train_classifier(
                 module,
                 self._prepare(fit_set),
-                fit_set.labels,
+                fit_set.labels if tax is None else fit_set.level_labels,
                 x_val,
                 y_val,
-                len(card.classes),
+                len(card.classes) if tax is None else tax.sizes,
                 epochs=int(cfg["epochs"]),
                 batch_size=int(cfg["batch_size"]),
                 lr=float(cfg["lr"]),
@@ -245,6 +324,9 @@ class TorchClassifier(Classifier):
                 progress=progress,
                 device=device,
                 desc=f"{self.name} {i + 1}/{n_models}" if n_models > 1 else self.name,
+                level_weights=cfg["level_weights"],
+                extra_train=self._priors(fit_set),
+                extra_val=None if val is None else self._priors(val),
             )
             members.append(module)
             f1 = result.best_val_macro_f1
@@ -266,18 +348,43 @@ class TorchClassifier(Classifier):
     def _new_module(self) -> nn.Module:
         """An untrained network (or ensemble of them) shaped after the model card."""
         card = self._require_card()
+        tax = self._require_taxonomy() if self.hierarchical else None
         members = [
-            self.build_module(len(card.bands), card.n_times, len(card.classes))
+            self._network(len(card.bands), card.n_times, tax)
             for _ in range(int(self.config["n_models"]))
         ]
         return members[0] if len(members) == 1 else EnsembleModule(members)
 
+    def _level_logits(self, ts: TimeSeriesSet) -> Any:
+        device = next(self.module.parameters()).device
+        return predict_logits(self.module, self._prepare(ts), device=device,
+                              extra=self._priors(ts))
+
     def _predict_proba(self, ts: TimeSeriesSet) -> np.ndarray:
         if ts.n_samples == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        device = next(self.module.parameters()).device
-        logits = predict_logits(self.module, self._prepare(ts), device=device)
+        logits = self._level_logits(ts)
+        if isinstance(logits, list):
+            logits = logits[-1]
         return torch.softmax(logits, dim=1).numpy()
+
+    def predict_proba_levels(self, ts: TimeSeriesSet) -> list[np.ndarray]:
+        """Per-level probabilities: the cascade heads' own outputs when hierarchical, else
+        the finest-level probabilities summed up the tree."""
+        if not self.hierarchical:
+            return super().predict_proba_levels(ts)
+        tax = self._require_taxonomy()
+        ts = self._conform(ts)
+        if ts.n_samples == 0:
+            return [np.zeros((0, k), dtype=np.float32) for k in tax.sizes]
+        return [torch.softmax(z, dim=1).numpy() for z in self._level_logits(ts)]
+
+    def predict(self, ts: TimeSeriesSet) -> np.ndarray:
+        """Finest-level class codes; with hierarchical heads, decoded per ``decoding``
+        (``consistent`` by default: the most probable root-to-leaf path)."""
+        if not self.hierarchical:
+            return super().predict(ts)
+        return self.predict_levels(ts, self.config["decoding"])[:, -1]
 
     def _save_weights(self, directory: Path) -> None:
         state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}

@@ -17,13 +17,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import DataError, ModelError
 from cropscope.io import read_json, write_json
+
+if TYPE_CHECKING:
+    from cropscope.taxonomy.tree import Taxonomy
 
 __all__ = ["Classifier", "ModelCard"]
 
@@ -40,6 +43,8 @@ class ModelCard:
     input_layout: str = "pixel-series [N, T, C]"
     norm_mean: list[float] | None = None
     norm_std: list[float] | None = None
+    #: the class hierarchy of the training set (``Taxonomy.to_dict()``), if it had one
+    taxonomy: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +117,8 @@ class Classifier(ABC):
         train.check_no_empty_series()
         self.card = ModelCard(bands=list(train.bands), n_times=train.n_times,
                               classes=list(train.classes))
+        if train.taxonomy is not None and train.label_level == train.taxonomy.n_levels - 1:
+            self.card.taxonomy = train.taxonomy.to_dict()
         if val is not None:
             val = self._conform(val)
         self._fit(train, val, progress)
@@ -130,6 +137,42 @@ class Classifier(ABC):
     @property
     def classes(self) -> list[str]:
         return self._require_card().classes
+
+    @property
+    def taxonomy(self) -> Taxonomy | None:
+        """The class hierarchy learnt with (``None`` when trained on flat labels)."""
+        card = self._require_card()
+        if card.taxonomy is None:
+            return None
+        from cropscope.taxonomy.tree import Taxonomy
+
+        return Taxonomy.from_dict(card.taxonomy)
+
+    def _require_taxonomy(self) -> Taxonomy:
+        tax = self.taxonomy
+        if tax is None:
+            raise ModelError(
+                f"model {self.name!r} was trained without a class hierarchy; train it on a "
+                "set with a taxonomy (TimeSeriesSet.with_taxonomy) for per-level predictions"
+            )
+        return tax
+
+    def predict_proba_levels(self, ts: TimeSeriesSet) -> list[np.ndarray]:
+        """Class probabilities per taxonomy level, coarse to fine (``[N, K_k]`` each).
+
+        A flat model's finest-level probabilities are summed up the tree; models with
+        hierarchical heads override this with their own per-level outputs.
+        """
+        from cropscope.taxonomy.decoding import level_probas_from_leaf
+
+        return level_probas_from_leaf(self._require_taxonomy(), self.predict_proba(ts))
+
+    def predict_levels(self, ts: TimeSeriesSet, decoding: str = "consistent") -> np.ndarray:
+        """Class codes per level ``[N, L]`` (codes into ``taxonomy.classes(k)``), decoded
+        ``consistent`` (best root-to-leaf path) or ``independent`` (argmax per level)."""
+        from cropscope.taxonomy.decoding import decode
+
+        return decode(self._require_taxonomy(), self.predict_proba_levels(ts), decoding)
 
     def save(self, directory: str | Path) -> Path:
         """Write ``model.json`` (name, config, card) and the weights into ``directory``."""

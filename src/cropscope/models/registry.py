@@ -27,8 +27,15 @@ _BUILTIN: dict[str, tuple[str, str, str]] = {
            "Random forest (scikit-learn) on engineered features"),
     "lightgbm": ("cropscope.models.boosting", "LightGBM",
                  "Gradient-boosted trees (LightGBM) on engineered features"),
+    "hierarchical": ("cropscope.models.hierarchical", "HierarchicalClassifier",
+                     "Per-level or per-parent base models over a class hierarchy"),
     "ensemble": ("cropscope.models.ensemble", "Ensemble",
                  "Soft-voting ensemble of registered models (default: lightgbm + tempcnn)"),
+    "spectral-transformer": ("cropscope.models.spectral_transformer", "SpectralTransformer",
+                             "Spectral-spatial Transformer on hyperspectral patches "
+                             "(H2Crop EnMAP stream)"),
+    "spectral-cnn": ("cropscope.models.spectral_cnn", "SpectralCNN",
+                     "1-D CNN along the spectrum of a pixel"),
 }
 _REGISTERED: dict[str, type[Classifier]] = {}
 

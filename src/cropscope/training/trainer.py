@@ -2,14 +2,21 @@
 
 Adam on class-balanced cross-entropy, seeded mini-batches, validation macro-F1 after every
 epoch, the weights of the best validation epoch kept, optional early stopping.
+
+Hierarchical (multi-level) training uses the same loop: labels ``[N, L]`` (``-1`` where a
+level is unknown), a module returning one logits tensor per level, one class-balanced
+cross-entropy per level weighted by ``level_weights``; the model is selected on the finest
+level's validation macro-F1. A module may take a second input (e.g. per-level priors),
+given as ``extra_train``/``extra_val``.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,20 +56,41 @@ def balanced_class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
     return weights
 
 
+def _as_tensor(x: np.ndarray | None) -> torch.Tensor | None:
+    return None if x is None else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def _call(module: nn.Module, xb: torch.Tensor, eb: torch.Tensor | None) -> Any:
+    return module(xb) if eb is None else module(xb, eb)
+
+
 @torch.inference_mode()
 def predict_logits(
-    module: nn.Module, x: np.ndarray, batch_size: int = 1024, device: str | torch.device = "cpu"
-) -> torch.Tensor:
-    """Logits ``[N, K]`` (CPU) of ``module`` in eval mode, computed in batches."""
+    module: nn.Module,
+    x: np.ndarray,
+    batch_size: int = 1024,
+    device: str | torch.device = "cpu",
+    extra: np.ndarray | None = None,
+) -> Any:
+    """Logits ``[N, K]`` (CPU) of ``module`` in eval mode, computed in batches; a list of
+    them (one per level) for a hierarchical module. ``extra`` is a second module input."""
     module.eval()
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    out = [
-        module(xt[i : i + batch_size].to(device)).float().cpu()
-        for i in range(0, len(xt), batch_size)
-    ]
+    xt, et = _as_tensor(x), _as_tensor(extra)
+    out = []
+    for i in range(0, len(xt), batch_size):
+        eb = None if et is None else et[i : i + batch_size].to(device)
+        res = _call(module, xt[i : i + batch_size].to(device), eb)
+        out.append([r.float().cpu() for r in res] if isinstance(res, list | tuple)
+                   else res.float().cpu())
     if not out:
         raise ValueError("no samples to predict")
+    if isinstance(out[0], list):
+        return [torch.cat([o[k] for o in out]) for k in range(len(out[0]))]
     return torch.cat(out)
+
+
+def _finest(logits: Any) -> torch.Tensor:
+    return logits[-1] if isinstance(logits, list | tuple) else logits
 
 
 def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
@@ -80,7 +108,7 @@ def train_classifier(
     y_train: np.ndarray,
     x_val: np.ndarray | None,
     y_val: np.ndarray | None,
-    n_classes: int,
+    n_classes: int | Sequence[int],
     *,
     epochs: int,
     batch_size: int,
@@ -93,6 +121,9 @@ def train_classifier(
     lr_decay: float | None = None,
     device: str | torch.device = "cpu",
     desc: str = "training",
+    level_weights: Sequence[float] | None = None,
+    extra_train: np.ndarray | None = None,
+    extra_val: np.ndarray | None = None,
 ) -> TrainResult:
     """Train ``module`` (inputs already in its layout, labels ``0..n_classes-1``).
 
@@ -102,6 +133,9 @@ def train_classifier(
     without improvement. ``lr_decay`` multiplies the learning rate by that factor after
     every epoch (``None``: constant). ``augment_fn`` transforms each training batch. The same
     ``seed`` gives the same weights.
+
+    Hierarchical training: ``y_train``/``y_val`` ``[N, L]`` with ``n_classes`` one count per
+    level (see the module docstring); validation scores the finest level.
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError("epochs and batch_size must be >= 1")
@@ -109,12 +143,44 @@ def train_classifier(
     device = torch.device(device)
     module.to(device)
     xt = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32))
-    yt = torch.from_numpy(np.asarray(y_train, dtype=np.int64))
+    et = _as_tensor(extra_train)
+    y_arr = np.asarray(y_train, dtype=np.int64)
+    yt = torch.from_numpy(y_arr)
     if len(xt) != len(yt) or len(xt) < 2:
         raise ValueError("x_train and y_train need the same length, at least 2 samples")
     has_val = x_val is not None and y_val is not None and len(y_val) > 0
-    weights = torch.as_tensor(balanced_class_weights(y_train, n_classes), dtype=torch.float32)
-    loss_fn = nn.CrossEntropyLoss(weight=weights.to(device))
+    multi = y_arr.ndim == 2
+    sizes = [int(k) for k in n_classes] if multi else [int(n_classes)]  # type: ignore[union-attr,arg-type]
+    y_levels = [y_arr[:, k] for k in range(y_arr.shape[1])] if multi else [y_arr]
+    if len(sizes) != len(y_levels):
+        raise ValueError(f"{len(y_levels)} label levels but {len(sizes)} class counts")
+    weights_k = [1.0] * len(sizes) if level_weights is None else [float(w) for w in level_weights]
+    if len(weights_k) != len(sizes):
+        raise ValueError(f"{len(weights_k)} level weights for {len(sizes)} levels")
+    loss_fns = [
+        nn.CrossEntropyLoss(
+            weight=torch.as_tensor(
+                balanced_class_weights(y[y >= 0], k), dtype=torch.float32
+            ).to(device),
+            ignore_index=-1,
+        )
+        for y, k in zip(y_levels, sizes, strict=True)
+    ]
+
+    def loss_of(out: Any, yb: torch.Tensor) -> torch.Tensor:
+        if not multi:
+            return loss_fns[0](out, yb)
+        total = out[0].new_zeros(())
+        for k, (fn, w) in enumerate(zip(loss_fns, weights_k, strict=True)):
+            if w and (yb[:, k] >= 0).any():
+                total = total + w * fn(out[k], yb[:, k])
+        return total
+
+    y_val_fine = None
+    if has_val:
+        y_val_arr = np.asarray(y_val, dtype=np.int64)
+        y_val_fine = y_val_arr[:, -1] if y_val_arr.ndim == 2 else y_val_arr
+        keep_val = y_val_fine >= 0
     optimiser = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = None
     if lr_decay is not None:
@@ -140,8 +206,9 @@ def train_classifier(
             if augment_fn is not None:
                 xb = augment_fn(xb, gen)
             xb, yb = xb.to(device), yt[idx].to(device)
+            eb = None if et is None else et[idx].to(device)
             optimiser.zero_grad(set_to_none=True)
-            loss = loss_fn(module(xb), yb)
+            loss = loss_of(_call(module, xb, eb), yb)
             loss.backward()
             optimiser.step()
             total += float(loss.detach()) * len(idx)
@@ -150,9 +217,11 @@ def train_classifier(
             scheduler.step()
         record = {"epoch": float(epoch), "loss": total / seen}
         if has_val:
-            pred = predict_logits(module, x_val, device=device).argmax(1).numpy()
-            f1 = float(f1_score(y_val, pred, average="macro", zero_division=0))
-            record.update(val_macro_f1=f1, val_accuracy=float(np.mean(pred == y_val)))
+            logits = predict_logits(module, x_val, device=device, extra=extra_val)
+            pred = _finest(logits).argmax(1).numpy()[keep_val]
+            yv = y_val_fine[keep_val]
+            f1 = float(f1_score(yv, pred, average="macro", zero_division=0))
+            record.update(val_macro_f1=f1, val_accuracy=float(np.mean(pred == yv)))
             if f1 > best_f1:
                 best_f1, best_epoch, since_best = f1, epoch, 0
                 best_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
