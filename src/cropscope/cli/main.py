@@ -22,7 +22,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from cropscope.cli import datasets, demo, evaluate, models, predict, train
+    from cropscope.cli import datasets, demo, evaluate, hsi, models, predict, train, weather
 
     cli.add_command(datasets.datasets)
     cli.add_command(models.models)
@@ -30,6 +30,8 @@ def _register() -> None:
     cli.add_command(evaluate.evaluate)
     cli.add_command(predict.predict)
     cli.add_command(demo.demo)
+    cli.add_command(weather.weather)
+    cli.add_command(hsi.hsi)
 
 
 _register()
