@@ -33,14 +33,6 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
         assert needle in errors[0], errors[0]
 
 
-@pytest.fixture
-def toy_table(tmp_path) -> Path:
-    df = make_toy_set(n_per_class=15).to_long().drop(columns="valid")
-    path = tmp_path / "samples.csv"
-    df.to_csv(path, index=False)
-    return path
-
-
 def test_version_and_help() -> None:
     from cropscope import __version__
 

@@ -17,7 +17,12 @@ FAST: dict[str, dict[str, Any]] = {
     "lightgbm": {"n_estimators": 40, "min_child_samples": 3},
     "tempcnn": {"epochs": 15, "batch_size": 16, "lr": 3e-3},
     "cropnet": {"epochs": 15, "batch_size": 16, "channels": 16, "augment": False, "lr": 3e-3},
+    "spectral-cnn": {"epochs": 15, "batch_size": 16, "filters": 8, "hidden": 32, "lr": 3e-3},
+    "spectral-transformer": {"epochs": 15, "batch_size": 16, "lr": 3e-3, "spatial_dim": 16,
+                             "spectral_dim": 16, "out_dim": 16, "spatial_depth": 1,
+                             "spectral_depth": 1},
 }
+FAST["hierarchical"] = {"base": "rf", "base_config": FAST["rf"]}
 FAST["ensemble"] = {
     "members": [{"model": "rf", "config": FAST["rf"]},
                 {"model": "tempcnn", "config": FAST["tempcnn"]}],
@@ -32,6 +37,10 @@ def test_every_builtin_model_has_fast_settings() -> None:
 def test_model_contract(name: str, tmp_path) -> None:
     train = make_toy_set(n_per_class=24, seed=1)
     test = make_toy_set(n_per_class=10, seed=2)
+    if name == "hierarchical":  # trains on a class hierarchy
+        from tests.models.test_hierarchical import taxonomy
+
+        train = train.with_taxonomy(taxonomy())
     model = create_model(name, **FAST[name])
     assert model.fit(train) is model
     proba = model.predict_proba(test)
