@@ -22,7 +22,17 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from cropscope.cli import datasets, demo, evaluate, hsi, models, predict, train, weather
+    from cropscope.cli import (
+        datasets,
+        demo,
+        evaluate,
+        hsi,
+        models,
+        predict,
+        taxonomy,
+        train,
+        weather,
+    )
 
     cli.add_command(datasets.datasets)
     cli.add_command(models.models)
@@ -32,6 +42,7 @@ def _register() -> None:
     cli.add_command(demo.demo)
     cli.add_command(weather.weather)
     cli.add_command(hsi.hsi)
+    cli.add_command(taxonomy.taxonomy)
 
 
 _register()

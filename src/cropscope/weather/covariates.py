@@ -1,0 +1,219 @@
+"""Crop weather covariates: growing degree days, day length, thermal-time alignment.
+
+Any object with ``sample(variable, lat, lon, time) -> ndarray`` is a *temperature source*:
+a fitted :class:`cropscope.weather.field.WeatherField` or a :class:`GriddedField` (bilinear in
+space, linear in time, exact at grid points and grid times).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import xarray as xr
+
+from cropscope.errors import DataError
+
+__all__ = [
+    "GriddedField",
+    "ThermalTime",
+    "add_covariates",
+    "align_on_thermal_time",
+    "daily_gdd",
+    "day_length",
+    "thermal_time",
+]
+
+
+class FieldSource(Protocol):
+    def sample(self, variable: str, lat: Any, lon: Any, time: Any = None) -> np.ndarray: ...
+
+
+def day_length(lat_deg: Any, day_of_year: Any) -> np.ndarray:
+    """Astronomical day length in hours (sunrise to sunset of the sun's centre).
+
+    Declination from the Spencer (1971) series; polar day/night give 24 / 0 h.
+    """
+    lat = np.deg2rad(np.asarray(lat_deg, float))
+    g = 2 * np.pi * (np.asarray(day_of_year, float) - 1) / 365.0
+    decl = (0.006918 - 0.399912 * np.cos(g) + 0.070257 * np.sin(g) - 0.006758 * np.cos(2 * g)
+            + 0.000907 * np.sin(2 * g) - 0.002697 * np.cos(3 * g) + 0.00148 * np.sin(3 * g))
+    cos_w = np.clip(-np.tan(lat) * np.tan(decl), -1.0, 1.0)
+    return 24.0 * np.arccos(cos_w) / np.pi
+
+
+def _to_celsius(t: np.ndarray, units: str) -> np.ndarray:
+    t = np.asarray(t, float)
+    if units == "auto":
+        units = "K" if np.nanmedian(t) > 150 else "C"
+    if units == "K":
+        return t - 273.15
+    if units == "C":
+        return t
+    raise DataError(f"temperature units must be 'K', 'C' or 'auto', got {units!r}")
+
+
+def daily_gdd(tmean: Any, base: float = 10.0, cap: float | None = 30.0,
+              units: str = "auto") -> np.ndarray:
+    """Growing degree days of daily mean temperatures: max(0, min(T, cap) − base) (°C·d)."""
+    t = _to_celsius(tmean, units)
+    if cap is not None:
+        t = np.minimum(t, cap)
+    return np.maximum(t - base, 0.0)
+
+
+class GriddedField:
+    """Interpolate a gridded variable: bilinear in lat/lon, linear in time (exact at nodes).
+
+    ``data`` is a standardised dataset (see :func:`cropscope.weather.open_weather`) or a
+    DataArray with ``latitude``, ``longitude`` and optionally ``time`` (datetime64).
+    """
+
+    def __init__(self, data: xr.Dataset | xr.DataArray) -> None:
+        from cropscope.weather.readers import standardize
+
+        self.ds = standardize(data)
+
+    def sample(self, variable: str, lat: Any, lon: Any, time: Any = None) -> np.ndarray:
+        if variable not in self.ds:
+            raise DataError(f"variable {variable!r} not in {sorted(self.ds.data_vars)}")
+        da = self.ds[variable]
+        lat, lon = np.broadcast_arrays(np.asarray(lat, float), np.asarray(lon, float))
+        la = da["latitude"].values
+        lo = da["longitude"].values
+        vals = da.values
+        extra = [d for d in da.dims if d not in ("time", "latitude", "longitude")]
+        if extra:
+            raise DataError(f"select {extra} first (e.g. ds.sel(level=850))")
+        iy = np.interp(lat, la, np.arange(la.size))
+        ix, wrap = lon_index(lo, lon)
+        if "time" in da.dims:
+            if time is None:
+                raise DataError("this field has a time axis; give times")
+            tt = da["time"].values.astype("datetime64[s]").astype(float)
+            tq = np.broadcast_to(np.asarray(time).astype("datetime64[s]").astype(float),
+                                 lat.shape)
+            it = np.interp(tq, tt, np.arange(tt.size))
+            t0 = np.clip(np.floor(it).astype(int), 0, max(tt.size - 2, 0))
+            ft = np.clip(it - t0, 0, 1)
+            t1 = np.minimum(t0 + 1, tt.size - 1)
+            return ((1 - ft) * _bilinear(vals, t0, iy, ix, wrap)
+                    + ft * _bilinear(vals, t1, iy, ix, wrap))
+        return _bilinear(vals[None], np.zeros(lat.shape, int), iy, ix, wrap)
+
+
+def lon_index(lo: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Fractional column index of longitudes (any convention) on an ascending grid."""
+    d = lo[1] - lo[0]
+    wrap = abs(lo.size * d - 360.0) < 1e-6 * 360
+    ix = ((np.asarray(lon) - lo[0]) % 360.0) / d
+    if not wrap:
+        ix = np.clip(ix, 0, lo.size - 1)
+    return ix, wrap
+
+
+def _bilinear(vals: np.ndarray, t: np.ndarray, iy: np.ndarray, ix: np.ndarray,
+              wrap: bool) -> np.ndarray:
+    ny, nx = vals.shape[-2:]
+    y0 = np.clip(np.floor(iy).astype(int), 0, ny - 2)
+    fy = iy - y0
+    x0 = np.floor(ix).astype(int)
+    fx = ix - x0
+    if wrap:
+        x0, x1 = x0 % nx, (x0 + 1) % nx
+    else:
+        x0 = np.clip(x0, 0, nx - 2)
+        fx = ix - x0
+        x1 = x0 + 1
+    v = vals
+    return ((1 - fy) * (1 - fx) * v[t, y0, x0] + (1 - fy) * fx * v[t, y0, x1]
+            + fy * (1 - fx) * v[t, y0 + 1, x0] + fy * fx * v[t, y0 + 1, x1])
+
+
+@dataclass
+class ThermalTime:
+    """Thermal time at each observation: cumulative GDD since ``start`` and per-step GDD."""
+
+    cumulative: np.ndarray  #: [N, T] °C·d since the season start
+    increment: np.ndarray  #: [N, T] °C·d accumulated since the previous step
+    start: np.ndarray  #: [N] season start dates
+
+
+def _coords(ts: Any) -> tuple[np.ndarray, np.ndarray]:
+    meta = ts.meta
+    lat_col = next((c for c in ("latitude", "lat", "y") if c in meta.columns), None)
+    lon_col = next((c for c in ("longitude", "lon", "x") if c in meta.columns), None)
+    if lat_col is None or lon_col is None:
+        raise DataError("thermal time needs per-sample longitude/latitude columns in meta")
+    return meta[lat_col].to_numpy(float), meta[lon_col].to_numpy(float)
+
+
+def thermal_time(ts: Any, field: FieldSource, variable: str = "t2m", base: float = 10.0,
+                 cap: float | None = 30.0, start: Any = None, units: str = "auto",
+                 ) -> ThermalTime:
+    """GDD accumulated day by day from the season start to every observation date.
+
+    ``ts`` is a :class:`cropscope.data.TimeSeriesSet` with dates and ``meta`` longitude /
+    latitude. The daily mean temperature is sampled from ``field`` at 12:00 UTC each day.
+    ``start`` (date, or one per sample) defaults to each sample's first date.
+    """
+    dates = ts.per_sample_dates
+    if dates is None:
+        raise DataError("thermal time needs calendar dates")
+    lat, lon = _coords(ts)
+    n, _t = dates.shape
+    first = dates.min(axis=1)
+    st = first if start is None else np.broadcast_to(
+        np.asarray(start).astype("datetime64[D]"), (n,))
+    if np.any(st > first):
+        raise DataError("the season start must not be after the first observation")
+    n_days = int((dates.max(axis=1) - st).astype(int).max()) + 1
+    days = st[:, None] + np.arange(n_days).astype("timedelta64[D]")  # [N, D]
+    times = days.astype("datetime64[s]") + np.timedelta64(12 * 3600, "s")
+    temp = field.sample(variable, np.repeat(lat, n_days), np.repeat(lon, n_days),
+                        times.reshape(-1)).reshape(n, n_days)
+    gdd = daily_gdd(temp, base, cap, units)
+    cum = np.concatenate([np.zeros((n, 1)), np.cumsum(gdd, axis=1)], axis=1)  # GDD before day d
+    idx = (dates - st[:, None]).astype(int)  # day index of each observation
+    cumulative = np.take_along_axis(cum, idx, axis=1)
+    increment = np.diff(cumulative, axis=1, prepend=0.0)
+    return ThermalTime(cumulative.astype(np.float32), increment.astype(np.float32), st)
+
+
+def add_covariates(ts: Any, tt: ThermalTime) -> Any:
+    """A copy of ``ts`` with extra bands ``gdd_cum`` and ``day_length`` (hours)."""
+    lat, _ = _coords(ts)
+    if ts.day_of_year is None:
+        raise DataError("day length needs calendar dates")
+    doy = np.broadcast_to(ts.day_of_year, tt.cumulative.shape)
+    dl = day_length(lat[:, None], doy).astype(np.float32)
+    values = np.concatenate([ts.values, tt.cumulative[..., None], dl[..., None]], axis=2)
+    return ts.replace(values=values, bands=[*ts.bands, "gdd_cum", "day_length"],
+                      mask=ts.mask)
+
+
+def align_on_thermal_time(ts: Any, tt: ThermalTime, step: float = 50.0,
+                          n_steps: int | None = None) -> Any:
+    """Resample every series onto a common thermal-time axis (0, step, 2·step, … °C·d).
+
+    Linear interpolation between valid observations; points beyond a series' range are NaN.
+    Returns a set without calendar dates; ``meta['thermal_time_step']`` records ``step``.
+    """
+    if n_steps is None:
+        n_steps = int(np.nanmax(tt.cumulative) // step) + 1
+    axis = np.arange(n_steps) * step
+    n, _, c = ts.values.shape
+    out = np.full((n, n_steps, c), np.nan, np.float32)
+    for i in range(n):
+        ok = ts.mask[i]
+        x = tt.cumulative[i, ok]
+        if x.size < 2:
+            continue
+        x, first = np.unique(x, return_index=True)
+        for b in range(c):
+            y = ts.values[i, ok, b][first]
+            out[i, :, b] = np.interp(axis, x, y, left=np.nan, right=np.nan)
+    meta = ts.meta.copy()
+    meta["thermal_time_step"] = step
+    return ts.replace(values=out, dates=None, meta=meta)
