@@ -31,11 +31,11 @@ def hier_sets(seed: int = 1) -> tuple:
             make_toy_set(n_per_class=10, seed=seed + 1).with_taxonomy(tax))
 
 
-def test_every_time_series_deep_model_supports_hierarchical_heads() -> None:
-    assert {"cropnet", "tempcnn"} <= set(DEEP)
+def test_every_deep_model_supports_hierarchical_heads() -> None:
+    assert {"cropnet", "tempcnn", "spectral-cnn", "spectral-transformer"} <= set(DEEP)
 
 
-@pytest.mark.parametrize("name", [n for n in DEEP if n in ("cropnet", "tempcnn")])
+@pytest.mark.parametrize("name", DEEP)
 def test_deep_model_with_cascade_heads(name: str, tmp_path) -> None:
     train, test = hier_sets()
     model = create_model(name, **FAST[name], hierarchical=True).fit(train)
@@ -121,3 +121,25 @@ def test_flat_model_levels_by_rollup() -> None:
     flat = create_model("rf", **FAST["rf"]).fit(make_toy_set())
     with pytest.raises(ModelError, match="without a class hierarchy"):
         flat.predict_levels(test)
+
+
+def test_patch_model_with_cascade_heads() -> None:
+    from cropscope.data.patches import PatchSet
+
+    train, test = hier_sets()
+    rng = np.random.default_rng(0)
+
+    def patches(ts):  # 3 x 3 patches around each series, as from a scene
+        centre = PatchSet.from_timeseries(ts)
+        values = np.repeat(np.repeat(centre.values, 3, axis=2), 3, axis=3)
+        values = values + rng.normal(0, 0.01, values.shape).astype(np.float32)
+        return PatchSet(values, centre.bands, labels=centre.labels, classes=centre.classes,
+                        taxonomy=centre.taxonomy, level_labels=centre.level_labels)
+
+    model = create_model("spectral-transformer", **{**FAST["spectral-transformer"],
+                                                    "patch_size": 3}, hierarchical=True)
+    model.fit(patches(train))
+    probas = model.predict_proba_levels(patches(test))
+    assert [p.shape[1] for p in probas] == [2, 3, 3]
+    levels = model.predict_levels(patches(test))
+    assert not inconsistent(model.taxonomy, levels).any()

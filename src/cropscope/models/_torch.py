@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -27,7 +28,7 @@ from cropscope.features.gapfill import interpolate_gaps_array
 from cropscope.io import atomic_path
 from cropscope.models.base import Classifier
 from cropscope.training.seeding import seed_everything
-from cropscope.training.trainer import predict_logits, train_classifier
+from cropscope.training.trainer import AugmentFn, predict_logits, train_classifier
 
 if TYPE_CHECKING:
     from cropscope.taxonomy.tree import Taxonomy
@@ -42,6 +43,8 @@ __all__ = [
 
 WEIGHTS_FILE = "weights.safetensors"
 _AUGMENT_KEYS = {f.name for f in fields(TemporalAugmentation)}
+#: what one ensemble member trains on: inputs, labels ([N] or [N, L]), optional priors
+TrainData = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
 
 
 def _valid_values(ts: TimeSeriesSet) -> np.ndarray:
@@ -270,7 +273,6 @@ class TorchClassifier(Classifier):
     # ------------------------------------------------------------------ Classifier API
     def _fit(self, train: TimeSeriesSet, val: TimeSeriesSet | None, progress: bool) -> None:
         cfg = self.config
-        seed = int(cfg["seed"])
         card = self._require_card()
         tax = self._fit_taxonomy(train) if self.hierarchical else None
         if val is None:
@@ -292,25 +294,57 @@ class TorchClassifier(Classifier):
         card.input_layout = self.input_layout
 
         base_set = train.replace(values=_gap_free(train))
-        x_val = None if val is None else self._prepare(val)
-        device = resolve_device(str(cfg["device"]))
-        n_models = int(cfg["n_models"])
         step_days = None
         if cfg["augment"]:
             step_days = self.augmentation().step_days or infer_step_days(base_set)
-        members, summaries = [], []
-        for i in range(n_models):
-            member_seed = seed + i
+
+        def member_data(member_seed: int) -> TrainData:
             fit_set = base_set
             if cfg["augment"]:
                 aug = replace(self.augmentation(), step_days=step_days)
                 fit_set = augment_training_set(base_set, None, aug, member_seed)
+            y = fit_set.labels if tax is None else fit_set.level_labels
+            return self._prepare(fit_set), y, self._priors(fit_set)
+
+        x_val = None if val is None else self._prepare(val)
+        extra_val = None if val is None else self._priors(val)
+        n_train = self._train_members(member_data, x_val, y_val, extra_val, tax, progress)
+        card.extra.update(
+            n_train=n_train,
+            n_val=0 if val is None else int(val.n_samples),
+            augment_step_days=step_days,
+        )
+
+    def _train_members(
+        self,
+        member_data: Callable[[int], TrainData],
+        x_val: np.ndarray | None,
+        y_val: np.ndarray | None,
+        extra_val: np.ndarray | None,
+        tax: Taxonomy | None,
+        progress: bool,
+        augment_fn: AugmentFn | None = None,
+    ) -> int:
+        """Train ``n_models`` networks (seeds ``seed + i``) on ``member_data(seed)`` (inputs in
+        the network layout, labels ``[N]`` or ``[N, L]`` with a taxonomy, optional priors);
+        keep the result in ``self._module``, record the members in the card and return the
+        number of training samples of the last member."""
+        cfg = self.config
+        card = self._require_card()
+        device = resolve_device(str(cfg["device"]))
+        n_models = int(cfg["n_models"])
+        members, summaries = [], []
+        n_train = 0
+        for i in range(n_models):
+            member_seed = int(cfg["seed"]) + i
+            x_train, y_train, extra_train = member_data(member_seed)
+            n_train = len(x_train)
             seed_everything(member_seed)
             module = self._network(len(card.bands), card.n_times, tax)
             result = train_classifier(
                 module,
-                self._prepare(fit_set),
-                fit_set.labels if tax is None else fit_set.level_labels,
+                x_train,
+                y_train,
                 x_val,
                 y_val,
                 len(card.classes) if tax is None else tax.sizes,
@@ -322,11 +356,12 @@ class TorchClassifier(Classifier):
                 lr_decay=cfg["lr_decay"],
                 patience=cfg["patience"],
                 progress=progress,
+                augment_fn=augment_fn,
                 device=device,
                 desc=f"{self.name} {i + 1}/{n_models}" if n_models > 1 else self.name,
                 level_weights=cfg["level_weights"],
-                extra_train=self._priors(fit_set),
-                extra_val=None if val is None else self._priors(val),
+                extra_train=extra_train,
+                extra_val=extra_val,
             )
             members.append(module)
             f1 = result.best_val_macro_f1
@@ -338,12 +373,8 @@ class TorchClassifier(Classifier):
                 }
             )
         self._module = members[0] if n_models == 1 else EnsembleModule(members)
-        card.extra.update(
-            members=summaries,
-            n_train=int(fit_set.n_samples),
-            n_val=0 if val is None else int(val.n_samples),
-            augment_step_days=step_days,
-        )
+        card.extra.update(members=summaries)
+        return n_train
 
     def _new_module(self) -> nn.Module:
         """An untrained network (or ensemble of them) shaped after the model card."""

@@ -23,6 +23,8 @@ _BUILTIN: dict[str, tuple[str, str, str]] = {
                 "CropNet: 2-D CNN over the bands x time image (Tong & Wang, CropGlobe)"),
     "tempcnn": ("cropscope.models.tempcnn", "TempCNN",
                 "TempCNN: 1-D temporal convolutions (Pelletier et al. 2019)"),
+    "ltae": ("cropscope.models.attention", "TemporalAttention",
+             "Lightweight temporal attention encoder (L-TAE style, master-query pooling)"),
     "rf": ("cropscope.models.forest", "RandomForest",
            "Random forest (scikit-learn) on engineered features"),
     "lightgbm": ("cropscope.models.boosting", "LightGBM",

@@ -124,6 +124,7 @@ def train_classifier(
     level_weights: Sequence[float] | None = None,
     extra_train: np.ndarray | None = None,
     extra_val: np.ndarray | None = None,
+    normalise_levels: bool = True,
 ) -> TrainResult:
     """Train ``module`` (inputs already in its layout, labels ``0..n_classes-1``).
 
@@ -170,11 +171,13 @@ def train_classifier(
     def loss_of(out: Any, yb: torch.Tensor) -> torch.Tensor:
         if not multi:
             return loss_fns[0](out, yb)
-        total = out[0].new_zeros(())
+        total, weight = out[0].new_zeros(()), 0.0
         for k, (fn, w) in enumerate(zip(loss_fns, weights_k, strict=True)):
             if w and (yb[:, k] >= 0).any():
                 total = total + w * fn(out[k], yb[:, k])
-        return total
+                weight += w
+        # a weighted mean, so the gradient scale does not grow with the number of levels
+        return total / weight if weight and normalise_levels else total
 
     y_val_fine = None
     if has_val:

@@ -1,0 +1,238 @@
+"""Labelled image patches ``[N, K, h, w]``: the sample container of patch (spatial) models.
+
+A :class:`PatchSet` is to patch models what :class:`~cropscope.data.TimeSeriesSet` is to pixel
+models: ``N`` square neighbourhoods of ``h x w`` pixels (``h == w``, odd) over ``K`` bands,
+centred on the labelled pixel. The label of a patch is the label of its centre pixel.
+
+Conventions
+-----------
+- ``values`` is ``float32 [N, K, h, w]``; nodata (and pixels outside the image) are NaN.
+- ``bands`` name the ``K`` bands (matched by name at inference, like time-series bands);
+  ``wavelengths`` (nm, ``[K]``) are optional.
+- ``labels`` are integer codes ``int64 [N]`` into ``classes`` (``-1`` = unlabelled).
+- ``meta`` has one row per patch, with at least ``row`` and ``col`` (the centre pixel in
+  the scene) when the patches come from :func:`extract_patches`.
+
+Pixel models get the centre spectra with :meth:`PatchSet.centre_set` (a time-series set
+with one time step and one "band" per spectral band); patch models take the patch set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from cropscope.data.timeseries import TimeSeriesSet
+from cropscope.errors import DataError
+
+if TYPE_CHECKING:
+    from cropscope.taxonomy.tree import Taxonomy
+
+__all__ = ["PatchSet", "extract_patches"]
+
+
+@dataclass(eq=False)
+class PatchSet:
+    """Labelled patches ``[N, K, h, w]`` with band names, wavelengths and metadata."""
+
+    values: np.ndarray
+    bands: list[str]
+    wavelengths: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    classes: list[str] | None = None
+    ids: np.ndarray | None = None
+    meta: pd.DataFrame | None = None
+    #: optional class hierarchy and per-level labels ``[N, L]``, as on a TimeSeriesSet
+    taxonomy: Taxonomy | None = None
+    level_labels: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        values = np.asarray(self.values, dtype=np.float32)
+        if values.ndim != 4:
+            raise DataError(f"patch values must be [N, K, h, w], got shape {values.shape}")
+        n, k, h, w = values.shape
+        if h != w or h % 2 == 0:
+            raise DataError(f"patches must be square with an odd size, got {h} x {w}")
+        self.values = values
+        self.bands = [str(b) for b in self.bands]
+        if len(self.bands) != k:
+            raise DataError(f"{len(self.bands)} band names for {k} bands")
+        if len(set(self.bands)) != k:
+            raise DataError("duplicate band names")
+        if self.wavelengths is not None:
+            self.wavelengths = np.asarray(self.wavelengths, dtype=np.float64)
+            if self.wavelengths.shape != (k,):
+                raise DataError(f"wavelengths must be [K] = ({k},), got {self.wavelengths.shape}")
+        self.classes = [str(c) for c in (self.classes or [])]
+        if self.labels is not None:
+            labels = np.asarray(self.labels)
+            integer = np.issubdtype(labels.dtype, np.integer)
+            if labels.shape != (n,) or (labels.size and not integer):
+                raise DataError(f"labels must be integer codes [N] = ({n},)")
+            self.labels = labels.astype(np.int64)
+            if labels.size and labels.max() >= len(self.classes):
+                raise DataError(f"label code {labels.max()} has no class name")
+        self.ids = np.arange(n) if self.ids is None else np.asarray(self.ids)
+        if self.ids.shape != (n,):
+            raise DataError(f"ids must be [N] = ({n},), got {self.ids.shape}")
+        if self.meta is None:
+            self.meta = pd.DataFrame(index=pd.RangeIndex(n))
+        elif len(self.meta) != n:
+            raise DataError(f"meta has {len(self.meta)} rows for {n} patches")
+        else:
+            self.meta = self.meta.reset_index(drop=True)
+        if (self.taxonomy is None) != (self.level_labels is None):
+            raise DataError("a patch set's taxonomy and level_labels go together")
+        if self.level_labels is not None:
+            self.level_labels = np.asarray(self.level_labels, dtype=np.int64)
+            if self.level_labels.shape != (n, self.taxonomy.n_levels):  # type: ignore[union-attr]
+                raise DataError(f"level_labels must be [N, L], got {self.level_labels.shape}")
+
+    # ------------------------------------------------------------------ shape and access
+    def __len__(self) -> int:
+        return self.values.shape[0]
+
+    @property
+    def n_samples(self) -> int:
+        return self.values.shape[0]
+
+    @property
+    def n_bands(self) -> int:
+        return self.values.shape[1]
+
+    @property
+    def patch_size(self) -> int:
+        return self.values.shape[2]
+
+    @property
+    def centre(self) -> np.ndarray:
+        """Centre-pixel spectra ``[N, K]``."""
+        r = self.patch_size // 2
+        return self.values[:, :, r, r]
+
+    @property
+    def label_names(self) -> np.ndarray:
+        if self.labels is None:
+            raise DataError("this patch set has no labels")
+        return np.array([*self.classes, ""], dtype=object)[self.labels]
+
+    def class_counts(self) -> dict[str, int]:
+        if self.labels is None:
+            raise DataError("this patch set has no labels")
+        counts = np.bincount(self.labels[self.labels >= 0], minlength=len(self.classes))
+        return {c: int(n) for c, n in zip(self.classes, counts, strict=True)}
+
+    def subset(self, index: np.ndarray | Sequence[int] | slice) -> PatchSet:
+        """Patches selected by integer positions, boolean mask or slice."""
+        idx = np.arange(self.n_samples)[index]
+        return PatchSet(
+            values=self.values[idx],
+            bands=list(self.bands),
+            wavelengths=self.wavelengths,
+            labels=None if self.labels is None else self.labels[idx],
+            classes=list(self.classes),
+            ids=self.ids[idx],
+            meta=self.meta.iloc[idx].reset_index(drop=True),
+            taxonomy=self.taxonomy,
+            level_labels=None if self.level_labels is None else self.level_labels[idx],
+        )
+
+    def select_bands(self, names: Sequence[str]) -> PatchSet:
+        """The named bands, in the given order (exact names)."""
+        lookup = {b: i for i, b in enumerate(self.bands)}
+        missing = [n for n in names if n not in lookup]
+        if missing:
+            shown = missing[:5] + (["..."] if len(missing) > 5 else [])
+            raise DataError(f"bands {shown} not found among the {self.n_bands} patch bands")
+        idx = [lookup[n] for n in names]
+        return PatchSet(
+            values=self.values[:, idx],
+            bands=[self.bands[i] for i in idx],
+            wavelengths=None if self.wavelengths is None else self.wavelengths[idx],
+            labels=self.labels,
+            classes=list(self.classes),
+            ids=self.ids,
+            meta=self.meta,
+            taxonomy=self.taxonomy,
+            level_labels=self.level_labels,
+        )
+
+    def crop(self, size: int) -> PatchSet:
+        """Smaller centred patches of ``size`` (odd, at most the current size)."""
+        h = self.patch_size
+        if size % 2 == 0 or not 1 <= size <= h:
+            raise DataError(f"cannot crop {h} x {h} patches to {size} x {size}")
+        a = (h - size) // 2
+        return self._with_values(self.values[:, :, a : a + size, a : a + size])
+
+    def _with_values(self, values: np.ndarray) -> PatchSet:
+        return PatchSet(values, list(self.bands), self.wavelengths, self.labels,
+                        list(self.classes), self.ids, self.meta, self.taxonomy,
+                        self.level_labels)
+
+    # ------------------------------------------------------------------ conversions
+    def centre_set(self) -> TimeSeriesSet:
+        """The centre pixels as a time-series set: values ``[N, 1, K]`` (one time step, one
+        "band" per spectral band), same labels, ids and metadata; for pixel models."""
+        return TimeSeriesSet(
+            values=self.centre[:, None, :],
+            bands=list(self.bands),
+            labels=self.labels,
+            classes=list(self.classes),
+            ids=self.ids,
+            meta=self.meta,
+            taxonomy=self.taxonomy,
+            level_labels=self.level_labels,
+        )
+
+    @classmethod
+    def from_timeseries(cls, ts: TimeSeriesSet) -> PatchSet:
+        """``1 x 1`` patches from a time-series set: the ``T x C`` values of each sample
+        become ``K = T * C`` bands named ``{band}`` (``T == 1``) or ``{band}@t{step}``."""
+        n, t, _ = ts.values.shape
+        values = ts.values.reshape(n, -1)[:, :, None, None]
+        if t == 1:
+            bands = list(ts.bands)
+        else:
+            bands = [f"{b}@t{i}" for i in range(t) for b in ts.bands]
+        return cls(values=values, bands=bands, labels=ts.labels, classes=list(ts.classes),
+                   ids=ts.ids, meta=ts.meta, taxonomy=ts.taxonomy,
+                   level_labels=ts.level_labels if ts.taxonomy is not None else None)
+
+    def __repr__(self) -> str:
+        cls = f", classes={len(self.classes)}" if self.labels is not None else ""
+        return (f"PatchSet(N={self.n_samples}, K={self.n_bands}, "
+                f"size={self.patch_size}x{self.patch_size}{cls})")
+
+
+def extract_patches(
+    image: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    size: int,
+    fill: float = np.nan,
+) -> np.ndarray:
+    """Square ``size x size`` neighbourhoods of ``image`` ``[K, H, W]`` centred on
+    ``(rows, cols)``: ``float32 [N, K, size, size]``; pixels beyond the image are ``fill``."""
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 3:
+        raise DataError(f"image must be [K, H, W], got shape {image.shape}")
+    if size < 1 or size % 2 == 0:
+        raise DataError(f"patch size must be a positive odd number, got {size}")
+    rows = np.asarray(rows, dtype=np.int64)
+    cols = np.asarray(cols, dtype=np.int64)
+    _, h, w = image.shape
+    if rows.size and (rows.min() < 0 or rows.max() >= h or cols.min() < 0 or cols.max() >= w):
+        raise DataError("patch centres outside the image")
+    r = size // 2
+    padded = np.pad(image, ((0, 0), (r, r), (r, r)), constant_values=fill)
+    offsets = np.arange(size)
+    yy = rows[:, None, None] + offsets[None, :, None]  # [N, size, 1]
+    xx = cols[:, None, None] + offsets[None, None, :]  # [N, 1, size]
+    out = padded[:, yy, xx]  # [K, N, size, size]
+    return np.ascontiguousarray(out.transpose(1, 0, 2, 3))
+
