@@ -163,6 +163,7 @@ class TorchClassifier(Classifier):
             "level_weights": None,
             "priors": False,
             "decoding": "consistent",
+            "head_hidden": True,
         }
 
     # ------------------------------------------------------------------ to implement
@@ -235,6 +236,19 @@ class TorchClassifier(Classifier):
             raise DataError("train hierarchical models on finest-level labels (at_level(-1))")
         return tax
 
+    def _level_weights(self, tax: Taxonomy | None) -> list[float] | None:
+        """Per-level loss weights: the configured ones, else :func:`default_level_weights`."""
+        if tax is None:
+            return None
+        weights = self.config["level_weights"]
+        if weights is None:
+            from cropscope.models.cascade import default_level_weights
+
+            return default_level_weights(tax.n_levels)
+        if len(weights) != tax.n_levels:
+            raise ModelError(f"level_weights needs {tax.n_levels} values, got {weights!r}")
+        return [float(w) for w in weights]
+
     def _prior_sizes(self, tax: Taxonomy) -> list[int] | None:
         return list(tax.sizes) if self.config["priors"] else None
 
@@ -268,7 +282,8 @@ class TorchClassifier(Classifier):
         from cropscope.models.cascade import HierarchicalNet
 
         assert tax is not None
-        return HierarchicalNet(module, tax.sizes, self._prior_sizes(tax))  # type: ignore[arg-type]
+        return HierarchicalNet(module, tax.sizes, self._prior_sizes(tax),  # type: ignore[arg-type]
+                               hidden=bool(self.config["head_hidden"]))
 
     # ------------------------------------------------------------------ Classifier API
     def _fit(self, train: TimeSeriesSet, val: TimeSeriesSet | None, progress: bool) -> None:
@@ -359,7 +374,7 @@ class TorchClassifier(Classifier):
                 augment_fn=augment_fn,
                 device=device,
                 desc=f"{self.name} {i + 1}/{n_models}" if n_models > 1 else self.name,
-                level_weights=cfg["level_weights"],
+                level_weights=self._level_weights(tax),
                 extra_train=extra_train,
                 extra_val=extra_val,
             )
