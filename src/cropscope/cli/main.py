@@ -31,6 +31,7 @@ def _register() -> None:
         predict,
         taxonomy,
         train,
+        transfer,
         weather,
     )
 
@@ -43,6 +44,7 @@ def _register() -> None:
     cli.add_command(weather.weather)
     cli.add_command(hsi.hsi)
     cli.add_command(taxonomy.taxonomy)
+    cli.add_command(transfer.transfer)
 
 
 _register()
