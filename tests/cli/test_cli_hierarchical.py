@@ -61,3 +61,19 @@ def test_crosswalk_command(real_data_dir, tmp_path) -> None:
     out = json.loads(proc.stdout)
     assert out["mapped"] + out["unmapped"] == out["rows"] == 282
     assert (tmp_path / "fr.csv").stat().st_size > 1000
+
+
+def test_train_hierarchical_then_predict_every_level(toy_table: Path, tax_file: Path,
+                                                     tmp_path) -> None:
+    import pandas as pd
+
+    run = tmp_path / "run"
+    run_cli("train", "--table", str(toy_table), "--model", "rf", "--hierarchical",
+            "--taxonomy", str(tax_file), "--out", str(run), "--set", "n_estimators=20")
+    out = tmp_path / "pred.csv"
+    run_cli("predict", "--model", str(run), "--input", str(toy_table), "--out", str(out))
+    pred = pd.read_csv(out)
+    assert {"prediction@cover", "prediction@group", "prediction@class"} <= set(pred.columns)
+    assert (pred["prediction@class"] == pred["prediction"]).all()
+    crop = pred["prediction@class"].isin(["class_0", "class_1"])
+    assert (pred.loc[crop, "prediction@cover"] == "crop").all()

@@ -52,8 +52,14 @@ def _predict_table(model, input_path: Path, out_path: Path, id_col: str, time_co
     proba = model.predict_proba(ts)
     classes = model.classes
     out = pd.DataFrame({id_col: ts.ids,
-                        "prediction": [classes[i] for i in proba.argmax(axis=1)],
+                        "prediction": [classes[i] for i in model.predict(ts)],
                         "confidence": proba.max(axis=1)})
+    tax = model.taxonomy
+    if tax is not None:  # trained on a hierarchy: one (consistent) prediction per level
+        levels = model.predict_levels(ts)
+        for k, level in enumerate(tax.levels):
+            names = tax.classes(k)
+            out[f"prediction@{level}"] = [names[i] for i in levels[:, k]]
     for i, name in enumerate(classes):
         out[f"p_{name}"] = proba[:, i]
     with atomic_path(out_path) as tmp:

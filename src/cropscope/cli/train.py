@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from cropscope.cli._common import load_input, log, model_config_options, parse_config, table_options
+from cropscope.cli._common import (
+    attach_taxonomy,
+    hierarchical_model,
+    load_input,
+    log,
+    model_config_options,
+    parse_config,
+    table_options,
+)
 
 
 @click.command()
@@ -25,6 +33,12 @@ from cropscope.cli._common import load_input, log, model_config_options, parse_c
 @click.option("--holdout", type=float, default=0.2, show_default=True,
               help="Share of samples held out for the report (0 = train on everything).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--hierarchical", is_flag=True,
+              help="Train on the class hierarchy (cascade heads for deep models, per-level "
+                   "models otherwise); predictions then come on every level.")
+@click.option("--taxonomy", "taxonomy_src", default=None,
+              help="Class hierarchy for --hierarchical: a YAML/JSON/CSV file or a shipped "
+                   "name (default: the one shipped with --dataset).")
 @table_options
 @model_config_options
 def train(
@@ -32,6 +46,7 @@ def train(
     holdout: float, seed: int, id_col: str, time_col: str, label_col: str, bands: str | None,
     config_file: Path | None, settings: tuple[str, ...],
     scene_path: str | None = None, labels_path: str | None = None,
+    hierarchical: bool = False, taxonomy_src: str | None = None,
 ) -> None:
     """Train a model; the run directory holds weights, config, card and metrics."""
     from cropscope.evaluation import format_metrics_table
@@ -50,6 +65,13 @@ def train(
         log(f"run directory: {run.run_dir} ({run.duration_s:.1f} s)")
         return
     ts, source = load_input(dataset, table, split, id_col, time_col, label_col, bands)
+    if hierarchical:
+        from cropscope.models.registry import get_model_class
+
+        if "seed" in get_model_class(model_name).default_config():
+            config.setdefault("seed", seed)
+        ts = attach_taxonomy(ts, dataset, taxonomy_src)
+        model_name, config = hierarchical_model(model_name, config)
     log(f"training {model_name} on {source}: {ts}")
     result = train_run(ts, model_name, out_dir, config=config, holdout=holdout, seed=seed,
                        source=source, progress=True)
