@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from cropscope.data._labelled import LabelledSamples
 from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import DataError
 
@@ -36,8 +37,10 @@ __all__ = ["PatchSet", "extract_patches"]
 
 
 @dataclass(eq=False)
-class PatchSet:
+class PatchSet(LabelledSamples):
     """Labelled patches ``[N, K, h, w]`` with band names, wavelengths and metadata."""
+
+    _kind = "patch set"
 
     values: np.ndarray
     bands: list[str]
@@ -93,13 +96,6 @@ class PatchSet:
                 raise DataError(f"level_labels must be [N, L], got {self.level_labels.shape}")
 
     # ------------------------------------------------------------------ shape and access
-    def __len__(self) -> int:
-        return self.values.shape[0]
-
-    @property
-    def n_samples(self) -> int:
-        return self.values.shape[0]
-
     @property
     def n_bands(self) -> int:
         return self.values.shape[1]
@@ -113,18 +109,6 @@ class PatchSet:
         """Centre-pixel spectra ``[N, K]``."""
         r = self.patch_size // 2
         return self.values[:, :, r, r]
-
-    @property
-    def label_names(self) -> np.ndarray:
-        if self.labels is None:
-            raise DataError("this patch set has no labels")
-        return np.array([*self.classes, ""], dtype=object)[self.labels]
-
-    def class_counts(self) -> dict[str, int]:
-        if self.labels is None:
-            raise DataError("this patch set has no labels")
-        counts = np.bincount(self.labels[self.labels >= 0], minlength=len(self.classes))
-        return {c: int(n) for c, n in zip(self.classes, counts, strict=True)}
 
     def subset(self, index: np.ndarray | Sequence[int] | slice) -> PatchSet:
         """Patches selected by integer positions, boolean mask or slice."""

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from cropscope.data._labelled import LabelledSamples
 from cropscope.errors import DataError
 
 if TYPE_CHECKING:
@@ -55,8 +56,10 @@ def _as_dates(dates: Any) -> np.ndarray | None:
 
 
 @dataclass(eq=False)
-class TimeSeriesSet:
+class TimeSeriesSet(LabelledSamples):
     """Labelled satellite time series ``[N, T, C]`` with dates, validity mask and metadata."""
+
+    _kind = "time-series set"
 
     values: np.ndarray
     bands: list[str]
@@ -233,13 +236,6 @@ class TimeSeriesSet:
         return cls(values=values, bands=list(bands), labels=labels, classes=cls_list, **kwargs)
 
     # ------------------------------------------------------------------ shape and access
-    def __len__(self) -> int:
-        return self.values.shape[0]
-
-    @property
-    def n_samples(self) -> int:
-        return self.values.shape[0]
-
     @property
     def n_times(self) -> int:
         return self.values.shape[1]
@@ -257,14 +253,6 @@ class TimeSeriesSet:
         return self.labels is not None
 
     @property
-    def label_names(self) -> np.ndarray:
-        """Label names per sample (empty string for unlabelled)."""
-        if self.labels is None:
-            raise DataError("this time-series set has no labels")
-        names = np.array([*self.classes, ""], dtype=object)
-        return names[self.labels]
-
-    @property
     def per_sample_dates(self) -> np.ndarray | None:
         """Dates as ``[N, T]`` (broadcast when shared)."""
         if self.dates is None:
@@ -278,13 +266,6 @@ class TimeSeriesSet:
             return None
         years = self.dates.astype("datetime64[Y]")
         return (self.dates - years).astype(np.int64) + 1
-
-    def class_counts(self) -> dict[str, int]:
-        """Number of labelled samples per class, in class order."""
-        if self.labels is None:
-            raise DataError("this time-series set has no labels")
-        counts = np.bincount(self.labels[self.labels >= 0], minlength=self.n_classes)
-        return {c: int(n) for c, n in zip(self.classes, counts, strict=True)}
 
     def band_index(self, names: Sequence[str]) -> list[int]:
         """Positions of the named bands, matched case-insensitively."""
