@@ -1,0 +1,474 @@
+"""3D (video) Swin Transformer backbone for patch time series: the AgriFM encoder (agrifm.md §2).
+
+Input ``[B, T, C, H, W]`` (a 4-D ``[B, C, H, W]`` is read as ``T = 1``); output the list of
+per-stage feature maps ``[B, C_i, D_i, H_i, W_i]`` (the blocks' output of each stage, before
+its patch merging; the last one after a final LayerNorm).
+
+- **Stem**: Conv3d ``in_chans -> embed_dim`` with kernel = stride = ``patch_size`` ``(t, h, w)``
+  (AgriFM's S2 config: (4, 2, 2); its released checkpoint: (4, 4, 4)); optional LayerNorm.
+  ``T``, ``H``, ``W`` are padded at the end to patch multiples by repeating the last
+  frame/row/column (the reference zero-pads).
+- **Blocks** (Video Swin): pre-norm ``x + DropPath(W-MSA(LN(x)))``, ``x + DropPath(MLP(LN(x)))``;
+  MLP ratio 4 with GELU; attention inside 3-D windows (default (8, 7, 7)) with a learnable
+  relative-position bias table of ``(2Wt-1)(2Wh-1)(2Ww-1) x heads`` entries; odd blocks shift
+  the windows cyclically by half a window and mask pairs from different regions (-100).
+  Along an axis whose extent is <= the window, the window becomes the extent and the shift 0
+  (so with ``T <= 32`` and a temporal patch of 4, attention is global in time). Inputs are
+  zero-padded to window multiples after the first norm and cropped back, as in Video Swin.
+  Stochastic depth rises linearly from 0 to ``drop_path_rate``; ``use_checkpoint`` wraps each
+  block in :func:`torch.utils.checkpoint.checkpoint`.
+- **Patch merging**: 2 x 2 spatial neighbours concatenated (4C) → LayerNorm → Linear(4C → 2C,
+  no bias). AgriFM's change, on by default per stage (``temporal_merge``): time is halved in
+  the same step. ``temporal_mode="mean"`` (AgriFM, default) averages pairs of frames, so the
+  parameter shapes are those of Video Swin (its weights load shape for shape);
+  ``"concat"`` concatenates the 2 x 2 x 2 neighbours (8C → 2C). ``temporal_merge`` all False
+  is the original Video Swin (time kept at every stage).
+- **Odd sizes** in merging are padded by repeating the last frame/row/column. The reference
+  zero-pads and then averages, which halves the surviving frame (a single-date input loses
+  half its magnitude at every merge); here a constant input stays constant.
+- **Day of year** (optional, off by default; AgriFM has no date encoding): the sinusoidal
+  encoding of each temporal token's mean DOY (from ``doy [B, T]``) is added after the stem.
+- **Relative-position index for clipped windows**: computed for the clipped window against
+  the full table (the reference slices the first N x N entries of the full index, which is
+  right only when time alone is clipped; both agree in that case).
+
+``SWIN3D_PRESETS`` holds tiny / small / base; ``Swin3D(10, "base")`` without the stem has the
+87,626,312 parameters of agrifm.md §2.9 (the (4, 2, 2) S2 stem adds 20,608).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from cropscope.errors import ModelError
+
+__all__ = [
+    "SWIN3D_PRESETS",
+    "DropPath",
+    "Mlp",
+    "PatchEmbed3D",
+    "PatchMerging3D",
+    "Swin3D",
+    "SwinBlock3D",
+    "SwinStage3D",
+    "WindowAttention3D",
+    "doy_encoding",
+    "effective_window",
+    "relative_position_index",
+    "shift_window_mask",
+]
+
+Size3 = tuple[int, int, int]
+
+#: backbone sizes (Video Swin / AgriFM); explicit arguments of :class:`Swin3D` override them
+SWIN3D_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"embed_dim": 96, "depths": (2, 2, 6, 2), "num_heads": (3, 6, 12, 24)},
+    "small": {"embed_dim": 96, "depths": (2, 2, 18, 2), "num_heads": (3, 6, 12, 24)},
+    "base": {"embed_dim": 128, "depths": (2, 2, 18, 2), "num_heads": (4, 8, 16, 32)},
+}
+
+#: additive mask value between tokens of different regions in a shifted window (Swin's)
+MASK_VALUE = -100.0
+
+
+def _triple(value: int | Sequence[int], name: str) -> Size3:
+    vals = (value,) * 3 if isinstance(value, int) else tuple(int(v) for v in value)
+    if len(vals) != 3 or min(vals) < 1:
+        raise ModelError(f"{name} must be a positive int or three positive ints (t, h, w), "
+                         f"got {value!r}")
+    return vals  # type: ignore[return-value]
+
+
+def effective_window(size: Size3, window: Size3, shift: Size3) -> tuple[Size3, Size3]:
+    """Window and shift clipped to the input: an axis with ``size <= window`` gets the whole
+    extent as window and no shift (Video Swin)."""
+    w, s = list(window), list(shift)
+    for i in range(3):
+        if size[i] <= window[i]:
+            w[i], s[i] = size[i], 0
+    return tuple(w), tuple(s)  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=64)
+def relative_position_index(window: Size3, table_window: Size3 | None = None) -> Tensor:
+    """``[N, N]`` index into a bias table built for ``table_window`` (default ``window``) of
+    the relative positions of the ``N`` tokens of ``window`` (t-major order)."""
+    tw = window if table_window is None else table_window
+    coords = torch.stack(torch.meshgrid(*(torch.arange(n) for n in window), indexing="ij"))
+    coords = coords.flatten(1)
+    rel = coords[:, :, None] - coords[:, None, :]
+    return ((rel[0] + tw[0] - 1) * (2 * tw[1] - 1) * (2 * tw[2] - 1)
+            + (rel[1] + tw[1] - 1) * (2 * tw[2] - 1) + rel[2] + tw[2] - 1)
+
+
+@functools.lru_cache(maxsize=64)
+def shift_window_mask(padded: Size3, window: Size3, shift: Size3) -> Tensor:
+    """Additive mask ``[n_windows, N, N]`` of the shifted windows of a (cyclically rolled)
+    grid of size ``padded``: 0 between tokens of the same region, -100 otherwise."""
+    region = torch.zeros(padded, dtype=torch.long)
+    count = 0
+    slices = [((slice(0, -w), slice(-w, -s), slice(-s, None)) if s else (slice(None),))
+              for w, s in zip(window, shift, strict=True)]
+    for st in slices[0]:
+        for sh in slices[1]:
+            for sw in slices[2]:
+                region[st, sh, sw] = count
+                count += 1
+    ids = rearrange(region, "(nd wd) (nh wh) (nw ww) -> (nd nh nw) (wd wh ww)",
+                    wd=window[0], wh=window[1], ww=window[2])
+    same = ids[:, :, None] == ids[:, None, :]
+    return torch.where(same, 0.0, MASK_VALUE)
+
+
+def doy_encoding(doy: Tensor, dim: int) -> Tensor:
+    """Sinusoidal encoding ``[..., dim]`` of real-valued day-of-year ``doy [...]`` (the
+    formula of ``spectral_transformer.sinusoid_table``: ``doy / 10000^(2*floor(j/2)/dim)``,
+    sine on even ``j``, cosine on odd ``j``)."""
+    j = torch.arange(dim, device=doy.device)
+    freq = torch.pow(10000.0, -2 * torch.div(j, 2, rounding_mode="floor").double() / dim)
+    angle = doy.double()[..., None] * freq
+    return torch.where(j % 2 == 0, torch.sin(angle), torch.cos(angle)).float()
+
+
+def _pad_end_replicate(x: Tensor, dim: int, multiple: int) -> Tensor:
+    """Pad ``x`` at the end of ``dim`` to a multiple of ``multiple`` by repeating its last
+    slice."""
+    extra = -x.shape[dim] % multiple
+    if not extra:
+        return x
+    last = x.narrow(dim, x.shape[dim] - 1, 1)
+    return torch.cat([x, *([last] * extra)], dim=dim)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the residual branch per sample with probability ``p`` (training
+    only), scaling kept samples by ``1 / (1 - p)``."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Mlp(nn.Module):
+    """Transformer MLP: Linear → GELU → Linear."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class WindowAttention3D(nn.Module):
+    """Multi-head self-attention within 3-D windows, with a learnable relative-position bias
+    table built for ``window_size`` (smaller, clipped windows index into the same table)."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: Size3, qkv_bias: bool = True
+                 ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ModelError(f"embedding dim {dim} is not divisible by {num_heads} heads")
+        self.num_heads, self.window_size = num_heads, window_size
+        wt, wh, ww = window_size
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * wt - 1) * (2 * wh - 1) * (2 * ww - 1), num_heads))
+        self.register_buffer("relative_position_index", relative_position_index(window_size),
+                             persistent=False)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def position_bias(self, window: Size3) -> Tensor:
+        """Relative-position bias ``[heads, N, N]`` for a (possibly clipped) window."""
+        if window == self.window_size:
+            index = self.relative_position_index
+        else:
+            index = relative_position_index(window, self.window_size).to(
+                self.relative_position_bias_table.device)
+        return rearrange(self.relative_position_bias_table[index], "n m h -> h n m")
+
+    def forward(self, windows: Tensor, window: Size3, mask: Tensor | None = None) -> Tensor:
+        """``windows [B, nW, N, C]`` → same shape; ``mask [nW, N, N]`` additive (or None)."""
+        q, k, v = rearrange(self.qkv(windows), "b w n (three h d) -> three b w h n d", three=3,
+                            h=self.num_heads)
+        bias = self.position_bias(window).to(q.dtype)
+        if mask is not None:
+            bias = bias[None] + mask[:, None].to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.proj(rearrange(out, "b w h n d -> b w n (h d)"))
+
+
+class SwinBlock3D(nn.Module):
+    """Video Swin block on ``[B, D, H, W, C]`` (pre-norm; shifted windows when ``shift``)."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: Size3, shift: bool = False,
+                 mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.window_size = window_size
+        half = (window_size[0] // 2, window_size[1] // 2, window_size[2] // 2)
+        self.shift_size: Size3 = half if shift else (0, 0, 0)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention3D(dim, num_heads, window_size, qkv_bias)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def attention(self, x: Tensor) -> Tensor:
+        """(Shifted-)window attention of an already normalised ``[B, D, H, W, C]``."""
+        _, d, h, w, _ = x.shape
+        window, shift = effective_window((d, h, w), self.window_size, self.shift_size)
+        pads = [-n % wn for n, wn in zip((d, h, w), window, strict=True)]
+        x = F.pad(x, (0, 0, 0, pads[2], 0, pads[1], 0, pads[0]))
+        padded: Size3 = (d + pads[0], h + pads[1], w + pads[2])
+        mask = None
+        if any(shift):
+            x = torch.roll(x, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
+            mask = shift_window_mask(padded, window, shift).to(x.device)
+        pattern = "b (nd wd) (nh wh) (nw ww) c"
+        windows = rearrange(x, f"{pattern} -> b (nd nh nw) (wd wh ww) c",
+                            wd=window[0], wh=window[1], ww=window[2])
+        out = self.attn(windows, window, mask)
+        out = rearrange(out, f"b (nd nh nw) (wd wh ww) c -> {pattern}",
+                        nd=padded[0] // window[0], nh=padded[1] // window[1],
+                        wd=window[0], wh=window[1], ww=window[2])
+        if any(shift):
+            out = torch.roll(out, shifts=shift, dims=(1, 2, 3))
+        return out[:, :d, :h, :w]
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.drop_path(self.attention(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class SwinStage3D(nn.Module):
+    """``depth`` Swin blocks, alternating plain and shifted windows."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, window_size: Size3,
+                 drop_paths: Sequence[float], mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 use_checkpoint: bool = False) -> None:
+        super().__init__()
+        self.use_checkpoint = use_checkpoint
+        self.blocks = nn.ModuleList(
+            SwinBlock3D(dim, num_heads, window_size, shift=i % 2 == 1, mlp_ratio=mlp_ratio,
+                        qkv_bias=qkv_bias, drop_path=drop_paths[i])
+            for i in range(depth)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.blocks:
+            if self.use_checkpoint and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
+
+class PatchMerging3D(nn.Module):
+    """``[B, D, H, W, C]`` → ``[B, D', H/2, W/2, 2C]`` (``D' = D/2`` when ``temporal``);
+    odd sizes are padded by repeating the last frame/row/column."""
+
+    def __init__(self, dim: int, temporal: bool = True, temporal_mode: str = "mean") -> None:
+        super().__init__()
+        if temporal_mode not in {"mean", "concat"}:
+            raise ModelError(f"temporal_mode must be 'mean' or 'concat', got {temporal_mode!r}")
+        self.temporal, self.temporal_mode = temporal, temporal_mode
+        n_in = 8 * dim if temporal and temporal_mode == "concat" else 4 * dim
+        self.norm = nn.LayerNorm(n_in)
+        self.reduction = nn.Linear(n_in, 2 * dim, bias=False)
+
+    def gather(self, x: Tensor) -> Tensor:
+        """The neighbours concatenated on channels, before the norm."""
+        x = _pad_end_replicate(_pad_end_replicate(x, 2, 2), 3, 2)
+        if not self.temporal:
+            return rearrange(x, "b d (h i) (w j) c -> b d h w (j i c)", i=2, j=2)
+        x = _pad_end_replicate(x, 1, 2)
+        if self.temporal_mode == "mean":
+            x = rearrange(x, "b (d k) h w c -> b d k h w c", k=2).mean(dim=2)
+            return rearrange(x, "b d (h i) (w j) c -> b d h w (j i c)", i=2, j=2)
+        return rearrange(x, "b (d k) (h i) (w j) c -> b d h w (k j i c)", k=2, i=2, j=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.reduction(self.norm(self.gather(x)))
+
+
+class PatchEmbed3D(nn.Module):
+    """``[B, C, T, H, W]`` → ``[B, embed_dim, D, H', W']`` by a Conv3d with kernel = stride =
+    ``patch_size`` (sizes padded at the end to patch multiples by replication)."""
+
+    def __init__(self, in_chans: int, embed_dim: int, patch_size: Size3, norm: bool = False
+                 ) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dim) if norm else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        pt, ph, pw = self.patch_size
+        pads = (0, -x.shape[4] % pw, 0, -x.shape[3] % ph, 0, -x.shape[2] % pt)
+        if any(pads):
+            x = F.pad(x, pads, mode="replicate")
+        x = self.proj(x)
+        if self.norm is not None:
+            x = rearrange(self.norm(rearrange(x, "b c d h w -> b d h w c")),
+                          "b d h w c -> b c d h w")
+        return x
+
+
+class Swin3D(nn.Module):
+    """The 3D Swin backbone: ``forward(x [B, T, C, H, W], doy=None)`` → per-stage maps
+    ``[B, C_i, D_i, H_i, W_i]`` (see the module doc).
+
+    ``preset`` (``"tiny" | "small" | "base"``, or None) gives ``embed_dim``, ``depths`` and
+    ``num_heads``; explicit values override it. ``temporal_merge`` has one flag per merge
+    (``len(depths) - 1``).
+    """
+
+    def __init__(
+        self,
+        in_chans: int,
+        preset: str | None = "base",
+        *,
+        embed_dim: int | None = None,
+        depths: Sequence[int] | None = None,
+        num_heads: Sequence[int] | None = None,
+        patch_size: int | Sequence[int] = (4, 2, 2),
+        window_size: int | Sequence[int] = (8, 7, 7),
+        temporal_merge: Sequence[bool] = (True, True, True),
+        temporal_mode: str = "mean",
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path_rate: float = 0.2,
+        patch_norm: bool = False,
+        doy_embedding: bool = False,
+        use_checkpoint: bool = False,
+    ) -> None:
+        super().__init__()
+        base: dict[str, Any] = {}
+        if preset is not None:
+            if preset not in SWIN3D_PRESETS:
+                raise ModelError(f"unknown Swin3D preset {preset!r}; choose one of "
+                                 f"{sorted(SWIN3D_PRESETS)} or None")
+            base = SWIN3D_PRESETS[preset]
+        embed_dim = base.get("embed_dim") if embed_dim is None else embed_dim
+        depths = base.get("depths") if depths is None else depths
+        num_heads = base.get("num_heads") if num_heads is None else num_heads
+        if embed_dim is None or depths is None or num_heads is None:
+            raise ModelError("Swin3D needs a preset or all of embed_dim, depths and num_heads")
+        depths, num_heads = tuple(int(d) for d in depths), tuple(int(h) for h in num_heads)
+        if len(depths) != len(num_heads) or not depths or min(depths) < 1:
+            raise ModelError(f"depths {depths} and num_heads {num_heads} must be non-empty, "
+                             "positive and of the same length")
+        temporal_merge = tuple(bool(t) for t in temporal_merge)
+        if len(temporal_merge) != len(depths) - 1:
+            raise ModelError(f"temporal_merge needs {len(depths) - 1} flags (one per merge), "
+                             f"got {len(temporal_merge)}")
+        if in_chans < 1:
+            raise ModelError(f"in_chans must be positive, got {in_chans}")
+        self.in_chans = int(in_chans)
+        self.patch_size = _triple(patch_size, "patch_size")
+        self.window_size = _triple(window_size, "window_size")
+        self.temporal_merge = temporal_merge
+        self.dims = tuple(int(embed_dim) * 2**i for i in range(len(depths)))
+        self.depths, self.num_heads = depths, num_heads
+
+        self.patch_embed = PatchEmbed3D(in_chans, int(embed_dim), self.patch_size, patch_norm)
+        self.doy_embedding = bool(doy_embedding)
+        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.stages = nn.ModuleList()
+        self.merges = nn.ModuleList()
+        for i, (dim, depth, heads) in enumerate(zip(self.dims, depths, num_heads, strict=True)):
+            start = sum(depths[:i])
+            self.stages.append(SwinStage3D(dim, depth, heads, self.window_size,
+                                           rates[start:start + depth], mlp_ratio, qkv_bias,
+                                           use_checkpoint))
+            if i < len(depths) - 1:
+                self.merges.append(PatchMerging3D(dim, temporal_merge[i], temporal_mode))
+        self.norm = nn.LayerNorm(self.dims[-1])
+        self.apply(_init_weights)
+
+    @property
+    def use_checkpoint(self) -> bool:
+        return all(stage.use_checkpoint for stage in self.stages)
+
+    @use_checkpoint.setter
+    def use_checkpoint(self, value: bool) -> None:
+        for stage in self.stages:
+            stage.use_checkpoint = bool(value)
+
+    def output_shapes(self, t: int, h: int, w: int) -> list[tuple[int, int, int, int]]:
+        """``(C_i, D_i, H_i, W_i)`` of each stage's output for an input of ``t x h x w``."""
+        ceil = [-(-n // p) for n, p in zip((t, h, w), self.patch_size, strict=True)]
+        d, hh, ww = ceil
+        shapes = []
+        for i, dim in enumerate(self.dims):
+            shapes.append((dim, d, hh, ww))
+            if i < len(self.merges):
+                d = -(-d // 2) if self.temporal_merge[i] else d
+                hh, ww = -(-hh // 2), -(-ww // 2)
+        return shapes
+
+    def forward(self, x: Tensor, doy: Tensor | None = None) -> list[Tensor]:
+        if x.ndim == 4:
+            x = x[:, None]
+        if x.ndim != 5 or x.shape[2] != self.in_chans:
+            raise ModelError(f"Swin3D expects [B, T, {self.in_chans}, H, W] (or [B, C, H, W]), "
+                             f"got {list(x.shape)}")
+        x = self.patch_embed(rearrange(x, "b t c h w -> b c t h w"))
+        if self.doy_embedding:
+            x = x + self._doy_term(doy, x)
+        elif doy is not None:
+            raise ModelError("doy was given but this Swin3D has doy_embedding=False")
+        x = rearrange(x, "b c d h w -> b d h w c")
+        outputs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            last = i == len(self.stages) - 1
+            outputs.append(rearrange(self.norm(x) if last else x, "b d h w c -> b c d h w"))
+            if not last:
+                x = self.merges[i](x)
+        return outputs
+
+    def _doy_term(self, doy: Tensor | None, x: Tensor) -> Tensor:
+        """Encoding of the mean DOY of each temporal token, ``[B, C, D, 1, 1]``."""
+        b, c, d = x.shape[:3]
+        t_in = d * self.patch_size[0]
+        if doy is None:
+            raise ModelError("this Swin3D has doy_embedding=True: pass doy [B, T]")
+        if doy.ndim != 2 or doy.shape[0] != b or not 0 < doy.shape[1] <= t_in \
+                or -(-doy.shape[1] // self.patch_size[0]) != d:
+            raise ModelError(f"doy must be [B, T] = [{b}, T] matching the input, got "
+                             f"{list(doy.shape)}")
+        doy = _pad_end_replicate(doy.to(x.device, torch.float64), 1, self.patch_size[0])
+        token_doy = rearrange(doy, "b (d k) -> b d k", k=self.patch_size[0]).mean(dim=2)
+        return rearrange(doy_encoding(token_doy, c).to(x.dtype), "b d c -> b c d 1 1")
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
