@@ -23,7 +23,8 @@ from __future__ import annotations
 import glob as globlib
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import date as _date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +36,7 @@ from cropscope.errors import DataError
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["date_from_name", "read_cube", "write_geotiff"]
+__all__ = ["CubeSource", "date_from_name", "read_cube", "write_geotiff"]
 
 _RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img", ".nc")
 _DATE_PATTERNS = (
@@ -101,9 +102,8 @@ def _resolve(source: str | Path | Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def _read_one(
-    path: Path, band: str | None, scale: float | None, nodata: float | None
-) -> dict[str, Any]:
+def _inspect(path: Path, band: str | None) -> dict[str, Any]:
+    """A file's grid, data type, scaling, nodata and band names, without reading pixels."""
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
@@ -111,7 +111,6 @@ def _read_one(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(path) as src:
-                raw = src.read()
                 info = {
                     "shape": (src.height, src.width),
                     "crs": src.crs,
@@ -131,28 +130,232 @@ def _read_one(
     else:
         descr = info["descriptions"]
         names = [descr[i] or f"band{i + 1}" for i in range(count)]
+    return {**info, "names": names, "path": path}
+
+
+def _scaling(info: Mapping[str, Any], i: int, scale: float | None) -> tuple[float, float]:
+    """(factor, offset) of band ``i`` of a file (see the module docstring)."""
+    file_scale, file_offset = info["scales"][i], info["offsets"][i]
+    if scale is not None:
+        return float(scale), 0.0
+    if file_scale not in (None, 1.0) or file_offset not in (None, 0.0):
+        return float(file_scale or 1.0), float(file_offset or 0.0)
+    if np.issubdtype(np.dtype(info["dtype"]), np.integer) and info["names"][i].upper() in (
+        _INDEX_BANDS
+    ):
+        return 1e-4, 0.0
+    return 1.0, 0.0
+
+
+def _to_float(raw: np.ndarray, nd: float | None, factor: float, offset: float) -> np.ndarray:
+    """One band's raw values as float32 with NaN for nodata, scaled."""
     data = raw.astype(np.float32)
-    factors = []
-    for i in range(count):
-        nd = nodata if nodata is not None else info["nodata"][i]
-        if nd is not None:
-            bad = np.isnan(raw[i]) if np.isnan(nd) else raw[i] == nd
-            data[i][bad] = np.nan
-        file_scale, file_offset = info["scales"][i], info["offsets"][i]
-        if scale is not None:
-            factor, offset = float(scale), 0.0
-        elif file_scale not in (None, 1.0) or file_offset not in (None, 0.0):
-            factor, offset = float(file_scale or 1.0), float(file_offset or 0.0)
-        elif np.issubdtype(np.dtype(info["dtype"]), np.integer) and names[i].upper() in (
-            _INDEX_BANDS
-        ):
-            factor, offset = 1e-4, 0.0
+    if nd is not None:
+        bad = np.isnan(raw) if np.isnan(nd) else raw == nd
+        data[bad] = np.nan
+    if factor != 1.0 or offset != 0.0:
+        data = (data.astype(np.float64) * factor + offset).astype(np.float32)
+    return data
+
+
+class CubeSource:
+    """The files of a cube, scanned but not read: grid, dates, bands, scaling.
+
+    :meth:`read` reads the whole cube or one window of it (rasterio windowed reads), so a
+    map job can stream a scene window by window. :func:`read_cube` is
+    ``CubeSource.scan(...).read()``. Use ``with source.opened():`` to keep the files open
+    across many reads.
+    """
+
+    def __init__(
+        self,
+        layers: list[dict[str, Any]],
+        times: list[np.datetime64],
+        bands: list[str],
+        plan: list[list[tuple[int, int]]],
+        factors: list[list[tuple[float, float]]],
+        nodata: float | None,
+    ) -> None:
+        self._layers = layers
+        self.times = times
+        self.bands = bands
+        #: ``plan[t][c]`` = (layer index, 0-based band index in that file)
+        self._plan = plan
+        self._factors = factors
+        self._nodata = nodata
+        self._handles: dict[int, Any] | None = None
+        ref = layers[0]
+        self.shape: tuple[int, int] = tuple(ref["shape"])  # type: ignore[assignment]
+        self.crs = ref["crs"]
+        self.transform = ref["transform"]
+
+    @classmethod
+    def scan(
+        cls,
+        source: str | Path | Sequence[str | Path],
+        *,
+        dates: Sequence[Any] | None = None,
+        band: str | None = None,
+        scale: float | None = None,
+        nodata: float | None = None,
+    ) -> CubeSource:
+        """Find the files, their dates and band names and check they share one grid."""
+        files = _resolve(source)
+        if dates is None:
+            parsed = [date_from_name(p.name) for p in files]
+            missing = [p.name for p, d in zip(files, parsed, strict=True) if d is None]
+            if missing:
+                raise DataError(
+                    f"no date (YYYY-MM-DD or YYYYMMDD) in the file name {missing[0]}; "
+                    "pass dates="
+                )
+            file_dates = [np.datetime64(d, "D") for d in parsed]
         else:
-            factor, offset = 1.0, 0.0
-        if factor != 1.0 or offset != 0.0:
-            data[i] = (data[i].astype(np.float64) * factor + offset).astype(np.float32)
-        factors.append(factor)
-    return {**info, "data": data, "names": names, "factors": factors, "path": path}
+            if len(dates) != len(files):
+                raise DataError(f"{len(dates)} dates given for {len(files)} files")
+            try:
+                file_dates = [np.datetime64(d, "D") for d in dates]
+            except (ValueError, TypeError) as exc:
+                raise DataError(f"cannot interpret the given dates: {exc}") from None
+
+        layers = [_inspect(p, band) for p in files]
+        ref = layers[0]
+        for layer in layers[1:]:
+            for key, what in (("shape", "shape"), ("crs", "CRS"), ("transform", "transform")):
+                if layer[key] != ref[key]:
+                    raise DataError(
+                        f"{layer['path'].name} has a different {what} ({layer[key]}) than "
+                        f"{ref['path'].name} ({ref[key]}); all files must share the same grid"
+                    )
+
+        # group by date; bands of one date may come from several files
+        by_date: dict[np.datetime64, dict[str, tuple[int, int]]] = {}
+        band_order: list[str] = []
+        for d, (k, layer) in zip(file_dates, enumerate(layers), strict=True):
+            slot = by_date.setdefault(d, {})
+            for i, name in enumerate(layer["names"]):
+                if name in slot:
+                    raise DataError(
+                        f"two files give band {name!r} for {d} (e.g. {layer['path'].name}); "
+                        "pass dates= or band= to tell them apart"
+                    )
+                slot[name] = (k, i)
+                if name not in band_order:
+                    band_order.append(name)
+        times = sorted(by_date)
+        for d in times:
+            absent = [b for b in band_order if b not in by_date[d]]
+            if absent:
+                raise DataError(f"date {d} lacks the bands {absent}; every date needs every band")
+        plan = [[by_date[d][b] for b in band_order] for d in times]
+        factors = [[_scaling(layers[k], i, scale) for k, i in row] for row in plan]
+        return cls(layers, times, band_order, plan, factors, nodata)
+
+    @property
+    def files(self) -> list[Path]:
+        """The raster files, in the order found."""
+        return [layer["path"] for layer in self._layers]
+
+    @property
+    def height(self) -> int:
+        return self.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.shape[1]
+
+    @contextmanager
+    def opened(self) -> Iterator[CubeSource]:
+        """Keep every file open while the block runs (faster repeated window reads)."""
+        import rasterio
+
+        if self._handles is not None:
+            yield self
+            return
+        handles: dict[int, Any] = {}
+        try:
+            with warnings.catch_warnings():
+                from rasterio.errors import NotGeoreferencedWarning
+
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                for k, layer in enumerate(self._layers):
+                    handles[k] = rasterio.open(layer["path"])
+            self._handles = handles
+            yield self
+        finally:
+            self._handles = None
+            for h in handles.values():
+                h.close()
+
+    def _read_layers(self, window: Any) -> dict[int, np.ndarray]:
+        import rasterio
+        from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+        out: dict[int, np.ndarray] = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            for k, layer in enumerate(self._layers):
+                try:
+                    if self._handles is not None:
+                        out[k] = self._handles[k].read(window=window)
+                    else:
+                        with rasterio.open(layer["path"]) as src:
+                            out[k] = src.read(window=window)
+                except RasterioIOError as exc:
+                    raise DataError(f"cannot read raster {layer['path']}: {exc}") from None
+        return out
+
+    def read(self, window: Any = None) -> xr.DataArray:
+        """The cube, or the part inside ``window`` (a rasterio ``Window`` or
+        ``((row_start, row_stop), (col_start, col_stop))``), as ``(time, band, y, x)``."""
+        import rioxarray  # noqa: F401  (registers the .rio accessor)
+        import xarray as xr
+        from affine import Affine
+        from rasterio.windows import Window
+
+        height, width = self.shape
+        transform = self.transform
+        if window is not None:
+            if not isinstance(window, Window):
+                window = Window.from_slices(*window)
+            full = Window(0, 0, width, height)
+            if (window.col_off < 0 or window.row_off < 0 or window.width <= 0
+                    or window.height <= 0 or window.col_off + window.width > width
+                    or window.row_off + window.height > height):  # fmt: skip
+                raise DataError(f"window {window} is outside the {height}x{width} grid")
+            if window != full:
+                t = self.transform
+                col, row = float(window.col_off), float(window.row_off)
+                transform = Affine(t.a, t.b, t.c + t.a * col + t.b * row,
+                                   t.d, t.e, t.f + t.d * col + t.e * row)  # fmt: skip
+            height, width = int(window.height), int(window.width)
+        raw = self._read_layers(window)
+        data = np.empty((len(self.times), len(self.bands), height, width), dtype=np.float32)
+        for t, row in enumerate(self._plan):
+            for c, (k, i) in enumerate(row):
+                nd = self._nodata if self._nodata is not None else self._layers[k]["nodata"][i]
+                data[t, c] = _to_float(raw[k][i], nd, *self._factors[t][c])
+
+        xs = transform.c + transform.a * (np.arange(width) + 0.5)
+        ys = transform.f + transform.e * (np.arange(height) + 0.5)
+        cube = xr.DataArray(
+            data,
+            dims=("time", "band", "y", "x"),
+            coords={
+                "time": np.array(self.times, dtype="datetime64[ns]"),
+                "band": list(self.bands),
+                "y": ys,
+                "x": xs,
+            },
+            name="cube",
+        )
+        cube = cube.rio.write_transform(transform)
+        if self.crs is not None:
+            cube = cube.rio.write_crs(self.crs)
+            cube.attrs["crs"] = self.crs.to_wkt()
+        cube.attrs["transform"] = tuple(float(v) for v in tuple(transform)[:6])
+        cube.attrs["scale_factor"] = [float(f) for f, _ in self._factors[0]]
+        return cube
 
 
 def read_cube(
@@ -169,82 +372,10 @@ def read_cube(
     (``datetime64``), ``band``, ``y``, ``x`` (pixel centres), the CRS and transform written
     with rioxarray and also kept in ``attrs["crs"]`` (WKT) and ``attrs["transform"]``
     (6-tuple ``a, b, c, d, e, f``). See the module docstring for dates, band names and the
-    scaling convention. ``nodata`` overrides the files' nodata value.
+    scaling convention. ``nodata`` overrides the files' nodata value. To read a window at
+    a time, use :class:`CubeSource`.
     """
-    import rioxarray  # noqa: F401  (registers the .rio accessor)
-    import xarray as xr
-
-    files = _resolve(source)
-    if dates is None:
-        parsed = [date_from_name(p.name) for p in files]
-        missing = [p.name for p, d in zip(files, parsed, strict=True) if d is None]
-        if missing:
-            raise DataError(
-                f"no date (YYYY-MM-DD or YYYYMMDD) in the file name {missing[0]}; pass dates="
-            )
-        file_dates = [np.datetime64(d, "D") for d in parsed]
-    else:
-        if len(dates) != len(files):
-            raise DataError(f"{len(dates)} dates given for {len(files)} files")
-        try:
-            file_dates = [np.datetime64(d, "D") for d in dates]
-        except (ValueError, TypeError) as exc:
-            raise DataError(f"cannot interpret the given dates: {exc}") from None
-
-    layers = [_read_one(p, band, scale, nodata) for p in files]
-    ref = layers[0]
-    for layer in layers[1:]:
-        for key, what in (("shape", "shape"), ("crs", "CRS"), ("transform", "transform")):
-            if layer[key] != ref[key]:
-                raise DataError(
-                    f"{layer['path'].name} has a different {what} ({layer[key]}) than "
-                    f"{ref['path'].name} ({ref[key]}); all files must share the same grid"
-                )
-
-    # group by date; bands of one date may come from several files
-    by_date: dict[np.datetime64, dict[str, tuple[np.ndarray, float]]] = {}
-    band_order: list[str] = []
-    for d, layer in zip(file_dates, layers, strict=True):
-        slot = by_date.setdefault(d, {})
-        for i, name in enumerate(layer["names"]):
-            if name in slot:
-                raise DataError(
-                    f"two files give band {name!r} for {d} (e.g. {layer['path'].name}); "
-                    "pass dates= or band= to tell them apart"
-                )
-            slot[name] = (layer["data"][i], layer["factors"][i])
-            if name not in band_order:
-                band_order.append(name)
-    times = sorted(by_date)
-    for d in times:
-        absent = [b for b in band_order if b not in by_date[d]]
-        if absent:
-            raise DataError(f"date {d} lacks the bands {absent}; every date needs every band")
-    data = np.stack([np.stack([by_date[d][b][0] for b in band_order]) for d in times])
-    factors = [by_date[times[0]][b][1] for b in band_order]
-
-    transform = ref["transform"]
-    height, width = ref["shape"]
-    xs = transform.c + transform.a * (np.arange(width) + 0.5)
-    ys = transform.f + transform.e * (np.arange(height) + 0.5)
-    cube = xr.DataArray(
-        data.astype(np.float32, copy=False),
-        dims=("time", "band", "y", "x"),
-        coords={
-            "time": np.array(times, dtype="datetime64[ns]"),
-            "band": band_order,
-            "y": ys,
-            "x": xs,
-        },
-        name="cube",
-    )
-    cube = cube.rio.write_transform(transform)
-    if ref["crs"] is not None:
-        cube = cube.rio.write_crs(ref["crs"])
-        cube.attrs["crs"] = ref["crs"].to_wkt()
-    cube.attrs["transform"] = tuple(float(v) for v in tuple(transform)[:6])
-    cube.attrs["scale_factor"] = [float(f) for f in factors]
-    return cube
+    return CubeSource.scan(source, dates=dates, band=band, scale=scale, nodata=nodata).read()
 
 
 # ---------------------------------------------------------------------------- writing

@@ -1,0 +1,310 @@
+"""The map job: stream a scene window by window into Cloud-Optimized GeoTIFFs, resumably.
+
+:func:`run_map_job` never holds the whole scene. For each window of a plan
+(:func:`~cropscope.mapping.windows.plan_windows`) it reads only that window of every
+date's file (:class:`~cropscope.data.readers.cube.CubeSource`), predicts the pixels with
+at least one valid observation in batches, and writes the window into intermediate tiled
+GeoTIFFs opened in update mode. A JSON journal, rewritten atomically after each window's
+files are closed, lists the finished windows, so a killed job resumes where it stopped.
+At the end the intermediates are converted to COGs (GDAL's COG driver, DEFLATE,
+overviews), each written atomically. Outputs in ``out_dir``:
+
+- ``labels.tif``: uint8 class codes, 255 = nodata, colour table, ``class_<i>`` tags;
+- ``probabilities.tif``: one uint8 band per class, ``round(p * 254)``, 255 = nodata;
+- ``uncertainty.tif``: normalised entropy ``H(p) / log K`` as ``round(u * 254)``, 255 =
+  nodata;
+- ``map_job.json``: the journal (settings fingerprint, finished windows, outputs).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cropscope.data.readers.cube import CubeSource
+from cropscope.errors import DataError
+from cropscope.io import atomic_path, read_json, write_json
+from cropscope.mapping.classify import NODATA_LABEL, _colours, cube_pixels
+from cropscope.mapping.windows import MapWindow, plan_windows
+
+if TYPE_CHECKING:
+    from cropscope.models.base import Classifier
+
+__all__ = ["MapJobResult", "quantise", "run_map_job"]
+
+JOURNAL = "map_job.json"
+PARTIAL_DIR = ".map_job_partial"
+OUTPUTS = ("labels", "probabilities", "uncertainty")
+#: uint8 nodata of every output; valid quantised values are 0-254
+NODATA = NODATA_LABEL
+_JOURNAL_VERSION = 1
+
+
+@dataclass
+class MapJobResult:
+    """Where a map job wrote its outputs and how much of it this run did."""
+
+    paths: dict[str, Path]
+    classes: list[str]
+    n_windows: int
+    n_resumed: int
+    journal: Path
+
+
+def quantise(values: np.ndarray) -> np.ndarray:
+    """Values in 0-1 as uint8 ``round(v * 254)`` (255 stays free for nodata)."""
+    return np.rint(np.clip(values, 0.0, 1.0) * 254.0).astype(np.uint8)
+
+
+def _entropy(proba: np.ndarray) -> np.ndarray:
+    """Normalised entropy ``[N]`` of probabilities ``[N, K]`` (0 = certain, 1 = uniform)."""
+    p = np.clip(proba.astype(np.float64), 1e-12, 1.0)
+    h = -(proba * np.log(p)).sum(axis=1)
+    return h / np.log(proba.shape[1])
+
+
+def _block_size(tile: int) -> int:
+    """Intermediate GeoTIFF block size: one that divides the tile, so windows share no
+    block (a crash while writing one window can then never touch a finished one)."""
+    for size in (512, 256, 128, 64, 32, 16):
+        if tile % size == 0:
+            return size
+    return 256
+
+
+def _check_model(model: Classifier, source: CubeSource) -> None:
+    card = model._require_card()
+    if getattr(model, "input_kind", "pixels") != "pixels":
+        raise DataError(
+            f"model {model.name!r} takes {model.input_kind}; the map job maps pixel models only"
+        )
+    if len(card.classes) >= NODATA:
+        raise DataError(f"too many classes for an 8-bit map: {len(card.classes)}")
+    absent = [b for b in card.bands if b not in source.bands]
+    if absent:
+        raise DataError(
+            f"the model was trained on bands {card.bands} but the cube has {source.bands}"
+        )
+    if len(source.times) != card.n_times:
+        raise DataError(
+            f"the model expects {card.n_times} time steps but the cube has "
+            f"{len(source.times)}; composite or resample the cube to the model's time grid"
+        )
+
+
+def _fingerprint(model: Classifier, source: CubeSource, tile: int, halo: int) -> dict[str, Any]:
+    return {
+        "files": [str(p.resolve()) for p in source.files],
+        "shape": list(source.shape),
+        "transform": [float(v) for v in tuple(source.transform)[:6]],
+        "crs": source.crs.to_wkt() if source.crs is not None else None,
+        "bands": list(source.bands),
+        "dates": [str(d) for d in source.times],
+        "model": model.name,
+        "classes": list(model.classes),
+        "tile": tile,
+        "halo": halo,
+    }
+
+
+def _create_intermediates(
+    partial: Path, source: CubeSource, classes: list[str], tile: int
+) -> dict[str, Path]:
+    import rasterio
+
+    height, width = source.shape
+    block = _block_size(tile)
+    base = {
+        "driver": "GTiff", "width": width, "height": height, "dtype": "uint8",
+        "crs": source.crs, "transform": source.transform, "nodata": NODATA,
+        "tiled": True, "blockxsize": block, "blockysize": block, "SPARSE_OK": True,
+    }  # fmt: skip
+    counts = {"labels": 1, "probabilities": len(classes), "uncertainty": 1}
+    if len(classes) > 1:
+        base["interleave"] = "band"
+    paths = {}
+    colours = _colours(len(classes))
+    colormap = {
+        i: (*tuple(int(h[k : k + 2], 16) for k in (1, 3, 5)), 255) for i, h in enumerate(colours)
+    }
+    class_tags = {f"class_{i}": name for i, name in enumerate(classes)}
+    for name in OUTPUTS:
+        path = partial / f"{name}.tif"
+        with atomic_path(path) as tmp, warnings.catch_warnings():
+            from rasterio.errors import NotGeoreferencedWarning
+
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(tmp, "w", count=counts[name], **base) as dst:
+                if name == "labels":
+                    dst.write_colormap(1, colormap)
+                    dst.update_tags(**class_tags)
+                    dst.set_band_description(1, "class")
+                elif name == "probabilities":
+                    dst.update_tags(**class_tags, scale="probability = value / 254")
+                    for i, cls in enumerate(classes):
+                        dst.set_band_description(i + 1, cls)
+                else:
+                    dst.update_tags(scale="normalised entropy = value / 254")
+                    dst.set_band_description(1, "normalised_entropy")
+        paths[name] = path
+    return paths
+
+
+def _predict_window(
+    model: Classifier, source: CubeSource, window: MapWindow, batch_size: int
+) -> dict[str, np.ndarray]:
+    """The three output arrays of one window's core."""
+    cube = source.read(window.write_window)
+    pixels = cube_pixels(cube)
+    h, w = window.height, window.width
+    k = len(model.classes)
+    labels = np.full(h * w, NODATA, dtype=np.uint8)
+    proba_q = np.full((k, h * w), NODATA, dtype=np.uint8)
+    unc = np.full(h * w, NODATA, dtype=np.uint8)
+    valid = np.flatnonzero(pixels.mask.any(axis=1))
+    for start in range(0, valid.size, batch_size):
+        idx = valid[start : start + batch_size]
+        proba = model.predict_proba(pixels.subset(idx))
+        labels[idx] = proba.argmax(axis=1)
+        proba_q[:, idx] = quantise(proba).T
+        unc[idx] = quantise(_entropy(proba))
+    return {
+        "labels": labels.reshape(1, h, w),
+        "probabilities": proba_q.reshape(k, h, w),
+        "uncertainty": unc.reshape(1, h, w),
+    }
+
+
+def _write_window(paths: dict[str, Path], window: MapWindow, arrays: dict[str, np.ndarray]) -> None:
+    """Write one window into the intermediates and close them (flushing to disk)."""
+    import rasterio
+
+    for name, path in paths.items():
+        with rasterio.open(path, "r+") as dst:
+            dst.write(arrays[name], window=window.write_window)
+
+
+def _write_cogs(paths: dict[str, Path], out_dir: Path) -> dict[str, Path]:
+    from rasterio.shutil import copy as raster_copy
+
+    finals = {}
+    for name, src in paths.items():
+        final = out_dir / f"{name}.tif"
+        # nearest keeps labels valid codes; averaging suits probabilities and entropy
+        resampling = "nearest" if name == "labels" else "average"
+        with atomic_path(final) as tmp:
+            raster_copy(
+                src, tmp, driver="COG", compress="deflate", blocksize=512,
+                overview_resampling=resampling, overview_count=_overview_count(src),
+            )  # fmt: skip
+        finals[name] = final
+    return finals
+
+
+def _overview_count(path: Path) -> int:
+    """Halve until the largest side is at most 128 pixels; at least one level."""
+    import rasterio
+
+    with rasterio.open(path) as src:
+        side = max(src.height, src.width)
+    count = 0
+    while side > 128:
+        side = (side + 1) // 2
+        count += 1
+    return max(1, count)
+
+
+def run_map_job(
+    model: Classifier,
+    cube_source: CubeSource | str | Path | Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    tile: int = 512,
+    halo: int = 0,
+    batch_size: int = 65536,
+    progress: bool = True,
+    resume: bool = True,
+    on_window: Callable[[MapWindow], None] | None = None,
+) -> MapJobResult:
+    """Classify a scene window by window into COG labels, probabilities and uncertainty.
+
+    ``cube_source`` is a :class:`CubeSource` or anything :func:`read_cube` reads (scanned
+    with its defaults). ``tile`` is the window size in pixels; ``halo`` the context read
+    around each window for spatial models (pixel models need none and read only the core).
+    With ``resume`` a job in ``out_dir`` with the same settings continues from its journal
+    (a finished one returns at once); without it the job starts over. ``on_window(window)``
+    is called after each window is recorded as done. Outputs share the cube's CRS and
+    transform; see the module docstring for their encoding.
+    """
+    from tqdm.auto import tqdm
+
+    source = cube_source if isinstance(cube_source, CubeSource) else CubeSource.scan(cube_source)
+    _check_model(model, source)
+    if batch_size <= 0:
+        raise DataError(f"batch_size must be positive, got {batch_size}")
+    windows = plan_windows(source.height, source.width, tile=tile, halo=halo)
+    classes = list(model.classes)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    journal_path = out_dir / JOURNAL
+    partial = out_dir / PARTIAL_DIR
+    fingerprint = _fingerprint(model, source, tile, halo)
+    finals = {name: out_dir / f"{name}.tif" for name in OUTPUTS}
+    intermediates = {name: partial / f"{name}.tif" for name in OUTPUTS}
+
+    done: list[int] = []
+    journal: dict[str, Any] | None = None
+    if resume and journal_path.is_file():
+        journal = read_json(journal_path)
+        if journal.get("version") != _JOURNAL_VERSION or journal.get("job") != fingerprint:
+            raise DataError(
+                f"{out_dir} holds a map job with other inputs or settings; pass resume=False "
+                "to start it over, or choose another output folder"
+            )
+        if journal.get("complete") and all(p.is_file() for p in finals.values()):
+            return MapJobResult(finals, classes, len(windows), len(windows), journal_path)
+        if all(p.is_file() for p in intermediates.values()):
+            done = [int(i) for i in journal.get("done", [])]
+        else:
+            journal = None
+    if journal is None:
+        shutil.rmtree(partial, ignore_errors=True)
+        journal_path.unlink(missing_ok=True)
+        partial.mkdir(parents=True)
+        _create_intermediates(partial, source, classes, tile)
+        journal = {"version": _JOURNAL_VERSION, "job": fingerprint, "n_windows": len(windows),
+                   "done": [], "complete": False}  # fmt: skip
+        write_json(journal_path, journal)
+
+    n_resumed = len(done)
+    finished = set(done)
+    todo = [w for w in windows if w.index not in finished]
+    bar = tqdm(total=len(windows), initial=n_resumed, desc="mapping", unit="window",
+               disable=not progress, file=sys.stderr)  # fmt: skip
+    try:
+        with source.opened():
+            for window in todo:
+                arrays = _predict_window(model, source, window, batch_size)
+                _write_window(intermediates, window, arrays)
+                done.append(window.index)
+                journal["done"] = done
+                write_json(journal_path, journal)
+                bar.update(1)
+                if on_window is not None:
+                    on_window(window)
+    finally:
+        bar.close()
+
+    paths = _write_cogs(intermediates, out_dir)
+    journal["complete"] = True
+    journal["outputs"] = {name: p.name for name, p in paths.items()}
+    write_json(journal_path, journal)
+    shutil.rmtree(partial, ignore_errors=True)
+    return MapJobResult(paths, classes, len(windows), n_resumed, journal_path)
