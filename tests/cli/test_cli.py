@@ -137,3 +137,57 @@ def test_datasets_list_shows_local_data(real_data_dir) -> None:
     for name in ("sits-matogrosso", "sits-matogrosso-ndvi", "tempcnn-formosat2", "ucr-crop"):
         assert name in out
     assert "local" in out
+
+
+@pytest.mark.slow
+def test_predict_cube_delivers_cogs_and_resumes(tmp_path) -> None:
+    pytest.importorskip("rasterio")
+    pytest.importorskip("rioxarray")
+    from cropscope.mapping import run_map_job
+    from cropscope.training.rundir import train_run
+    from tests.mapping.test_job import N_TIMES, Crash, assert_cog, read_outputs, write_scene
+
+    scene = write_scene(tmp_path / "cube")
+    train = make_toy_set(n_per_class=15, n_times=N_TIMES, bands=("B4", "B8"))
+    run = train_run(train, "rf", tmp_path / "run", config={"n_estimators": 10, "n_jobs": 1},
+                    holdout=0.0)  # fmt: skip
+    out = tmp_path / "maps" / "map.tif"
+    work = out.with_name(".map.tif.mapjob")  # where the CLI keeps its job until delivery
+
+    def crash(window) -> None:
+        if window.index == 2:
+            raise Crash
+
+    with pytest.raises(Crash):  # an interrupted earlier run of the same command
+        run_map_job(run.model, scene, work, tile=32, progress=False, on_window=crash)
+    proc = run_cli("predict", "--model", str(run.run_dir), "--input", str(scene),
+                   "--out", str(out), "--tile", "32")  # fmt: skip
+    assert "resumed" in proc.stderr and "3 of 6 windows" in proc.stderr
+    assert "mapping" in proc.stderr and proc.stdout == ""
+    names = ["map.png", "map.tif", "map_areas.json", "map_probabilities.tif",
+             "map_uncertainty.tif"]  # fmt: skip
+    assert sorted(p.name for p in out.parent.iterdir()) == names
+    paths = {"labels": out, "probabilities": out.with_name("map_probabilities.tif"),
+             "uncertainty": out.with_name("map_uncertainty.tif")}  # fmt: skip
+    for path in paths.values():
+        assert_cog(path)
+    want = read_outputs(run_map_job(run.model, scene, tmp_path / "ref", tile=32,
+                                    progress=False).paths)  # fmt: skip
+    got = read_outputs(paths)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+    assert out.with_name("map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    areas = json.loads(out.with_name("map_areas.json").read_text())
+    assert list(areas) == list(run.model.classes)
+    assert abs(sum(a["share"] for a in areas.values()) - 1) < 1e-9
+
+    # --no-resume starts over; --workers is for cubes only
+    proc = run_cli("predict", "--model", str(run.run_dir), "--input", str(scene),
+                   "--out", str(out), "--tile", "64", "--no-resume")  # fmt: skip
+    assert "resumed" not in proc.stderr
+    np.testing.assert_array_equal(read_outputs(paths)["labels"], want["labels"])
+    table = tmp_path / "t.csv"
+    train.to_long().drop(columns="valid").to_csv(table, index=False)
+    proc = run_cli("predict", "--model", str(run.run_dir), "--input", str(table),
+                   "--out", str(tmp_path / "p.csv"), "--workers", "2", check=False)  # fmt: skip
+    assert_one_line_error(proc, "cubes")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from cropscope.cli._common import log
 
 _TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+#: the longest side of the PNG quick-look, in pixels
+_PREVIEW_SIDE = 1024
 
 
 def _is_table(path: Path) -> bool:
@@ -27,18 +30,41 @@ def _is_table(path: Path) -> bool:
 @click.option("--time-col", default="date", show_default=True)
 @click.option("--scale", type=float, default=None,
               help="Scale factor applied to cube values (default: from file metadata).")
+@click.option("--tile", type=int, default=512, show_default=True,
+              help="Cube: window size in pixels (memory grows with tile^2 x dates x bands).")
+@click.option("--halo", type=int, default=0, show_default=True,
+              help="Cube: context pixels read around each window (spatial models).")
+@click.option("--batch-size", type=int, default=65536, show_default=True,
+              help="Cube: pixels per predict call.")
+@click.option("--workers", type=int, default=None,
+              help="Cube: predict on a local Dask cluster of this many processes.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Cube: predict on a running Dask cluster (e.g. tcp://host:8786).")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Cube: continue an interrupted job for the same output and settings.")
 def predict(
     run_dir: Path, input_path: Path, out_path: Path, id_col: str, time_col: str,
-    scale: float | None,
+    scale: float | None, tile: int, halo: int, batch_size: int, workers: int | None,
+    scheduler: str | None, resume: bool,
 ) -> None:
-    """Predict classes for samples (table) or for every pixel of a cube (map)."""
+    """Predict classes for samples (table) or for every pixel of a cube (map).
+
+    A cube is mapped window by window (resumable) into Cloud-Optimized GeoTIFFs: OUT
+    (labels), OUT_probabilities and OUT_uncertainty, plus a PNG quick-look and a JSON
+    summary of the area per class.
+    """
+    from cropscope.errors import DataError
     from cropscope.training.rundir import load_run
 
     model = load_run(run_dir)
     if _is_table(input_path):
+        if workers is not None or scheduler is not None:
+            raise DataError("--workers/--scheduler apply to image cubes, not to tables")
         _predict_table(model, input_path, out_path, id_col, time_col)
     else:
-        _predict_cube(model, input_path, out_path, scale)
+        _predict_cube(model, input_path, out_path, scale=scale, tile=tile, halo=halo,
+                      batch_size=batch_size, workers=workers, scheduler=scheduler,
+                      resume=resume)  # fmt: skip
 
 
 def _predict_table(model, input_path: Path, out_path: Path, id_col: str, time_col: str) -> None:
@@ -70,13 +96,92 @@ def _predict_table(model, input_path: Path, out_path: Path, id_col: str, time_co
     log(f"{len(out)} predictions written to {out_path}")
 
 
-def _predict_cube(model, input_path: Path, out_path: Path, scale: float | None) -> None:
-    from cropscope.data.readers.cube import read_cube
-    from cropscope.mapping import classify_cube, write_map, write_preview
+def output_paths(out_path: Path) -> dict[str, Path]:
+    """Where ``predict`` delivers a cube's map: ``map.tif`` → labels ``map.tif``,
+    ``map_probabilities.tif``, ``map_uncertainty.tif``, ``map.png``, ``map_areas.json``."""
+    suffix = out_path.suffix or ".tif"
+    stem = out_path.name[: -len(out_path.suffix)] if out_path.suffix else out_path.name
+    return {
+        "labels": out_path.with_name(stem + suffix),
+        "probabilities": out_path.with_name(f"{stem}_probabilities{suffix}"),
+        "uncertainty": out_path.with_name(f"{stem}_uncertainty{suffix}"),
+        "preview": out_path.with_name(f"{stem}.png"),
+        "areas": out_path.with_name(f"{stem}_areas.json"),
+    }
 
-    cube = read_cube(input_path, scale=scale)
-    log(f"cube {dict(cube.sizes)} from {input_path}")
-    crop_map = classify_cube(model, cube, progress=True)
-    paths = write_map(crop_map, out_path)
-    preview = write_preview(crop_map, out_path.with_suffix(".png"))
-    log(f"map written to {paths['labels']} (+ {paths['confidence'].name}, {preview.name})")
+
+def _predict_cube(
+    model: Any, input_path: Path, out_path: Path, *, scale: float | None, tile: int,
+    halo: int, batch_size: int, workers: int | None, scheduler: str | None, resume: bool,
+) -> None:  # fmt: skip
+    import os
+    import shutil
+
+    from cropscope.data.readers.cube import CubeSource
+    from cropscope.io import write_json
+    from cropscope.mapping import run_map_job
+
+    source = CubeSource.scan(input_path, scale=scale)
+    log(f"cube: {len(source.times)} dates x {len(source.bands)} bands x "
+        f"{source.height} x {source.width} pixels from {input_path}")  # fmt: skip
+    targets = output_paths(out_path)
+    # the job's journal and intermediates live next to the output until it is delivered
+    work = targets["labels"].with_name(f".{targets['labels'].name}.mapjob")
+    result = run_map_job(model, source, work, tile=tile, halo=halo, batch_size=batch_size,
+                         progress=True, resume=resume, workers=workers,
+                         scheduler=scheduler)  # fmt: skip
+    if result.n_resumed:
+        log(f"resumed from {work}: {result.n_resumed} of {result.n_windows} windows were done")
+    for name in ("labels", "probabilities", "uncertainty"):
+        os.replace(result.paths[name], targets[name])  # same folder: atomic
+    preview = _write_preview(targets["labels"], result.classes, targets["preview"])
+    areas = _class_areas(targets["labels"], result.classes)
+    write_json(targets["areas"], areas)
+    shutil.rmtree(work, ignore_errors=True)
+    for name, a in areas.items():
+        log(f"  {name}: {a['pixels']} pixels, {a['share']:.1%}, {a['area_ha']:,.1f} ha")
+    log(f"map written to {targets['labels']} (+ {targets['probabilities'].name}, "
+        f"{targets['uncertainty'].name}, {preview.name}, {targets['areas'].name})")  # fmt: skip
+
+
+def _class_areas(labels_path: Path, classes: list[str]) -> dict[str, dict[str, float]]:
+    """Pixels, share and hectares per class, counted block by block from the labels COG."""
+    import numpy as np
+    import rasterio
+
+    counts = np.zeros(256, dtype=np.int64)
+    with rasterio.open(labels_path) as src:
+        pixel_ha = abs(src.transform.a * src.transform.e) / 1e4
+        for _, window in src.block_windows(1):
+            counts += np.bincount(src.read(1, window=window).ravel(), minlength=256)
+    total = int(counts[: len(classes)].sum())
+    return {
+        name: {"pixels": int(counts[i]), "share": int(counts[i]) / total if total else 0.0,
+               "area_ha": int(counts[i]) * pixel_ha}
+        for i, name in enumerate(classes)
+    }  # fmt: skip
+
+
+def _write_preview(labels_path: Path, classes: list[str], path: Path) -> Path:
+    """The PNG quick-look, drawn from the labels COG read at reduced resolution (its
+    overviews), so memory stays bounded whatever the scene size."""
+    import math
+
+    import numpy as np
+    import rasterio
+    import xarray as xr
+    from affine import Affine
+    from rasterio.enums import Resampling
+
+    from cropscope.mapping import CropMap, write_preview
+
+    with rasterio.open(labels_path) as src:
+        factor = max(1, math.ceil(max(src.height, src.width) / _PREVIEW_SIDE))
+        shape = (math.ceil(src.height / factor), math.ceil(src.width / factor))
+        labels = src.read(1, out_shape=shape, resampling=Resampling.nearest)
+        transform = src.transform * Affine.scale(src.width / shape[1], src.height / shape[0])
+    frame = xr.DataArray(labels, dims=("y", "x"),
+                         attrs={"transform": tuple(float(v) for v in tuple(transform)[:6])})
+    crop_map = CropMap(labels=labels, confidence=np.full(shape, np.nan, dtype=np.float32),
+                       classes=classes, cube=frame)  # fmt: skip
+    return write_preview(crop_map, path)

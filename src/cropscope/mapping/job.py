@@ -14,14 +14,20 @@ overviews), each written atomically. Outputs in ``out_dir``:
 - ``uncertainty.tif``: normalised entropy ``H(p) / log K`` as ``round(u * 254)``, 255 =
   nodata;
 - ``map_job.json``: the journal (settings fingerprint, finished windows, outputs).
+
+With ``workers`` or ``scheduler`` the windows are read and predicted on a Dask cluster
+(the optional ``dask`` extra); the calling process stays the only writer of the
+intermediates and the journal, so resuming works the same and the outputs are identical.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import shutil
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -182,6 +188,98 @@ def _predict_window(
     }
 
 
+def _predict_task(
+    model: Classifier, source: CubeSource, window: MapWindow, batch_size: int
+) -> tuple[MapWindow, dict[str, np.ndarray]]:
+    """A Dask task: one window's arrays, with the window they belong to."""
+    return window, _predict_window(model, source, window, batch_size)
+
+
+def _local_predictions(
+    model: Classifier, source: CubeSource, todo: list[MapWindow], batch_size: int
+) -> Iterator[tuple[MapWindow, dict[str, np.ndarray]]]:
+    """Predict the windows one after another in this process, keeping the files open."""
+    with source.opened():
+        for window in todo:
+            yield window, _predict_window(model, source, window, batch_size)
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise DataError(
+            "workers/scheduler need Dask's distributed scheduler: pip install 'cropscope[dask]'"
+        ) from None
+    return distributed
+
+
+def _dask_predictions(
+    model: Classifier,
+    source: CubeSource,
+    todo: list[MapWindow],
+    batch_size: int,
+    workers: int | None,
+    scheduler: str | None,
+) -> Iterator[tuple[MapWindow, dict[str, np.ndarray]]]:
+    """Predict the windows on a Dask cluster and yield them as they finish.
+
+    With ``workers`` a local cluster of that many single-threaded processes is started (and
+    closed at the end); with ``scheduler`` the cluster at that address is used. The model
+    and the source are sent to every worker once. At most two windows per worker are in
+    flight, so finished arrays never pile up faster than the caller writes them.
+    """
+    if not todo:
+        return
+    distributed = _import_distributed()
+    with contextlib.ExitStack() as stack:
+        if scheduler is not None:
+            try:
+                client = distributed.Client(scheduler, timeout="30s")
+            except (OSError, TimeoutError) as exc:
+                raise DataError(
+                    f"cannot connect to the Dask scheduler {scheduler}: {exc}"
+                ) from None
+            stack.callback(client.close)
+        else:
+            cluster = distributed.LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True,
+                dashboard_address=None,
+            )  # fmt: skip
+            stack.callback(cluster.close)
+            client = distributed.Client(cluster)
+            stack.callback(client.close)
+        try:
+            model_f, source_f = client.scatter([model, source], broadcast=True, hash=False)
+        except Exception as exc:  # pickling errors come in many types
+            raise DataError(
+                f"cannot send the model or the cube to the Dask workers: {exc}"
+            ) from exc
+        n_workers = len(client.scheduler_info().get("workers", {})) or (workers or 1)
+        pending = iter(todo)
+        queue = distributed.as_completed()
+
+        def submit(window: MapWindow) -> None:
+            future = client.submit(_predict_task, model_f, source_f, window, batch_size, pure=False)
+            queue.add(future)
+
+        for window in itertools.islice(pending, 2 * n_workers):
+            submit(window)
+        try:
+            for future in queue:
+                window, arrays = future.result()
+                future.release()
+                next_window = next(pending, None)
+                if next_window is not None:
+                    submit(next_window)
+                yield window, arrays
+        finally:  # stopped early (an error, a kill): drop the windows still in flight
+            outstanding = list(queue.futures)
+            queue.clear()
+            if outstanding:
+                client.cancel(outstanding)
+
+
 def _write_window(paths: dict[str, Path], window: MapWindow, arrays: dict[str, np.ndarray]) -> None:
     """Write one window into the intermediates and close them (flushing to disk)."""
     import rasterio
@@ -232,6 +330,8 @@ def run_map_job(
     progress: bool = True,
     resume: bool = True,
     on_window: Callable[[MapWindow], None] | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
 ) -> MapJobResult:
     """Classify a scene window by window into COG labels, probabilities and uncertainty.
 
@@ -242,6 +342,11 @@ def run_map_job(
     (a finished one returns at once); without it the job starts over. ``on_window(window)``
     is called after each window is recorded as done. Outputs share the cube's CRS and
     transform; see the module docstring for their encoding.
+
+    ``workers=N`` reads and predicts the windows on a local Dask cluster of ``N``
+    processes; ``scheduler="tcp://host:port"`` uses a running Dask cluster (its workers
+    must see the cube's files). Either way this process alone writes the outputs and the
+    journal, and the outputs are identical to a run without Dask.
     """
     from tqdm.auto import tqdm
 
@@ -249,6 +354,12 @@ def run_map_job(
     _check_model(model, source)
     if batch_size <= 0:
         raise DataError(f"batch_size must be positive, got {batch_size}")
+    if workers is not None and scheduler is not None:
+        raise DataError("pass workers (a local Dask cluster) or scheduler (an address), not both")
+    if workers is not None and workers <= 0:
+        raise DataError(f"workers must be a positive number of processes, got {workers}")
+    if workers is not None or scheduler is not None:
+        _import_distributed()
     windows = plan_windows(source.height, source.width, tile=tile, halo=halo)
     classes = list(model.classes)
     out_dir = Path(out_dir)
@@ -266,7 +377,8 @@ def run_map_job(
         if journal.get("version") != _JOURNAL_VERSION or journal.get("job") != fingerprint:
             raise DataError(
                 f"{out_dir} holds a map job with other inputs or settings; pass resume=False "
-                "to start it over, or choose another output folder"
+                "(--no-resume on the command line) to start it over, or choose another "
+                "output folder"
             )
         if journal.get("complete") and all(p.is_file() for p in finals.values()):
             return MapJobResult(finals, classes, len(windows), len(windows), journal_path)
@@ -288,10 +400,13 @@ def run_map_job(
     todo = [w for w in windows if w.index not in finished]
     bar = tqdm(total=len(windows), initial=n_resumed, desc="mapping", unit="window",
                disable=not progress, file=sys.stderr)  # fmt: skip
+    if workers is None and scheduler is None:
+        predictions = _local_predictions(model, source, todo, batch_size)
+    else:
+        predictions = _dask_predictions(model, source, todo, batch_size, workers, scheduler)
     try:
-        with source.opened():
-            for window in todo:
-                arrays = _predict_window(model, source, window, batch_size)
+        with contextlib.closing(predictions):
+            for window, arrays in predictions:
                 _write_window(intermediates, window, arrays)
                 done.append(window.index)
                 journal["done"] = done

@@ -1,0 +1,140 @@
+"""The map job on a Dask cluster: the driver writes, so outputs equal the single-process run."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cropscope.errors import DataError
+from cropscope.io import read_json
+from cropscope.mapping import run_map_job
+from tests.mapping.test_job import (
+    N_TIMES,
+    Crash,
+    assert_cog,
+    model,  # noqa: F401  (fixture)
+    read_outputs,
+    scene,  # noqa: F401  (fixture)
+)
+
+distributed = pytest.importorskip("distributed")
+rasterio = pytest.importorskip("rasterio")
+
+pytestmark = pytest.mark.slow
+
+OUTPUTS = ("labels", "probabilities", "uncertainty")
+
+
+@pytest.fixture(scope="module")
+def address() -> Iterator[str]:
+    """One local cluster (two single-threaded worker processes) shared by the module."""
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:  # fmt: skip
+        yield cluster.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def reference(scene: Path, model, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
+    result = run_map_job(model, scene, tmp_path_factory.mktemp("ref"), tile=16, progress=False)
+    return read_outputs(result.paths)
+
+
+def assert_same(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
+    assert set(got) == set(OUTPUTS)
+    for name in OUTPUTS:
+        assert got[name].dtype == want[name].dtype
+        np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_local_cluster_equals_single_process(
+    scene: Path, model, reference, tmp_path: Path  # noqa: F811
+) -> None:
+    result = run_map_job(model, scene, tmp_path / "dask", tile=16, progress=False, workers=2)
+    assert result.n_windows == 20 and result.n_resumed == 0
+    assert_same(read_outputs(result.paths), reference)
+    for name in OUTPUTS:
+        assert_cog(result.paths[name])
+    journal = read_json(result.journal)
+    assert journal["complete"] and sorted(journal["done"]) == list(range(20))
+    assert not (tmp_path / "dask" / ".map_job_partial").exists()
+
+
+def test_killed_dask_job_resumes_to_the_same_outputs(
+    scene: Path, model, reference, address: str, tmp_path: Path  # noqa: F811
+) -> None:
+    seen: list[int] = []
+
+    def crash_after_5(window) -> None:
+        seen.append(window.index)
+        if len(seen) == 5:
+            raise Crash
+
+    out = tmp_path / "job"
+    with pytest.raises(Crash):
+        run_map_job(model, scene, out, tile=16, progress=False, scheduler=address,
+                    on_window=crash_after_5)  # fmt: skip
+    journal = read_json(out / "map_job.json")
+    assert sorted(journal["done"]) == sorted(seen) and len(seen) == 5
+    assert not journal["complete"] and not (out / "labels.tif").exists()
+
+    resumed = run_map_job(model, scene, out, tile=16, progress=False, scheduler=address,
+                          on_window=lambda w: seen.append(w.index))  # fmt: skip
+    assert resumed.n_resumed == 5
+    assert sorted(seen) == list(range(20))  # every window recorded exactly once
+    assert_same(read_outputs(resumed.paths), reference)
+
+    # the journal does not care who predicted: a single-process resume works too
+    def crash_at_once(window) -> None:
+        raise Crash
+
+    with pytest.raises(Crash):
+        run_map_job(model, scene, out, tile=16, progress=False, resume=False,
+                    scheduler=address, on_window=crash_at_once)  # fmt: skip
+    mixed = run_map_job(model, scene, out, tile=16, progress=False)
+    assert mixed.n_resumed == 1
+    assert_same(read_outputs(mixed.paths), reference)
+
+
+def test_dask_options_are_checked(
+    scene: Path, model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    with pytest.raises(DataError, match="not both"):
+        run_map_job(model, scene, tmp_path / "x", workers=2, scheduler="tcp://127.0.0.1:1")
+    with pytest.raises(DataError, match="positive"):
+        run_map_job(model, scene, tmp_path / "x", workers=0)
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if the extra were absent
+    with pytest.raises(DataError, match=r"pip install 'cropscope\[dask\]'"):
+        run_map_job(model, scene, tmp_path / "x", workers=2)
+    assert not (tmp_path / "x" / "map_job.json").exists()  # checked before any work
+
+
+def test_cli_predict_with_workers_writes_cogs(
+    scene: Path, model, reference, tmp_path: Path  # noqa: F811
+) -> None:
+    from cropscope.training.rundir import train_run
+    from tests.cli.test_cli import run_cli
+    from tests.conftest import make_toy_set
+
+    train = make_toy_set(n_per_class=15, n_times=N_TIMES, bands=("B4", "B8"))
+    run = train_run(train, "rf", tmp_path / "run", config={"n_estimators": 10, "n_jobs": 1},
+                    holdout=0.0)  # fmt: skip
+    out = tmp_path / "maps" / "map.tif"
+    proc = run_cli("predict", "--model", str(run.run_dir), "--input", str(scene),
+                   "--out", str(out), "--tile", "16", "--workers", "2")  # fmt: skip
+    assert "mapping" in proc.stderr and proc.stdout == ""
+    files = sorted(p.name for p in out.parent.iterdir())
+    assert files == ["map.png", "map.tif", "map_areas.json", "map_probabilities.tif",
+                     "map_uncertainty.tif"]  # fmt: skip  (the work folder is gone)
+    for name in ("map.tif", "map_probabilities.tif", "map_uncertainty.tif"):
+        assert_cog(out.parent / name)
+    expected = run_map_job(run.model, scene, tmp_path / "inproc", tile=16, progress=False)
+    got = read_outputs({"labels": out, "probabilities": out.parent / "map_probabilities.tif",
+                        "uncertainty": out.parent / "map_uncertainty.tif"})  # fmt: skip
+    assert_same(got, read_outputs(expected.paths))
+    areas = read_json(out.parent / "map_areas.json")
+    assert list(areas) == list(run.model.classes)
+    assert sum(a["pixels"] for a in areas.values()) == 50 * 70 - 40
