@@ -33,10 +33,37 @@ import numpy as np
 
 from cropscope.errors import DataError
 
+
+def pixel_centres(transform: Any, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(y, x)`` coordinates of the pixel centres of a north-up grid."""
+    xs = transform.c + transform.a * (np.arange(width) + 0.5)
+    ys = transform.f + transform.e * (np.arange(height) + 0.5)
+    return ys, xs
+
+
+def write_grid(da: xr.DataArray, crs: Any, transform: Any) -> xr.DataArray:
+    """``da`` with its transform (and CRS, when known) written by rioxarray and kept in
+    ``attrs["transform"]`` (6 floats) and ``attrs["crs"]`` (WKT)."""
+    import rioxarray  # noqa: F401  (registers the .rio accessor)
+
+    da = da.rio.write_transform(transform)
+    if crs is not None:
+        da = da.rio.write_crs(crs)
+        da.attrs["crs"] = crs.to_wkt()
+    da.attrs["transform"] = tuple(float(v) for v in tuple(transform)[:6])
+    return da
+
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["CubeSource", "date_from_name", "read_cube", "write_geotiff"]
+__all__ = [
+    "CubeSource",
+    "date_from_name",
+    "pixel_centres",
+    "read_cube",
+    "write_geotiff",
+    "write_grid",
+]
 
 _RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img", ".nc")
 _DATE_PATTERNS = (
@@ -308,10 +335,9 @@ class CubeSource:
     def read(self, window: Any = None) -> xr.DataArray:
         """The cube, or the part inside ``window`` (a rasterio ``Window`` or
         ``((row_start, row_stop), (col_start, col_stop))``), as ``(time, band, y, x)``."""
-        import rioxarray  # noqa: F401  (registers the .rio accessor)
         import xarray as xr
-        from affine import Affine
         from rasterio.windows import Window
+        from rasterio.windows import transform as window_transform
 
         height, width = self.shape
         transform = self.transform
@@ -324,10 +350,7 @@ class CubeSource:
                     or window.row_off + window.height > height):  # fmt: skip
                 raise DataError(f"window {window} is outside the {height}x{width} grid")
             if window != full:
-                t = self.transform
-                col, row = float(window.col_off), float(window.row_off)
-                transform = Affine(t.a, t.b, t.c + t.a * col + t.b * row,
-                                   t.d, t.e, t.f + t.d * col + t.e * row)  # fmt: skip
+                transform = window_transform(window, self.transform)
             height, width = int(window.height), int(window.width)
         raw = self._read_layers(window)
         data = np.empty((len(self.times), len(self.bands), height, width), dtype=np.float32)
@@ -336,8 +359,7 @@ class CubeSource:
                 nd = self._nodata if self._nodata is not None else self._layers[k]["nodata"][i]
                 data[t, c] = _to_float(raw[k][i], nd, *self._factors[t][c])
 
-        xs = transform.c + transform.a * (np.arange(width) + 0.5)
-        ys = transform.f + transform.e * (np.arange(height) + 0.5)
+        ys, xs = pixel_centres(transform, height, width)
         cube = xr.DataArray(
             data,
             dims=("time", "band", "y", "x"),
@@ -349,11 +371,7 @@ class CubeSource:
             },
             name="cube",
         )
-        cube = cube.rio.write_transform(transform)
-        if self.crs is not None:
-            cube = cube.rio.write_crs(self.crs)
-            cube.attrs["crs"] = self.crs.to_wkt()
-        cube.attrs["transform"] = tuple(float(v) for v in tuple(transform)[:6])
+        cube = write_grid(cube, self.crs, transform)
         cube.attrs["scale_factor"] = [float(f) for f, _ in self._factors[0]]
         return cube
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cropscope.data.readers.cube import pixel_centres, write_grid
 from cropscope.errors import DataError
 
 if TYPE_CHECKING:
@@ -217,9 +218,7 @@ def grid_coords(crs: Any, transform: Any, height: int, width: int) -> tuple[np.n
                                                                              np.ndarray]:
     """``(y, x)`` pixel-centre coordinates, or row/column numbers without a grid."""
     if is_georeferenced(crs, transform):
-        xs = transform.c + transform.a * (np.arange(width) + 0.5)
-        ys = transform.f + transform.e * (np.arange(height) + 0.5)
-        return ys, xs
+        return pixel_centres(transform, height, width)
     return np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64)
 
 
@@ -227,14 +226,7 @@ def attach_grid(da: xr.DataArray, crs: Any, transform: Any) -> xr.DataArray:
     """Write CRS/transform with rioxarray and into ``attrs`` (as ``read_cube`` does)."""
     if not is_georeferenced(crs, transform):
         return da
-    import rioxarray  # noqa: F401  (registers the .rio accessor)
-
-    da = da.rio.write_transform(transform)
-    if crs is not None:
-        da = da.rio.write_crs(crs)
-        da.attrs["crs"] = crs.to_wkt()
-    da.attrs["transform"] = tuple(float(v) for v in tuple(transform)[:6])
-    return da
+    return write_grid(da, crs, transform)
 
 
 def build_scene(
