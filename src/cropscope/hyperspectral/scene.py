@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -304,8 +303,7 @@ def train_scene(
     """Train on a scene and write a run directory (model, ``run.json``; with ``split`` also
     the test report). Without ``split`` every labelled pixel trains the model."""
     from cropscope.evaluation.report import write_report
-    from cropscope.io import write_json
-    from cropscope.training.rundir import RUN_FILE, RunResult, _versions
+    from cropscope.training.rundir import RunResult, write_run_info
 
     started = time.perf_counter()
     out = Path(out_dir)
@@ -325,10 +323,8 @@ def train_scene(
         n_train = train.n_samples
     clf.save(out)
     duration = time.perf_counter() - started
-    write_json(out / RUN_FILE, {
+    write_run_info(out, {
         "model": model_name, "source": source, "scene": scene.name, "split": split,
         "n_train": int(n_train), "seed": seed,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "duration_s": round(duration, 2), "versions": _versions(),
-    })
+    }, duration)
     return RunResult(run_dir=out, model=clf, metrics=metrics, duration_s=duration)

@@ -108,6 +108,14 @@ def _colours(n: int) -> list[str]:
     return [_PALETTE[i % len(_PALETTE)] for i in range(n)]
 
 
+def class_colormap(n: int) -> dict[int, tuple[int, int, int, int]]:
+    """GeoTIFF colour table ``code -> (r, g, b, 255)`` for ``n`` classes."""
+    return {
+        i: (*tuple(int(h[k : k + 2], 16) for k in (1, 3, 5)), 255)
+        for i, h in enumerate(_colours(n))
+    }
+
+
 def write_map(crop_map: CropMap, path: str | Path) -> dict[str, Path]:
     """Write the label GeoTIFF (with colour table and class names) and a confidence GeoTIFF.
 
@@ -116,11 +124,7 @@ def write_map(crop_map: CropMap, path: str | Path) -> dict[str, Path]:
     from cropscope.data.readers.cube import write_geotiff
 
     path = Path(path)
-    colours = _colours(len(crop_map.classes))
-    colormap = {
-        i: (*tuple(int(h[k:k + 2], 16) for k in (1, 3, 5)), 255)
-        for i, h in enumerate(colours)
-    }
+    colormap = class_colormap(len(crop_map.classes))
     tags: dict[str, Any] = {f"class_{i}": name for i, name in enumerate(crop_map.classes)}
     write_geotiff(crop_map.labels, path, like=crop_map.cube, dtype="uint8",
                   nodata=NODATA_LABEL, colormap=colormap, tags=tags)

@@ -37,7 +37,7 @@ import numpy as np
 from cropscope.data.readers.cube import CubeSource
 from cropscope.errors import DataError
 from cropscope.io import atomic_path, read_json, write_json
-from cropscope.mapping.classify import NODATA_LABEL, _colours, cube_pixels
+from cropscope.mapping.classify import NODATA_LABEL, class_colormap, cube_pixels
 from cropscope.mapping.windows import MapWindow, plan_windows
 
 if TYPE_CHECKING:
@@ -136,10 +136,7 @@ def _create_intermediates(
     if len(classes) > 1:
         base["interleave"] = "band"
     paths = {}
-    colours = _colours(len(classes))
-    colormap = {
-        i: (*tuple(int(h[k : k + 2], 16) for k in (1, 3, 5)), 255) for i, h in enumerate(colours)
-    }
+    colormap = class_colormap(len(classes))
     class_tags = {f"class_{i}": name for i, name in enumerate(classes)}
     for name in OUTPUTS:
         path = partial / f"{name}.tif"

@@ -22,7 +22,7 @@ from cropscope.io import read_json, write_json
 from cropscope.models.base import MODEL_FILE, Classifier
 from cropscope.models.registry import create_model, get_model_class
 
-__all__ = ["RunResult", "load_run", "run_info", "train_run"]
+__all__ = ["RunResult", "load_run", "run_info", "train_run", "write_run_info"]
 
 RUN_FILE = "run.json"
 
@@ -90,8 +90,8 @@ def train_run(
         write_report(result, out)
         metrics = result.to_dict()
     duration = time.perf_counter() - started
-    write_json(
-        out / RUN_FILE,
+    write_run_info(
+        out,
         {
             "model": model_name,
             "source": source,
@@ -100,12 +100,23 @@ def train_run(
             "holdout": holdout,
             "seed": seed,
             "class_counts": train.class_counts(),
+        },
+        duration,
+    )
+    return RunResult(run_dir=out, model=model, metrics=metrics, duration_s=duration)
+
+
+def write_run_info(out: Path, info: dict[str, Any], duration_s: float) -> None:
+    """Write ``run.json``: ``info`` plus the creation time, duration and package versions."""
+    write_json(
+        Path(out) / RUN_FILE,
+        {
+            **info,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "duration_s": round(duration, 2),
+            "duration_s": round(duration_s, 2),
             "versions": _versions(),
         },
     )
-    return RunResult(run_dir=out, model=model, metrics=metrics, duration_s=duration)
 
 
 def load_run(run_dir: str | Path) -> Classifier:
