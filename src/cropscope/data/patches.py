@@ -20,7 +20,7 @@ with one time step and one "band" per spectral band); patch models take the patc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -133,16 +133,11 @@ class PatchSet(LabelledSamples):
             shown = missing[:5] + (["..."] if len(missing) > 5 else [])
             raise DataError(f"bands {shown} not found among the {self.n_bands} patch bands")
         idx = [lookup[n] for n in names]
-        return PatchSet(
+        return replace(
+            self,
             values=self.values[:, idx],
             bands=[self.bands[i] for i in idx],
             wavelengths=None if self.wavelengths is None else self.wavelengths[idx],
-            labels=self.labels,
-            classes=list(self.classes),
-            ids=self.ids,
-            meta=self.meta,
-            taxonomy=self.taxonomy,
-            level_labels=self.level_labels,
         )
 
     def crop(self, size: int) -> PatchSet:
@@ -151,12 +146,7 @@ class PatchSet(LabelledSamples):
         if size % 2 == 0 or not 1 <= size <= h:
             raise DataError(f"cannot crop {h} x {h} patches to {size} x {size}")
         a = (h - size) // 2
-        return self._with_values(self.values[:, :, a : a + size, a : a + size])
-
-    def _with_values(self, values: np.ndarray) -> PatchSet:
-        return PatchSet(values, list(self.bands), self.wavelengths, self.labels,
-                        list(self.classes), self.ids, self.meta, self.taxonomy,
-                        self.level_labels)
+        return replace(self, values=self.values[:, :, a : a + size, a : a + size])
 
     # ------------------------------------------------------------------ conversions
     def centre_set(self) -> TimeSeriesSet:

@@ -140,8 +140,8 @@ def _file_status(root: Path, rf: RemoteFile, verify: bool) -> Status:
     return "local"
 
 
-def _root_status(root: Path, spec: DatasetSpec, verify: bool) -> Status:
-    states = [_file_status(root, rf, verify) for rf in spec.files]
+def _root_status(root: Path, files: list[RemoteFile], verify: bool) -> Status:
+    states = [_file_status(root, rf, verify) for rf in files]
     if "corrupt" in states:
         return "corrupt"
     if "missing" in states:
@@ -154,7 +154,7 @@ def dataset_status(name: str, root: str | Path | None = None, verify: bool = Fal
     download cache), ``"missing"`` when one is absent, ``"corrupt"`` when one has the wrong
     size (or, with ``verify=True``, the wrong SHA-256)."""
     spec = get_dataset(name)
-    states = [_root_status(r, spec, verify) for r in _search_roots(root)]
+    states = [_root_status(r, spec.files, verify) for r in _search_roots(root)]
     if "local" in states:
         return "local"
     return "corrupt" if "corrupt" in states else "missing"
@@ -215,10 +215,10 @@ def locate_files(
     ``root`` or the data directory, or into the cache when that directory is read-only.
     ``name`` only labels error messages.
     """
-    probe = DatasetSpec(name, "", list(files), reader=lambda root, split: None)  # type: ignore[arg-type,return-value]
+    files = list(files)
     roots = _search_roots(root)
     for candidate in roots:
-        if _root_status(candidate, probe, verify=False) == "local":
+        if _root_status(candidate, files, verify=False) == "local":
             return candidate
     missing = [rf.path for rf in files if _file_status(roots[0], rf, False) != "local"]
     where = ", ".join(str(r) for r in roots)
@@ -234,7 +234,7 @@ def locate_files(
                 f"dataset {name!r}: {', '.join(missing)} missing in {target}, which is read-only"
             )
         target = cache_dir()
-    _download(name, list(files), target, roots, progress)
+    _download(name, files, target, roots, progress)
     return target
 
 

@@ -36,9 +36,10 @@ class Node:
 class Taxonomy:
     """A validated tree of classes organised in levels (coarse to fine).
 
-    Build one with :meth:`from_nodes` (or the readers in :mod:`cropscope.taxonomy.sources`);
-    the constructor validates: strict tree (one parent per node, in the level above),
-    unique codes and names within each level, at least one class per level.
+    Build one from :class:`Node` objects, with :meth:`from_paths`, or with the readers in
+    :mod:`cropscope.taxonomy.sources`. The constructor validates: strict tree (one parent
+    per node, in the level above), unique codes and names within each level, at least one
+    class per level.
     """
 
     def __init__(self, nodes: Iterable[Node], levels: Sequence[str] | None = None,
@@ -105,11 +106,6 @@ class Taxonomy:
         self._name_index = [{c: i for i, c in enumerate(ns)} for ns in self._names]
 
     # ------------------------------------------------------------------ construction
-    @classmethod
-    def from_nodes(cls, nodes: Iterable[Node], levels: Sequence[str] | None = None,
-                   name: str = "") -> Taxonomy:
-        return cls(nodes, levels, name)
-
     @classmethod
     def from_paths(cls, paths: Iterable[Sequence[str]], levels: Sequence[str] | None = None,
                    name: str = "") -> Taxonomy:
