@@ -199,16 +199,7 @@ class PatchClassifier(TorchClassifier):
             train, val = train.subset(tr), train.subset(va)
         y_val = None
         if val is not None:
-            val = val.subset(val.labels >= 0)
-            lookup = {c: i for i, c in enumerate(card.classes)}
-            unknown = sorted(set(val.label_names) - set(lookup))
-            if unknown:
-                raise DataError(f"validation classes {unknown} are not among the training classes")
-            y_val = np.array([lookup[c] for c in val.label_names], dtype=np.int64)
-            if tax is not None:
-                if val.taxonomy != tax:
-                    raise DataError("validation and training sets have different taxonomies")
-                y_val = val.level_labels
+            val, y_val = self._val_labels(val, tax)
 
         centre = train.centre.astype(np.float64)
         mean = np.nanmean(np.where(np.isfinite(centre), centre, np.nan), axis=0)

@@ -14,7 +14,7 @@ from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -43,6 +43,8 @@ __all__ = [
 
 WEIGHTS_FILE = "weights.safetensors"
 _AUGMENT_KEYS = {f.name for f in fields(TemporalAugmentation)}
+#: a labelled sample container a deep model validates on (TimeSeriesSet or PatchSet)
+V = TypeVar("V")
 #: what one ensemble member trains on: inputs, labels ([N] or [N, L]), optional priors
 TrainData = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
 
@@ -197,8 +199,9 @@ class TorchClassifier(Classifier):
         tr, va = train_val_split(train, frac, int(self.config["seed"]))
         return train.subset(tr), train.subset(va)
 
-    def _val_labels(self, val: TimeSeriesSet) -> tuple[TimeSeriesSet, np.ndarray]:
-        """Validation samples with labels, coded in the model's class order."""
+    def _val_labels(self, val: V, tax: Taxonomy | None = None) -> tuple[V, np.ndarray]:
+        """Validation samples (a time-series or patch set) with labels, and those labels coded
+        in the model's class order, or per level ``[N, L]`` with the training ``tax``."""
         if val.labels is None:
             raise DataError("validation data have no labels")
         val = val.subset(val.labels >= 0)
@@ -206,6 +209,10 @@ class TorchClassifier(Classifier):
         unknown = sorted(set(val.label_names) - set(lookup))
         if unknown:
             raise DataError(f"validation classes {unknown} are not among the training classes")
+        if tax is not None:
+            if val.taxonomy != tax:
+                raise DataError("validation and training sets have different taxonomies")
+            return val, val.level_labels
         return val, np.array([lookup[c] for c in val.label_names], dtype=np.int64)
 
     def _prepare(self, ts: TimeSeriesSet) -> np.ndarray:
@@ -294,11 +301,7 @@ class TorchClassifier(Classifier):
             train, val = self._split(train)
         y_val = None
         if val is not None:
-            val, y_val = self._val_labels(val)
-            if tax is not None:
-                if val.taxonomy != tax:
-                    raise DataError("validation and training sets have different taxonomies")
-                y_val = val.level_labels
+            val, y_val = self._val_labels(val, tax)
 
         flat = _valid_values(train).reshape(-1, train.n_bands).astype(np.float64)
         mean = np.nanmean(flat, axis=0)
