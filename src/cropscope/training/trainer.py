@@ -124,7 +124,6 @@ def train_classifier(
     level_weights: Sequence[float] | None = None,
     extra_train: np.ndarray | None = None,
     extra_val: np.ndarray | None = None,
-    normalise_levels: bool = True,
 ) -> TrainResult:
     """Train ``module`` (inputs already in its layout, labels ``0..n_classes-1``).
 
@@ -177,7 +176,7 @@ def train_classifier(
                 total = total + w * fn(out[k], yb[:, k])
                 weight += w
         # a weighted mean, so the gradient scale does not grow with the number of levels
-        return total / weight if weight and normalise_levels else total
+        return total / weight if weight else total
 
     y_val_fine = None
     if has_val:
