@@ -234,3 +234,22 @@ def test_fetch_and_sha256_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
         fetch((tmp_path / "absent.bin").as_uri(), tmp_path / "x.bin", digest, progress=False)
     assert not (tmp_path / "x.bin").exists()
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["copy.bin"]
+
+
+def test_file_without_url_must_be_local(dirs: dict[str, Path]) -> None:
+    _register("toy-no-url", "", "0" * 64, None)
+    try:
+        with pytest.raises(DatasetNotFoundError) as exc:
+            load_dataset("toy-no-url")
+        msg = _one_line(exc)
+        assert "no public download URL" in msg and REL_PATH in msg
+    finally:
+        unregister_dataset("toy-no-url")
+
+
+def test_scenes_share_the_registry_but_do_not_load_as_samples() -> None:
+    names = {spec.name: spec.kind for spec in list_datasets()}
+    assert names["indian-pines-window"] == "scene" and names["sits-matogrosso"] == "samples"
+    assert BUILTIN <= set(names)
+    with pytest.raises(DataError, match="is a scene"):
+        load_dataset("enmap-potsdam")

@@ -27,15 +27,9 @@ def list_cmd() -> None:
     for spec in list_datasets():
         status = dataset_status(spec.name)
         style = {"local": "green", "missing": "yellow"}.get(status, "red")
+        kind = "" if spec.kind == "samples" else f"[{spec.kind}] "
         table.add_row(spec.name, f"[{style}]{status}[/{style}]", ",".join(spec.splits) or "-",
-                      spec.description)
-    from cropscope.hyperspectral.datasets import list_scene_datasets, scene_dataset_status
-
-    for scene in list_scene_datasets():  # hyperspectral scenes (evaluate/train --dataset NAME)
-        status = scene_dataset_status(scene.name)
-        style = {"local": "green", "missing": "yellow"}.get(status, "red")
-        table.add_row(scene.name, f"[{style}]{status}[/{style}]", ",".join(scene.splits),
-                      f"[scene] {scene.description}")
+                      kind + spec.description)
     Console().print(table)
 
 

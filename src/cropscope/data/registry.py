@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import DataError, DatasetNotFoundError
@@ -70,20 +70,36 @@ class LazyReader:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A registered dataset: its files with their origin, and how to read them."""
+    """A registered dataset: its files with their origin, and how to read them.
+
+    ``kind`` is ``"samples"`` (the reader returns a :class:`TimeSeriesSet`) or ``"scene"``
+    (a labelled hyperspectral image, :func:`cropscope.hyperspectral.datasets.load_scene_dataset`).
+    """
 
     name: str
     description: str
     files: list[RemoteFile]
-    reader: Callable[[Path, str | None], TimeSeriesSet]
+    reader: Callable[[Path, str | None], Any]
     splits: tuple[str, ...] = ()
     citation: str = ""
     license: str = ""
     #: name of the class hierarchy shipped for it (:func:`cropscope.taxonomy.builtin_taxonomy`)
     taxonomy: str | None = None
+    kind: str = "samples"
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}
+#: modules registering more built-in datasets, imported on first lookup (keeps imports light)
+_BUILTIN_MODULES = ("cropscope.hyperspectral.datasets",)
+_builtins_loaded = False
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        for module in _BUILTIN_MODULES:
+            import_module(module)
 
 
 def register_dataset(spec: DatasetSpec, replace: bool = False) -> DatasetSpec:
@@ -101,11 +117,14 @@ def unregister_dataset(name: str) -> None:
 
 def list_datasets() -> list[DatasetSpec]:
     """All registered datasets, sorted by name."""
+    _load_builtins()
     return [_REGISTRY[name] for name in sorted(_REGISTRY)]
 
 
 def get_dataset(name: str) -> DatasetSpec:
     """The spec registered under ``name``."""
+    if name not in _REGISTRY:
+        _load_builtins()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -191,6 +210,11 @@ def _download(
     for rf in files:
         if _file_status(target, rf, verify=False) == "local":
             continue
+        if not rf.url:
+            raise DatasetNotFoundError(
+                f"dataset {name!r}: {rf.path} has no public download URL; put it in {target} "
+                "(see the dataset's description)"
+            )
         try:
             fetch(rf.url, target / rf.path, rf.sha256, progress=progress)
         except DatasetNotFoundError as exc:
@@ -256,6 +280,11 @@ def load_dataset(
     the classes it has), giving per-level labels.
     """
     spec = get_dataset(name)
+    if spec.kind != "samples":
+        raise DataError(
+            f"dataset {name!r} is a {spec.kind}, not samples; load it with "
+            "cropscope.hyperspectral.datasets.load_scene_dataset (or use --dataset in the CLI)"
+        )
     if hierarchical and spec.taxonomy is None:
         raise DataError(f"no class hierarchy is shipped for dataset {name!r}; give one")
     if split is not None and split not in spec.splits:

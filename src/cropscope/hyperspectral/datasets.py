@@ -16,71 +16,50 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from cropscope.data.registry import RemoteFile, locate_files
+from cropscope.data.registry import (
+    DatasetSpec,
+    RemoteFile,
+    get_dataset,
+    list_datasets,
+    locate_files,
+    register_dataset,
+)
 from cropscope.errors import DataError, DatasetNotFoundError
 from cropscope.hyperspectral.scene import Scene
 
 __all__ = [
-    "SceneDatasetSpec",
     "get_scene_dataset",
     "is_scene_dataset",
     "list_scene_datasets",
     "load_scene_dataset",
-    "scene_dataset_status",
 ]
 
 
-@dataclass(frozen=True)
-class SceneDatasetSpec:
-    """A registered scene: its files with their origin and a loader ``root -> Scene``."""
-
-    name: str
-    description: str
-    files: list[RemoteFile]
-    loader: Callable[[Path], Scene]
-    splits: tuple[str, ...] = ("blocks:16",)
-    citation: str = ""
-    license: str = ""
+def _scenes() -> list[DatasetSpec]:
+    return [spec for spec in list_datasets() if spec.kind == "scene"]
 
 
-_SCENES: dict[str, SceneDatasetSpec] = {}
-
-
-def _register(spec: SceneDatasetSpec) -> None:
-    _SCENES[spec.name] = spec
-
-
-def list_scene_datasets() -> list[SceneDatasetSpec]:
+def list_scene_datasets() -> list[DatasetSpec]:
     """All registered scene datasets, sorted by name."""
-    return [_SCENES[n] for n in sorted(_SCENES)]
+    return _scenes()
 
 
 def is_scene_dataset(name: str) -> bool:
-    return name in _SCENES
+    return name in {spec.name for spec in _scenes()}
 
 
-def get_scene_dataset(name: str) -> SceneDatasetSpec:
-    try:
-        return _SCENES[name]
-    except KeyError:
+def get_scene_dataset(name: str) -> DatasetSpec:
+    if not is_scene_dataset(name):
         raise DatasetNotFoundError(
-            f"unknown scene dataset {name!r}; registered scenes: {', '.join(sorted(_SCENES))}"
-        ) from None
-
-
-def scene_dataset_status(name: str, root: str | Path | None = None) -> str:
-    """``"local"`` when every file is present (sizes checked), else ``"missing"``."""
-    spec = get_scene_dataset(name)
-    try:
-        locate_files(name, spec.files, root, download=False)
-    except DatasetNotFoundError:
-        return "missing"
-    return "local"
+            f"unknown scene dataset {name!r}; registered scenes: "
+            f"{', '.join(spec.name for spec in _scenes())}"
+        )
+    return get_dataset(name)
 
 
 def load_scene_dataset(name: str, root: str | Path | None = None, download: bool = True,
@@ -89,24 +68,14 @@ def load_scene_dataset(name: str, root: str | Path | None = None, download: bool
     (missing files are downloaded and SHA-256-checked when ``download``; see
     :func:`cropscope.data.registry.locate_files`)."""
     spec = get_scene_dataset(name)
-    try:
-        folder = locate_files(name, spec.files, root, download=False)
-    except DatasetNotFoundError:
-        no_url = [rf.path for rf in spec.files if not rf.url]
-        if not download or not no_url:
-            folder = locate_files(name, spec.files, root, download, progress)
-        else:
-            try:  # files with a URL can still come; the others must be present
-                folder = locate_files(name, [f for f in spec.files if f.url], root, download,
-                                      progress)
-            except DatasetNotFoundError:
-                raise
-            if not all((folder / p).is_file() for p in no_url):
-                raise DatasetNotFoundError(
-                    f"scene {name!r}: {', '.join(no_url)} has no public download URL; put it "
-                    f"in {folder} (see the dataset description)"
-                ) from None
-    return spec.loader(folder)
+    return spec.reader(locate_files(name, spec.files, root, download, progress), None)
+
+
+def _scene(name: str, loader: Callable[[Path], Scene], **fields: Any) -> None:
+    register_dataset(
+        DatasetSpec(name=name, reader=lambda root, split: loader(root), kind="scene", **fields),
+        replace=True,
+    )
 
 
 # ---------------------------------------------------------------------------- loaders
@@ -182,8 +151,9 @@ def _load_enmap_potsdam(root: Path) -> Scene:
 # ---------------------------------------------------------------------------- built-ins
 _IP_URL = ("https://raw.githubusercontent.com/shaog1314/HSI_clustering/"
            "3c3cda4cfd20fb061d4718fc513f64b5f09bd1ce/Sketch_ssc_tv/Indian_part.mat")
-_register(SceneDatasetSpec(
-    name="indian-pines-window",
+_scene(
+    "indian-pines-window",
+    _load_indian_pines,
     description=("AVIRIS Indian Pines 1992, 85x70 px window, 200 bands, 4 crop classes "
                  "(4,391 labelled px)"),
     files=[
@@ -193,14 +163,13 @@ _register(SceneDatasetSpec(
         RemoteFile(f"{_IP_DIR}/wavelengths_200_derived.csv", "",
                    "478bb15ec088f5048fec512cb5043b4cdc82c0f1de891e13089b63871884d0d5"),
     ],
-    loader=_load_indian_pines,
     splits=("blocks:16", "blocks:B[:random[:F]]"),
     citation=("Baumgardner, Biehl & Landgrebe (2015) 220 Band AVIRIS Hyperspectral Image Data "
               "Set: June 12, 1992 Indian Pine Test Site 3, Purdue University Research "
               "Repository, doi:10.4231/R7RX991C; window by Huang et al. (2020) Remote Sens. "
               "12(5):775"),
     license="no licence stated in shaog1314/HSI_clustering; cite the Purdue data set",
-))
+)
 
 _EP_COMMIT = "f9e8f486c9614813410cc9d715bb056e6ad3cfd5"
 _EP_URL = (f"https://raw.githubusercontent.com/EnMAP-Box/enmap-box/{_EP_COMMIT}/tests/testdata/"
@@ -251,15 +220,15 @@ _EP_TILES = {
 _EP_FILES.update({f"{kind}/enmap_potsdam_tile_{tile}.tif": sha
                   for tile, shas in _EP_TILES.items()
                   for kind, sha in zip(("images", "labels"), shas, strict=True)})
-_register(SceneDatasetSpec(
-    name="enmap-potsdam",
+_scene(
+    "enmap-potsdam",
+    _load_enmap_potsdam,
     description=("EnMAP L2A Potsdam 2022-07-24: 18 tiles of 32x32 px on a 330x200 grid, 218 "
                  "good bands, 6 land-cover classes (inferred names), tile split 14/2/2"),
     files=[RemoteFile(f"{_EP_DIR}/{path}", _EP_URL.format(path), sha)
            for path, sha in _EP_FILES.items()],
-    loader=_load_enmap_potsdam,
     splits=("tiles", "blocks:B[:random[:F]]"),
     citation=("EnMAP L2A scene DT0000001867 (DLR, 2022); SpecDeepMap test data of the EnMAP-Box "
               f"(EnMAP-Box/enmap-box@{_EP_COMMIT[:8]}); labels from LGB aerial imagery (2019)"),
     license="GPL-3.0 (enmap-box repository)",
-))
+)
