@@ -37,7 +37,14 @@ import numpy as np
 from cropscope.data.readers.cube import CubeSource
 from cropscope.errors import DataError
 from cropscope.io import atomic_path, read_json, write_json
-from cropscope.mapping.classify import NODATA_LABEL, class_colormap, cube_pixels
+from cropscope.mapping.classify import NODATA_LABEL, class_colormap
+from cropscope.mapping.predictors import (
+    WindowPredictor,
+    blend_weights,
+    core_outputs,
+    quantise,
+    window_predictor,
+)
 from cropscope.mapping.windows import MapWindow, plan_windows
 
 if TYPE_CHECKING:
@@ -50,7 +57,7 @@ PARTIAL_DIR = ".map_job_partial"
 OUTPUTS = ("labels", "probabilities", "uncertainty")
 #: uint8 nodata of every output; valid quantised values are 0-254
 NODATA = NODATA_LABEL
-_JOURNAL_VERSION = 1
+_JOURNAL_VERSION = 2
 
 
 @dataclass
@@ -64,18 +71,6 @@ class MapJobResult:
     journal: Path
 
 
-def quantise(values: np.ndarray) -> np.ndarray:
-    """Values in 0-1 as uint8 ``round(v * 254)`` (255 stays free for nodata)."""
-    return np.rint(np.clip(values, 0.0, 1.0) * 254.0).astype(np.uint8)
-
-
-def _entropy(proba: np.ndarray) -> np.ndarray:
-    """Normalised entropy ``[N]`` of probabilities ``[N, K]`` (0 = certain, 1 = uniform)."""
-    p = np.clip(proba.astype(np.float64), 1e-12, 1.0)
-    h = -(proba * np.log(p)).sum(axis=1)
-    return h / np.log(proba.shape[1])
-
-
 def _block_size(tile: int) -> int:
     """Intermediate GeoTIFF block size: one that divides the tile, so windows share no
     block (a crash while writing one window can then never touch a finished one)."""
@@ -87,10 +82,6 @@ def _block_size(tile: int) -> int:
 
 def _check_model(model: Classifier, source: CubeSource) -> None:
     card = model._require_card()
-    if getattr(model, "input_kind", "pixels") != "pixels":
-        raise DataError(
-            f"model {model.name!r} takes {model.input_kind}; the map job maps pixel models only"
-        )
     if len(card.classes) >= NODATA:
         raise DataError(f"too many classes for an 8-bit map: {len(card.classes)}")
     absent = [b for b in card.bands if b not in source.bands]
@@ -107,6 +98,7 @@ def _check_model(model: Classifier, source: CubeSource) -> None:
 
 def _fingerprint(model: Classifier, source: CubeSource, tile: int, halo: int) -> dict[str, Any]:
     return {
+        "input_kind": getattr(model, "input_kind", "pixels"),
         "files": [str(p.resolve()) for p in source.files],
         "shape": list(source.shape),
         "transform": [float(v) for v in tuple(source.transform)[:6]],
@@ -160,45 +152,20 @@ def _create_intermediates(
     return paths
 
 
-def _predict_window(
-    model: Classifier, source: CubeSource, window: MapWindow, batch_size: int
-) -> dict[str, np.ndarray]:
-    """The three output arrays of one window's core."""
-    cube = source.read(window.write_window)
-    pixels = cube_pixels(cube)
-    h, w = window.height, window.width
-    k = len(model.classes)
-    labels = np.full(h * w, NODATA, dtype=np.uint8)
-    proba_q = np.full((k, h * w), NODATA, dtype=np.uint8)
-    unc = np.full(h * w, NODATA, dtype=np.uint8)
-    valid = np.flatnonzero(pixels.mask.any(axis=1))
-    for start in range(0, valid.size, batch_size):
-        idx = valid[start : start + batch_size]
-        proba = model.predict_proba(pixels.subset(idx))
-        labels[idx] = proba.argmax(axis=1)
-        proba_q[:, idx] = quantise(proba).T
-        unc[idx] = quantise(_entropy(proba))
-    return {
-        "labels": labels.reshape(1, h, w),
-        "probabilities": proba_q.reshape(k, h, w),
-        "uncertainty": unc.reshape(1, h, w),
-    }
-
-
 def _predict_task(
-    model: Classifier, source: CubeSource, window: MapWindow, batch_size: int
+    predictor: WindowPredictor, source: CubeSource, window: MapWindow
 ) -> tuple[MapWindow, dict[str, np.ndarray]]:
     """A Dask task: one window's arrays, with the window they belong to."""
-    return window, _predict_window(model, source, window, batch_size)
+    return window, predictor(source, window)
 
 
 def _local_predictions(
-    model: Classifier, source: CubeSource, todo: list[MapWindow], batch_size: int
+    predictor: WindowPredictor, source: CubeSource, todo: list[MapWindow]
 ) -> Iterator[tuple[MapWindow, dict[str, np.ndarray]]]:
     """Predict the windows one after another in this process, keeping the files open."""
     with source.opened():
         for window in todo:
-            yield window, _predict_window(model, source, window, batch_size)
+            yield window, predictor(source, window)
 
 
 def _import_distributed() -> Any:
@@ -212,10 +179,9 @@ def _import_distributed() -> Any:
 
 
 def _dask_predictions(
-    model: Classifier,
+    predictor: WindowPredictor,
     source: CubeSource,
     todo: list[MapWindow],
-    batch_size: int,
     workers: int | None,
     scheduler: str | None,
 ) -> Iterator[tuple[MapWindow, dict[str, np.ndarray]]]:
@@ -247,7 +213,8 @@ def _dask_predictions(
             client = distributed.Client(cluster)
             stack.callback(client.close)
         try:
-            model_f, source_f = client.scatter([model, source], broadcast=True, hash=False)
+            predictor_f, source_f = client.scatter([predictor, source], broadcast=True,
+                                                   hash=False)
         except Exception as exc:  # pickling errors come in many types
             raise DataError(
                 f"cannot send the model or the cube to the Dask workers: {exc}"
@@ -257,7 +224,7 @@ def _dask_predictions(
         queue = distributed.as_completed()
 
         def submit(window: MapWindow) -> None:
-            future = client.submit(_predict_task, model_f, source_f, window, batch_size, pure=False)
+            future = client.submit(_predict_task, predictor_f, source_f, window, pure=False)
             queue.add(future)
 
         for window in itertools.islice(pending, 2 * n_workers):
@@ -316,13 +283,96 @@ def _overview_count(path: Path) -> int:
     return max(1, count)
 
 
+class _Blender:
+    """Cross-fades the overlapping predictions of scene models, deterministically.
+
+    Each window's read-area probabilities are kept on disk (``.npy``, written atomically)
+    until every window whose core they overlap is written. A core is blended once all its
+    neighbours are predicted, summing their weighted probabilities in window order, so
+    the result does not depend on the order in which predictions arrive (Dask).
+    """
+
+    def __init__(self, windows: list[MapWindow], folder: Path, halo: int,
+                 shape: tuple[int, int]) -> None:  # fmt: skip
+        self.windows = windows
+        self.folder = folder
+        self.halo = halo
+        self.shape = shape
+        folder.mkdir(parents=True, exist_ok=True)
+        n_cols = sum(1 for w in windows if w.row == 0)
+        self.neighbours: dict[int, list[int]] = {}
+        for w in windows:  # the halo never exceeds the tile: only the 3 x 3 grid can overlap
+            i, j = divmod(w.index, n_cols)
+            near = [windows[r * n_cols + c] for r in (i - 1, i, i + 1)
+                    for c in (j - 1, j, j + 1)
+                    if 0 <= c < n_cols and 0 <= r * n_cols + c < len(windows)]  # fmt: skip
+            self.neighbours[w.index] = [v.index for v in near if _overlaps(v, w)]
+
+    def _path(self, index: int, what: str) -> Path:
+        return self.folder / f"{index}.{what}.npy"
+
+    def store(self, window: MapWindow, arrays: dict[str, np.ndarray]) -> None:
+        for what in ("proba", "valid"):
+            with atomic_path(self._path(window.index, what)) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, arrays[what])
+
+    def stored(self, index: int) -> bool:
+        return all(self._path(index, what).is_file() for what in ("proba", "valid"))
+
+    def ready(self, predicted: set[int], done: set[int],
+              near: int | None = None) -> list[MapWindow]:  # fmt: skip
+        """Windows not yet written whose neighbours are all predicted, in index order
+        (only those around window ``near`` when given)."""
+        candidates = self.neighbours[near] if near is not None else range(len(self.windows))
+        return [self.windows[i] for i in sorted(candidates) if i not in done
+                and all(v in predicted for v in self.neighbours[i])]  # fmt: skip
+
+    def blend(self, window: MapWindow) -> dict[str, np.ndarray]:
+        height, width = self.shape
+        acc: np.ndarray | None = None
+        total = np.zeros((window.height, window.width))
+        for index in self.neighbours[window.index]:
+            other = self.windows[index]
+            r0, r1 = max(window.row, other.read_row), min(
+                window.row + window.height, other.read_row + other.read_height)
+            c0, c1 = max(window.col, other.read_col), min(
+                window.col + window.width, other.read_col + other.read_width)
+            src = (slice(r0 - other.read_row, r1 - other.read_row),
+                   slice(c0 - other.read_col, c1 - other.read_col))
+            dst = (slice(r0 - window.row, r1 - window.row),
+                   slice(c0 - window.col, c1 - window.col))
+            proba = np.load(self._path(index, "proba"), mmap_mode="r")
+            weight = blend_weights(other, self.halo, height, width)[src]
+            if acc is None:
+                acc = np.zeros((proba.shape[0], window.height, window.width))
+            acc[(slice(None), *dst)] += weight * proba[(slice(None), *src)]
+            total[dst] += weight
+        assert acc is not None  # a window always overlaps its own core
+        valid = np.load(self._path(window.index, "valid"))[window.core_in_read]
+        return core_outputs((acc / total).astype(np.float32), valid)
+
+    def release(self, done: set[int], near: int) -> None:
+        """Delete the predictions around window ``near`` that every overlapping window has
+        used (overlap is symmetric: equal halos on both sides)."""
+        for i in self.neighbours[near]:
+            if all(v in done for v in self.neighbours[i]):
+                for what in ("proba", "valid"):
+                    self._path(i, what).unlink(missing_ok=True)
+
+
+def _overlaps(a: MapWindow, b: MapWindow) -> bool:
+    """Whether ``a``'s read window overlaps ``b``'s core."""
+    return (a.read_row < b.row + b.height and b.row < a.read_row + a.read_height
+            and a.read_col < b.col + b.width and b.col < a.read_col + a.read_width)
+
+
 def run_map_job(
     model: Classifier,
     cube_source: CubeSource | str | Path | Sequence[str | Path],
     out_dir: str | Path,
     *,
     tile: int = 512,
-    halo: int = 0,
+    halo: int | None = None,
     batch_size: int = 65536,
     progress: bool = True,
     resume: bool = True,
@@ -334,7 +384,10 @@ def run_map_job(
 
     ``cube_source`` is a :class:`CubeSource` or anything :func:`read_cube` reads (scanned
     with its defaults). ``tile`` is the window size in pixels; ``halo`` the context read
-    around each window for spatial models (pixel models need none and read only the core).
+    around each window for spatial models; ``None`` takes what the model needs (none for
+    pixel models, the patch radius for patch models, the model's ``context`` for scene
+    models, whose overlapping predictions are cross-faded; see
+    :mod:`cropscope.mapping.predictors`).
     With ``resume`` a job in ``out_dir`` with the same settings continues from its journal
     (a finished one returns at once); without it the job starts over. ``on_window(window)``
     is called after each window is recorded as done. Outputs share the cube's CRS and
@@ -357,6 +410,9 @@ def run_map_job(
         raise DataError(f"workers must be a positive number of processes, got {workers}")
     if workers is not None or scheduler is not None:
         _import_distributed()
+    predictor = window_predictor(model, halo, tile, batch_size)
+    halo = predictor.halo
+    blending = predictor.mode == "blend"
     windows = plan_windows(source.height, source.width, tile=tile, halo=halo)
     classes = list(model.classes)
     out_dir = Path(out_dir)
@@ -368,6 +424,7 @@ def run_map_job(
     intermediates = {name: partial / f"{name}.tif" for name in OUTPUTS}
 
     done: list[int] = []
+    predicted: list[int] = []
     journal: dict[str, Any] | None = None
     if resume and journal_path.is_file():
         journal = read_json(journal_path)
@@ -381,6 +438,7 @@ def run_map_job(
             return MapJobResult(finals, classes, len(windows), len(windows), journal_path)
         if all(p.is_file() for p in intermediates.values()):
             done = [int(i) for i in journal.get("done", [])]
+            predicted = [int(i) for i in journal.get("predicted", [])]
         else:
             journal = None
     if journal is None:
@@ -389,30 +447,58 @@ def run_map_job(
         partial.mkdir(parents=True)
         _create_intermediates(partial, source, classes, tile)
         journal = {"version": _JOURNAL_VERSION, "job": fingerprint, "n_windows": len(windows),
-                   "done": [], "complete": False}  # fmt: skip
+                   "done": [], "predicted": [], "complete": False}  # fmt: skip
         write_json(journal_path, journal)
 
     n_resumed = len(done)
     finished = set(done)
-    todo = [w for w in windows if w.index not in finished]
+    blender = _Blender(windows, partial / "predictions", halo, source.shape) if blending else None
+    if blender is not None:  # predictions whose files are gone (a crash) are made again
+        predicted = [i for i in predicted if i in finished or blender.stored(i)]
+    have = set(predicted) if blending else finished
+    todo = [w for w in windows if w.index not in have]
     bar = tqdm(total=len(windows), initial=n_resumed, desc="mapping", unit="window",
                disable=not progress, file=sys.stderr)  # fmt: skip
+
+    def record(window: MapWindow, arrays: dict[str, np.ndarray]) -> None:
+        _write_window(intermediates, window, arrays)
+        done.append(window.index)
+        finished.add(window.index)
+        journal["done"] = done
+        write_json(journal_path, journal)
+        bar.update(1)
+        if on_window is not None:
+            on_window(window)
+
+    def blend_ready(near: int | None) -> None:
+        assert blender is not None
+        for ready in blender.ready(have, finished, near):
+            record(ready, blender.blend(ready))
+            blender.release(finished, ready.index)
+
     if workers is None and scheduler is None:
-        predictions = _local_predictions(model, source, todo, batch_size)
+        predictions = _local_predictions(predictor, source, todo)
     else:
-        predictions = _dask_predictions(model, source, todo, batch_size, workers, scheduler)
+        predictions = _dask_predictions(predictor, source, todo, workers, scheduler)
     try:
+        if blender is not None:
+            blend_ready(None)  # windows a crash left predicted but not yet written
         with contextlib.closing(predictions):
             for window, arrays in predictions:
-                _write_window(intermediates, window, arrays)
-                done.append(window.index)
-                journal["done"] = done
+                if blender is None:
+                    record(window, arrays)
+                    continue
+                blender.store(window, arrays)
+                predicted.append(window.index)
+                have.add(window.index)
+                journal["predicted"] = predicted
                 write_json(journal_path, journal)
-                bar.update(1)
-                if on_window is not None:
-                    on_window(window)
+                blend_ready(window.index)
     finally:
         bar.close()
+    missing = len(windows) - len(finished)
+    if missing:  # cannot happen unless a prediction went missing
+        raise DataError(f"{missing} windows of the map were not written")
 
     paths = _write_cogs(intermediates, out_dir)
     journal["complete"] = True
