@@ -273,3 +273,18 @@ def test_user_errors(kwargs: dict, message: str) -> None:
 def test_wrong_input_shape() -> None:
     with pytest.raises(ModelError, match=r"expects \[B, T, 3, H, W\]"):
         Swin3D(3, None, **SMALL)(torch.randn(1, 4, 5, 8, 8))
+
+
+def test_body_without_stem_and_meta_construction() -> None:
+    body = Swin3D(3, None, **SMALL, stem=False)
+    assert body.patch_embed is None
+    with pytest.raises(ModelError, match="stem=False"):
+        body(torch.randn(1, 4, 3, 8, 8))
+    with torch.device("meta"):
+        meta = Swin3D(3, None, **SMALL, window_size=(2, 3, 3))
+    assert meta.stages[0].blocks[0].attn.relative_position_bias_table.is_meta
+    # cached index/mask helpers stay on the CPU after a meta-device build
+    real = Swin3D(3, None, **SMALL, window_size=(2, 3, 3)).eval()
+    assert real.stages[0].blocks[0].attn.relative_position_index.device.type == "cpu"
+    with torch.no_grad():
+        assert real(torch.randn(1, 4, 3, 12, 12))[0].shape == (1, 8, 1, 6, 6)

@@ -102,7 +102,8 @@ def relative_position_index(window: Size3, table_window: Size3 | None = None) ->
     """``[N, N]`` index into a bias table built for ``table_window`` (default ``window``) of
     the relative positions of the ``N`` tokens of ``window`` (t-major order)."""
     tw = window if table_window is None else table_window
-    coords = torch.stack(torch.meshgrid(*(torch.arange(n) for n in window), indexing="ij"))
+    coords = torch.stack(torch.meshgrid(*(torch.arange(n, device="cpu") for n in window),
+                                        indexing="ij"))
     coords = coords.flatten(1)
     rel = coords[:, :, None] - coords[:, None, :]
     return ((rel[0] + tw[0] - 1) * (2 * tw[1] - 1) * (2 * tw[2] - 1)
@@ -113,7 +114,7 @@ def relative_position_index(window: Size3, table_window: Size3 | None = None) ->
 def shift_window_mask(padded: Size3, window: Size3, shift: Size3) -> Tensor:
     """Additive mask ``[n_windows, N, N]`` of the shifted windows of a (cyclically rolled)
     grid of size ``padded``: 0 between tokens of the same region, -100 otherwise."""
-    region = torch.zeros(padded, dtype=torch.long)
+    region = torch.zeros(padded, dtype=torch.long, device="cpu")
     count = 0
     slices = [((slice(0, -w), slice(-w, -s), slice(-s, None)) if s else (slice(None),))
               for w, s in zip(window, shift, strict=True)]
@@ -341,7 +342,9 @@ class Swin3D(nn.Module):
 
     ``preset`` (``"tiny" | "small" | "base"``, or None) gives ``embed_dim``, ``depths`` and
     ``num_heads``; explicit values override it. ``temporal_merge`` has one flag per merge
-    (``len(depths) - 1``).
+    (``len(depths) - 1``). ``stem=False`` builds the body without its patch embedding (the
+    AgriFM layout: stems live per source outside the backbone); such a body is driven by
+    its ``stages``/``merges``/``norm`` directly and :meth:`forward` raises.
     """
 
     def __init__(
@@ -362,6 +365,7 @@ class Swin3D(nn.Module):
         patch_norm: bool = False,
         doy_embedding: bool = False,
         use_checkpoint: bool = False,
+        stem: bool = True,
     ) -> None:
         super().__init__()
         base: dict[str, Any] = {}
@@ -392,9 +396,10 @@ class Swin3D(nn.Module):
         self.dims = tuple(int(embed_dim) * 2**i for i in range(len(depths)))
         self.depths, self.num_heads = depths, num_heads
 
-        self.patch_embed = PatchEmbed3D(in_chans, int(embed_dim), self.patch_size, patch_norm)
+        self.patch_embed: PatchEmbed3D | None = (
+            PatchEmbed3D(in_chans, int(embed_dim), self.patch_size, patch_norm) if stem else None)
         self.doy_embedding = bool(doy_embedding)
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         self.stages = nn.ModuleList()
         self.merges = nn.ModuleList()
         for i, (dim, depth, heads) in enumerate(zip(self.dims, depths, num_heads, strict=True)):
@@ -434,6 +439,8 @@ class Swin3D(nn.Module):
         if x.ndim != 5 or x.shape[2] != self.in_chans:
             raise ModelError(f"Swin3D expects [B, T, {self.in_chans}, H, W] (or [B, C, H, W]), "
                              f"got {list(x.shape)}")
+        if self.patch_embed is None:
+            raise ModelError("this Swin3D was built with stem=False and has no patch embedding")
         x = self.patch_embed(rearrange(x, "b t c h w -> b c t h w"))
         if self.doy_embedding:
             x = x + self._doy_term(doy, x)
