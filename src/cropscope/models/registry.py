@@ -27,6 +27,8 @@ _BUILTIN: dict[str, tuple[str, str, str]] = {
              "Lightweight temporal attention encoder (L-TAE style, master-query pooling)"),
     "rf": ("cropscope.models.forest", "RandomForest",
            "Random forest (scikit-learn) on engineered features"),
+    "logreg": ("cropscope.models.linear", "LogisticRegression",
+               "Multinomial logistic regression on engineered features (fast baseline)"),
     "lightgbm": ("cropscope.models.boosting", "LightGBM",
                  "Gradient-boosted trees (LightGBM) on engineered features"),
     "hierarchical": ("cropscope.models.hierarchical", "HierarchicalClassifier",
