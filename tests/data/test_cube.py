@@ -223,3 +223,50 @@ def test_sinop_modis_cube(real_data_dir: Path) -> None:
     np.testing.assert_allclose(cube.values[0, 0], raw * 1e-4, rtol=1e-6)
     lo, hi = float(np.nanmin(cube.values)), float(np.nanmax(cube.values))
     assert lo == pytest.approx(-0.3301, abs=1e-4) and hi == pytest.approx(1.0238, abs=1e-4)
+
+
+# ---------------------------------------------------------------------------- sources
+def test_one_file_with_several_dates(tmp_path: Path) -> None:
+    """An 8-band file = 2 dates x 4 bands (the FTW layout), dates and band names given."""
+    import pickle
+
+    from cropscope.data.readers.cube import CubeLike, CubeSource
+
+    data = np.stack([np.full((3, 4), 100 * (i + 1), np.uint16) for i in range(8)])
+    path = write_raw(tmp_path / "stack.tif", data)
+    src = CubeSource.scan(path, dates=["2021-06-17", "2021-09-25"],
+                          band_names=["B04", "B03", "B02", "B08"], scale=1e-4)  # fmt: skip
+    assert isinstance(src, CubeLike)
+    assert src.bands == ["B04", "B03", "B02", "B08"]
+    assert [str(t) for t in src.times] == ["2021-06-17", "2021-09-25"]
+    cube = src.read()
+    assert cube.shape == (2, 4, 3, 4)
+    expected = [[0.01, 0.02, 0.03, 0.04], [0.05, 0.06, 0.07, 0.08]]
+    np.testing.assert_allclose(cube.values[:, :, 0, 0], expected, rtol=1e-6)
+    with src.opened():
+        blob = pickle.dumps(src)  # open handles are not pickled
+        assert src._handles is not None
+    back = pickle.loads(blob)
+    assert back._handles is None
+    np.testing.assert_array_equal(back.read(((1, 3), (0, 2))).values, cube.values[:, :, 1:3, :2])
+    with pytest.raises(DataError, match="8 bands, not 3 dates x 4"):
+        CubeSource.scan(path, dates=["2021-06-17", "2021-09-25", "2021-10-01"],
+                        band_names=["B04", "B03", "B02", "B08"])  # fmt: skip
+    # one name per band of a single-date file renames it
+    single = CubeSource.scan(path, dates=["2021-06-17"], band_names=[f"b{i}" for i in range(8)])
+    assert single.bands == [f"b{i}" for i in range(8)] and len(single.times) == 1
+
+
+@pytest.mark.realdata
+def test_ftw_austria_two_dates_in_one_file(real_data_dir: Path) -> None:
+    from cropscope.data.readers.cube import CubeSource
+
+    path = real_data_dir / "s2_geotiff_ftw_austria" / "inference-img.tif"
+    src = CubeSource.scan(path, dates=["2021-06-17", "2021-09-25"],
+                          band_names=["B04", "B03", "B02", "B08"], scale=1e-4)  # fmt: skip
+    assert src.shape == (379, 578) and src.crs == CRS.from_epsg(32633)
+    assert src.transform.c == 359130.0 and src.transform.f == 5352340.0
+    part = src.read(((100, 164), (200, 264)))
+    with rasterio.open(path) as ds:
+        raw = ds.read(window=((100, 164), (200, 264)))
+    np.testing.assert_allclose(part.values.reshape(8, 64, 64), raw * 1e-4, rtol=1e-6)

@@ -9,13 +9,21 @@ single-band file is named by ``band`` or by a band token in its file name (``NDV
 (``band1``, ``band2``, ... without). Several single-band files of the same date (e.g.
 ``B04_2021-05-01.tif`` and ``B08_2021-05-01.tif``) are stacked as bands of that date.
 
-All files must share shape, CRS and transform. Values are float32 with NaN for nodata.
+All files must share shape, CRS and transform, unless ``target=`` names one grid to align
+them to: files on another grid are then read through a GDAL ``WarpedVRT`` (bilinear, or
+nearest for categorical bands such as ``SCL``). Values are float32 with NaN for nodata.
+One file may also hold several dates (``band_names`` + ``dates``: the bands of the first
+date, then those of the next, ...).
+
+Every input kind (this module's :class:`CubeSource`, NetCDF/Zarr cubes, STAC catalogs,
+masked or aligned wrappers) satisfies the :class:`CubeLike` protocol the map job reads.
 
 Scaling convention (reflectance and indices end up in 0–1): ``scale`` (and an offset of
 0) when given; otherwise the file's own ``scales``/``offsets`` when it has any; otherwise
 ``1e-4`` for integer ``NDVI``/``EVI``/``EVI2`` bands (the MODIS MOD13Q1 convention: the
 Sinop ``.jp2`` files are int16 NDVI x 10000 with no scale in their metadata); otherwise
-no scaling. The factors used are in ``attrs["scale_factor"]`` (one per band).
+no scaling. The factors used are in ``attrs["scale_factor"]`` (one per band). Categorical bands
+(:data:`CATEGORICAL_BANDS`: ``SCL``, ``FMASK``, ``QA``, ...) are never scaled.
 """
 
 from __future__ import annotations
@@ -24,10 +32,10 @@ import glob as globlib
 import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import date as _date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -57,13 +65,112 @@ if TYPE_CHECKING:
     import xarray as xr
 
 __all__ = [
+    "CATEGORICAL_BANDS",
+    "CubeLike",
     "CubeSource",
     "date_from_name",
+    "make_cube",
     "pixel_centres",
     "read_cube",
+    "resolve_window",
     "write_geotiff",
     "write_grid",
 ]
+
+#: band names holding class codes or bit flags: never scaled, resampled with nearest
+CATEGORICAL_BANDS = frozenset({"SCL", "FMASK", "QA", "QA_PIXEL", "MASK", "CLOUD_MASK", "CLM"})
+
+
+@runtime_checkable
+class CubeLike(Protocol):
+    """What the map job needs from an input cube: one grid, dates, bands, windowed reads.
+
+    Satisfied by :class:`CubeSource` (raster files),
+    :class:`~cropscope.data.readers.xarray_cube.XarrayCubeSource` (NetCDF/Zarr),
+    :class:`~cropscope.data.readers.stac.StacCubeSource` (STAC catalogs) and the wrappers
+    :class:`~cropscope.data.readers.masks.MaskedCube` and
+    :class:`~cropscope.data.readers.align.AlignedCube`. Sources must pickle cheaply (no
+    open handles in their pickled state): the map job sends them to Dask workers.
+    """
+
+    @property
+    def shape(self) -> tuple[int, int]: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def crs(self) -> Any: ...
+    @property
+    def transform(self) -> Any: ...
+    @property
+    def times(self) -> list[np.datetime64]: ...
+    @property
+    def bands(self) -> list[str]: ...
+    @property
+    def files(self) -> list[Path]: ...
+
+    def opened(self) -> AbstractContextManager[Any]:
+        """Keep files open across reads while the block runs."""
+        ...
+
+    def read(self, window: Any = None) -> xr.DataArray:
+        """``(time, band, y, x)`` float32 cube of ``window`` (all of it when None)."""
+        ...
+
+
+def resolve_window(
+    window: Any, height: int, width: int, transform: Any
+) -> tuple[slice, slice, Any]:
+    """``(rows, cols, transform)`` of a window (rasterio ``Window``,
+    ``((row_start, row_stop), (col_start, col_stop))`` or None = the whole grid)."""
+    from rasterio.windows import Window
+    from rasterio.windows import transform as window_transform
+
+    if window is None:
+        return slice(0, height), slice(0, width), transform
+    if not isinstance(window, Window):
+        window = Window.from_slices(*window)
+    if (window.col_off < 0 or window.row_off < 0 or window.width <= 0
+            or window.height <= 0 or window.col_off + window.width > width
+            or window.row_off + window.height > height):  # fmt: skip
+        raise DataError(f"window {window} is outside the {height}x{width} grid")
+    r0, c0 = int(window.row_off), int(window.col_off)
+    rows, cols = slice(r0, r0 + int(window.height)), slice(c0, c0 + int(window.width))
+    if (r0, c0) != (0, 0):
+        transform = window_transform(window, transform)
+    return rows, cols, transform
+
+
+def make_cube(
+    data: np.ndarray,
+    times: Sequence[np.datetime64],
+    bands: Sequence[str],
+    transform: Any,
+    crs: Any,
+    scale_factor: Sequence[float] | None = None,
+) -> xr.DataArray:
+    """A ``(time, band, y, x)`` float32 cube with pixel-centre coords and its grid written."""
+    import xarray as xr
+
+    height, width = data.shape[2:]
+    ys, xs = pixel_centres(transform, height, width)
+    cube = xr.DataArray(
+        np.asarray(data, dtype=np.float32),
+        dims=("time", "band", "y", "x"),
+        coords={
+            "time": np.array(times, dtype="datetime64[ns]"),
+            "band": list(bands),
+            "y": ys,
+            "x": xs,
+        },
+        name="cube",
+    )
+    cube = write_grid(cube, crs, transform)
+    cube.attrs["scale_factor"] = (
+        [float(f) for f in scale_factor] if scale_factor is not None else [1.0] * len(bands)
+    )
+    return cube
 
 _RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img", ".nc")
 _DATE_PATTERNS = (
@@ -73,7 +180,7 @@ _DATE_PATTERNS = (
 )
 _BAND_TOKEN = re.compile(
     r"^(NDVI|EVI2?|NDWI|NDMI|SAVI|NBR|LAI|BLUE|GREEN|RED|NIR|MIR|SWIR[12]?|VV|VH|"
-    r"B0?[1-9]|B1[0-2]|B8A)$",
+    r"B0?[1-9]|B1[0-2]|B8A|SCL|FMASK|CLM)$",
     re.IGNORECASE,
 )
 _INDEX_BANDS = {"NDVI", "EVI", "EVI2"}
@@ -163,6 +270,8 @@ def _inspect(path: Path, band: str | None) -> dict[str, Any]:
 def _scaling(info: Mapping[str, Any], i: int, scale: float | None) -> tuple[float, float]:
     """(factor, offset) of band ``i`` of a file (see the module docstring)."""
     file_scale, file_offset = info["scales"][i], info["offsets"][i]
+    if info["names"][i].upper() in CATEGORICAL_BANDS:
+        return 1.0, 0.0
     if scale is not None:
         return float(scale), 0.0
     if file_scale not in (None, 1.0) or file_offset not in (None, 0.0):
@@ -191,7 +300,7 @@ class CubeSource:
     :meth:`read` reads the whole cube or one window of it (rasterio windowed reads), so a
     map job can stream a scene window by window. :func:`read_cube` is
     ``CubeSource.scan(...).read()``. Use ``with source.opened():`` to keep the files open
-    across many reads.
+    across many reads. Files on another grid than ``target`` are warped to it on the fly.
     """
 
     def __init__(
@@ -202,6 +311,8 @@ class CubeSource:
         plan: list[list[tuple[int, int]]],
         factors: list[list[tuple[float, float]]],
         nodata: float | None,
+        grid: tuple[Any, Any, tuple[int, int]] | None = None,
+        resampling: str = "bilinear",
     ) -> None:
         self._layers = layers
         self.times = times
@@ -210,11 +321,24 @@ class CubeSource:
         self._plan = plan
         self._factors = factors
         self._nodata = nodata
+        self._resampling = resampling
         self._handles: dict[int, Any] | None = None
         ref = layers[0]
-        self.shape: tuple[int, int] = tuple(ref["shape"])  # type: ignore[assignment]
-        self.crs = ref["crs"]
-        self.transform = ref["transform"]
+        crs, transform, shape = grid if grid is not None else (
+            ref["crs"], ref["transform"], tuple(ref["shape"])
+        )
+        self.shape: tuple[int, int] = (int(shape[0]), int(shape[1]))
+        self.crs = crs
+        self.transform = transform
+        for layer in layers:
+            layer["warp"] = (layer["crs"], layer["transform"], tuple(layer["shape"])) != (
+                crs, transform, self.shape
+            )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_handles"] = None  # open files stay with the process that opened them
+        return state
 
     @classmethod
     def scan(
@@ -225,9 +349,28 @@ class CubeSource:
         band: str | None = None,
         scale: float | None = None,
         nodata: float | None = None,
+        band_names: Sequence[str] | None = None,
+        target: Any = None,
+        resampling: str = "bilinear",
     ) -> CubeSource:
-        """Find the files, their dates and band names and check they share one grid."""
+        """Find the files, their dates and band names and check they share one grid.
+
+        ``band_names`` names the bands of every file (overriding descriptions and file-name
+        tokens); a single file with ``len(dates) * len(band_names)`` bands holds several
+        dates, date after date. ``target`` is the grid to align to: ``"first"`` (the first
+        file's), a :class:`~cropscope.data.readers.align.Grid` or anything
+        :meth:`Grid.of <cropscope.data.readers.align.Grid.of>` takes (a raster path, a
+        cube, another source); files on another grid are warped with ``resampling``
+        (nearest for :data:`CATEGORICAL_BANDS`).
+        """
         files = _resolve(source)
+        per_file_dates = dates
+        multi_date = (
+            dates is not None and band_names is not None and len(files) == 1
+            and len(dates) > 1
+        )  # fmt: skip
+        if multi_date:
+            per_file_dates = None
         if dates is None:
             parsed = [date_from_name(p.name) for p in files]
             missing = [p.name for p, d in zip(files, parsed, strict=True) if d is None]
@@ -237,33 +380,60 @@ class CubeSource:
                     "pass dates="
                 )
             file_dates = [np.datetime64(d, "D") for d in parsed]
+        elif per_file_dates is None:
+            file_dates = [np.datetime64("NaT", "D")]
         else:
-            if len(dates) != len(files):
-                raise DataError(f"{len(dates)} dates given for {len(files)} files")
-            try:
-                file_dates = [np.datetime64(d, "D") for d in dates]
-            except (ValueError, TypeError) as exc:
-                raise DataError(f"cannot interpret the given dates: {exc}") from None
+            if len(per_file_dates) != len(files):
+                raise DataError(f"{len(per_file_dates)} dates given for {len(files)} files")
+            file_dates = _as_dates(per_file_dates)
 
         layers = [_inspect(p, band) for p in files]
-        ref = layers[0]
-        for layer in layers[1:]:
-            for key, what in (("shape", "shape"), ("crs", "CRS"), ("transform", "transform")):
-                if layer[key] != ref[key]:
-                    raise DataError(
-                        f"{layer['path'].name} has a different {what} ({layer[key]}) than "
-                        f"{ref['path'].name} ({ref[key]}); all files must share the same grid"
-                    )
+        # (date, band name, 0-based band index) of every band of every file
+        entries: list[list[tuple[np.datetime64, str, int]]] = []
+        for d, layer in zip(file_dates, layers, strict=True):
+            count = layer["count"]
+            if band_names is None:
+                entries.append([(d, name, i) for i, name in enumerate(layer["names"])])
+                continue
+            names = [str(b) for b in band_names]
+            layer_dates = _as_dates(dates) if multi_date else [d]  # type: ignore[arg-type]
+            if count != len(names) * len(layer_dates):
+                raise DataError(
+                    f"{layer['path'].name} has {count} bands, not {len(layer_dates)} dates x "
+                    f"{len(names)} band_names"
+                )
+            layer["names"] = names * len(layer_dates)
+            entries.append([
+                (layer_dates[i // len(names)], names[i % len(names)], i) for i in range(count)
+            ])  # fmt: skip
+
+        grid = None
+        if target is not None:
+            from cropscope.data.readers.align import Grid
+
+            g = Grid.of(layers[0]["path"]) if isinstance(target, str) and target == "first" \
+                else Grid.of(target)  # fmt: skip
+            grid = (g.crs, g.transform, g.shape)
+        else:
+            ref = layers[0]
+            for layer in layers[1:]:
+                for key, what in (("shape", "shape"), ("crs", "CRS"), ("transform", "transform")):
+                    if layer[key] != ref[key]:
+                        raise DataError(
+                            f"{layer['path'].name} has a different {what} ({layer[key]}) "
+                            f"than {ref['path'].name} ({ref[key]}); all files must share the "
+                            "same grid (or pass target= to align them)"
+                        )
 
         # group by date; bands of one date may come from several files
         by_date: dict[np.datetime64, dict[str, tuple[int, int]]] = {}
         band_order: list[str] = []
-        for d, (k, layer) in zip(file_dates, enumerate(layers), strict=True):
-            slot = by_date.setdefault(d, {})
-            for i, name in enumerate(layer["names"]):
+        for k, layer_entries in enumerate(entries):
+            for d, name, i in layer_entries:
+                slot = by_date.setdefault(d, {})
                 if name in slot:
                     raise DataError(
-                        f"two files give band {name!r} for {d} (e.g. {layer['path'].name}); "
+                        f"two files give band {name!r} for {d} (e.g. {layers[k]['path'].name}); "
                         "pass dates= or band= to tell them apart"
                     )
                 slot[name] = (k, i)
@@ -276,7 +446,7 @@ class CubeSource:
                 raise DataError(f"date {d} lacks the bands {absent}; every date needs every band")
         plan = [[by_date[d][b] for b in band_order] for d in times]
         factors = [[_scaling(layers[k], i, scale) for k, i in row] for row in plan]
-        return cls(layers, times, band_order, plan, factors, nodata)
+        return cls(layers, times, band_order, plan, factors, nodata, grid, resampling)
 
     @property
     def files(self) -> list[Path]:
@@ -291,89 +461,107 @@ class CubeSource:
     def width(self) -> int:
         return self.shape[1]
 
+    def _layer_nodata(self, k: int) -> float | None:
+        nd = self._nodata if self._nodata is not None else self._layers[k]["nodata"][0]
+        return None if nd is None else float(nd)
+
+    def _open_layer(self, k: int, stack: Any) -> Any:
+        """Layer ``k`` opened (warped to the source's grid when needed) in ``stack``."""
+        import rasterio
+
+        layer = self._layers[k]
+        src = stack.enter_context(rasterio.open(layer["path"]))
+        if not layer["warp"]:
+            return src
+        from rasterio.enums import Resampling
+        from rasterio.vrt import WarpedVRT
+
+        categorical = any(n.upper() in CATEGORICAL_BANDS for n in layer["names"])
+        method = Resampling.nearest if categorical else Resampling[self._resampling]
+        nd = self._layer_nodata(k)
+        options: dict[str, Any] = {
+            "crs": self.crs, "transform": self.transform, "width": self.width,
+            "height": self.height, "resampling": method,
+        }  # fmt: skip
+        if nd is None:
+            options["add_alpha"] = True  # marks pixels the file does not cover
+        else:
+            options.update(src_nodata=nd, nodata=nd)
+        return stack.enter_context(WarpedVRT(src, **options))
+
     @contextmanager
     def opened(self) -> Iterator[CubeSource]:
         """Keep every file open while the block runs (faster repeated window reads)."""
-        import rasterio
+        import contextlib
 
         if self._handles is not None:
             yield self
             return
-        handles: dict[int, Any] = {}
-        try:
+        from rasterio.errors import NotGeoreferencedWarning
+
+        with contextlib.ExitStack() as stack:
             with warnings.catch_warnings():
-                from rasterio.errors import NotGeoreferencedWarning
-
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                for k, layer in enumerate(self._layers):
-                    handles[k] = rasterio.open(layer["path"])
+                handles = {k: self._open_layer(k, stack) for k in range(len(self._layers))}
             self._handles = handles
-            yield self
-        finally:
-            self._handles = None
-            for h in handles.values():
-                h.close()
+            try:
+                yield self
+            finally:
+                self._handles = None
 
-    def _read_layers(self, window: Any) -> dict[int, np.ndarray]:
-        import rasterio
+    def _read_layers(self, window: Any) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
+        """Raw bands of each layer in ``window`` and, for warped layers without nodata,
+        where the file has no data."""
+        import contextlib
+
         from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
-        out: dict[int, np.ndarray] = {}
+        out: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             for k, layer in enumerate(self._layers):
                 try:
-                    if self._handles is not None:
-                        out[k] = self._handles[k].read(window=window)
-                    else:
-                        with rasterio.open(layer["path"]) as src:
-                            out[k] = src.read(window=window)
+                    with contextlib.ExitStack() as stack:
+                        if self._handles is not None:
+                            ds = self._handles[k]
+                        else:
+                            ds = self._open_layer(k, stack)
+                        raw = ds.read(window=window)
                 except RasterioIOError as exc:
                     raise DataError(f"cannot read raster {layer['path']}: {exc}") from None
+                outside = None
+                if layer["warp"] and self._layer_nodata(k) is None:
+                    raw, outside = raw[:-1], raw[-1] == 0
+                out[k] = (raw, outside)
         return out
 
     def read(self, window: Any = None) -> xr.DataArray:
         """The cube, or the part inside ``window`` (a rasterio ``Window`` or
         ``((row_start, row_stop), (col_start, col_stop))``), as ``(time, band, y, x)``."""
-        import xarray as xr
         from rasterio.windows import Window
-        from rasterio.windows import transform as window_transform
 
-        height, width = self.shape
-        transform = self.transform
-        if window is not None:
-            if not isinstance(window, Window):
-                window = Window.from_slices(*window)
-            full = Window(0, 0, width, height)
-            if (window.col_off < 0 or window.row_off < 0 or window.width <= 0
-                    or window.height <= 0 or window.col_off + window.width > width
-                    or window.row_off + window.height > height):  # fmt: skip
-                raise DataError(f"window {window} is outside the {height}x{width} grid")
-            if window != full:
-                transform = window_transform(window, self.transform)
-            height, width = int(window.height), int(window.width)
-        raw = self._read_layers(window)
+        rows, cols, transform = resolve_window(window, self.height, self.width, self.transform)
+        height, width = rows.stop - rows.start, cols.stop - cols.start
+        raw = self._read_layers(Window.from_slices(rows, cols))
         data = np.empty((len(self.times), len(self.bands), height, width), dtype=np.float32)
         for t, row in enumerate(self._plan):
             for c, (k, i) in enumerate(row):
                 nd = self._nodata if self._nodata is not None else self._layers[k]["nodata"][i]
-                data[t, c] = _to_float(raw[k][i], nd, *self._factors[t][c])
+                values, outside = raw[k]
+                data[t, c] = _to_float(values[i], nd, *self._factors[t][c])
+                if outside is not None:
+                    data[t, c][outside] = np.nan
+        return make_cube(
+            data, self.times, self.bands, transform, self.crs,
+            [f for f, _ in self._factors[0]],
+        )  # fmt: skip
 
-        ys, xs = pixel_centres(transform, height, width)
-        cube = xr.DataArray(
-            data,
-            dims=("time", "band", "y", "x"),
-            coords={
-                "time": np.array(self.times, dtype="datetime64[ns]"),
-                "band": list(self.bands),
-                "y": ys,
-                "x": xs,
-            },
-            name="cube",
-        )
-        cube = write_grid(cube, self.crs, transform)
-        cube.attrs["scale_factor"] = [float(f) for f, _ in self._factors[0]]
-        return cube
+
+def _as_dates(dates: Sequence[Any]) -> list[np.datetime64]:
+    try:
+        return [np.datetime64(d, "D") for d in dates]
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"cannot interpret the given dates: {exc}") from None
 
 
 def read_cube(

@@ -1,0 +1,249 @@
+"""One grid for every input: grid descriptions and on-the-fly reprojection of any cube.
+
+A :class:`Grid` is a CRS, a north-up affine transform and a shape. :class:`AlignedCube`
+wraps any :class:`~cropscope.data.readers.cube.CubeLike` source and presents it on another
+grid: each window is read from the source (only the part covering the window, plus a
+two-pixel margin) and warped with GDAL (``rasterio.warp.reproject``), bilinear by
+default and nearest for categorical bands (``SCL``, ``FMASK``, ...). NaN stays nodata.
+Raster folders can also be aligned while reading (``CubeSource.scan(..., target=grid)``,
+one ``WarpedVRT`` per file).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cropscope.data.readers.cube import CATEGORICAL_BANDS, CubeLike, make_cube, resolve_window
+from cropscope.errors import DataError
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["AlignedCube", "Grid"]
+
+
+def _as_crs(crs: Any) -> Any:
+    from rasterio.crs import CRS
+
+    if crs is None or isinstance(crs, CRS):
+        return crs
+    if hasattr(crs, "to_wkt"):  # pyproj / odc-geo CRS
+        return CRS.from_wkt(crs.to_wkt())
+    return CRS.from_user_input(crs)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A north-up raster grid: CRS, affine transform, ``height`` x ``width`` pixels."""
+
+    crs: Any
+    transform: Any
+    height: int
+    width: int
+
+    def __post_init__(self) -> None:
+        from affine import Affine
+
+        object.__setattr__(self, "crs", _as_crs(self.crs))
+        object.__setattr__(self, "transform", Affine(*tuple(self.transform)[:6]))
+        if self.height <= 0 or self.width <= 0:
+            raise DataError(f"a grid needs a positive shape, got {self.height}x{self.width}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)``."""
+        from rasterio.transform import array_bounds
+
+        west, south, east, north = array_bounds(self.height, self.width, self.transform)
+        return (west, south, east, north)
+
+    @property
+    def resolution(self) -> tuple[float, float]:
+        return (abs(self.transform.a), abs(self.transform.e))
+
+    @classmethod
+    def of(cls, like: Any) -> Grid:
+        """The grid of a :class:`Grid`, a source or cube (``crs``/``transform``/``shape``
+        or rioxarray), an open rasterio dataset, a raster path or a profile mapping."""
+        if isinstance(like, Grid):
+            return like
+        if isinstance(like, str | Path):
+            import rasterio
+
+            with rasterio.open(like) as src:
+                return cls(src.crs, src.transform, src.height, src.width)
+        if isinstance(like, Mapping):
+            return cls(like["crs"], like["transform"], int(like["height"]), int(like["width"]))
+        if hasattr(like, "rio") and hasattr(like, "sizes"):
+            return cls(like.rio.crs, like.rio.transform(), like.sizes["y"], like.sizes["x"])
+        if hasattr(like, "crs") and hasattr(like, "transform"):
+            if hasattr(like, "height") and hasattr(like, "width"):
+                return cls(like.crs, like.transform, int(like.height), int(like.width))
+            h, w = like.shape
+            return cls(like.crs, like.transform, int(h), int(w))
+        raise DataError(f"cannot take a grid from {type(like).__name__}")
+
+    @classmethod
+    def from_bounds(
+        cls,
+        bounds: Iterable[float],
+        crs: Any,
+        resolution: float | tuple[float, float],
+    ) -> Grid:
+        """The grid of ``resolution`` covering ``(left, bottom, right, top)`` in ``crs``
+        (snapped outward to whole multiples of the resolution)."""
+        from affine import Affine
+
+        left, bottom, right, top = (float(v) for v in bounds)
+        rx, ry = (resolution, resolution) if np.isscalar(resolution) else resolution  # type: ignore[misc]
+        rx, ry = float(rx), float(ry)
+        x0, y1 = math.floor(left / rx) * rx, math.ceil(top / ry) * ry
+        width = max(1, math.ceil((right - x0) / rx - 1e-9))
+        height = max(1, math.ceil((y1 - bottom) / ry - 1e-9))
+        return cls(crs, Affine(rx, 0.0, x0, 0.0, -ry, y1), height, width)
+
+    def with_resolution(self, resolution: float | tuple[float, float]) -> Grid:
+        """The same area (same origin, covered wholly) at another resolution."""
+        from affine import Affine
+
+        rx, ry = (resolution, resolution) if np.isscalar(resolution) else resolution  # type: ignore[misc]
+        left, bottom, right, top = self.bounds
+        width = max(1, math.ceil((right - left) / float(rx) - 1e-9))
+        height = max(1, math.ceil((top - bottom) / float(ry) - 1e-9))
+        return Grid(self.crs, Affine(float(rx), 0.0, left, 0.0, -float(ry), top), height, width)
+
+    def to_crs(self, crs: Any, resolution: float | tuple[float, float] | None = None) -> Grid:
+        """This grid's area in another CRS (GDAL's suggested resolution unless given)."""
+        from rasterio.warp import calculate_default_transform
+
+        crs = _as_crs(crs)
+        kwargs = {"resolution": resolution} if resolution is not None else {}
+        transform, width, height = calculate_default_transform(
+            self.crs, crs, self.width, self.height, *self.bounds, **kwargs
+        )
+        return Grid(crs, transform, int(height), int(width))
+
+
+class AlignedCube:
+    """Any cube source presented on ``target``'s grid, warped window by window.
+
+    ``resampling`` is a GDAL method name (``"bilinear"``, ``"nearest"``, ``"cubic"``,
+    ``"average"``, ...); bands in ``nearest_bands`` (default: the categorical bands, e.g.
+    ``SCL``) always use nearest. Pixels the source does not cover are NaN.
+    """
+
+    def __init__(
+        self,
+        source: CubeLike,
+        target: Any,
+        *,
+        resampling: str = "bilinear",
+        nearest_bands: Iterable[str] = CATEGORICAL_BANDS,
+    ) -> None:
+        from rasterio.enums import Resampling
+
+        if source.crs is None:
+            raise DataError("cannot align a source without a CRS")
+        try:
+            Resampling[resampling]
+        except KeyError:
+            raise DataError(f"unknown resampling method {resampling!r}") from None
+        self.source = source
+        self.grid = Grid.of(target)
+        self.resampling = resampling
+        self.nearest_bands = frozenset(b.upper() for b in nearest_bands)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.grid.shape
+
+    @property
+    def height(self) -> int:
+        return self.grid.height
+
+    @property
+    def width(self) -> int:
+        return self.grid.width
+
+    @property
+    def crs(self) -> Any:
+        return self.grid.crs
+
+    @property
+    def transform(self) -> Any:
+        return self.grid.transform
+
+    @property
+    def times(self) -> list[np.datetime64]:
+        return list(self.source.times)
+
+    @property
+    def bands(self) -> list[str]:
+        return list(self.source.bands)
+
+    @property
+    def files(self) -> list[Path]:
+        return list(self.source.files)
+
+    def opened(self) -> AbstractContextManager[Any]:
+        """The source's :meth:`opened`."""
+        return self.source.opened()
+
+    def source_window(self, window: Any = None) -> tuple[slice, slice] | None:
+        """The source rows/cols that cover ``window`` of the target grid, with a two-pixel
+        margin for interpolation; None where the source does not reach."""
+        from rasterio.warp import transform_bounds
+        from rasterio.windows import from_bounds
+
+        rows, cols, transform = resolve_window(window, self.height, self.width, self.transform)
+        sub = Grid(self.crs, transform, rows.stop - rows.start, cols.stop - cols.start)
+        bounds = sub.bounds
+        if self.crs != self.source.crs:
+            bounds = transform_bounds(self.crs, self.source.crs, *bounds, densify_pts=21)
+        win = from_bounds(*bounds, transform=self.source.transform)
+        r0 = max(0, math.floor(win.row_off) - 2)
+        c0 = max(0, math.floor(win.col_off) - 2)
+        r1 = min(self.source.height, math.ceil(win.row_off + win.height) + 2)
+        c1 = min(self.source.width, math.ceil(win.col_off + win.width) + 2)
+        if r1 <= r0 or c1 <= c0:
+            return None
+        return slice(r0, r1), slice(c0, c1)
+
+    def read(self, window: Any = None) -> xr.DataArray:
+        """``window`` of the target grid as a ``(time, band, y, x)`` float32 cube."""
+        from rasterio.enums import Resampling
+        from rasterio.warp import reproject
+
+        rows, cols, transform = resolve_window(window, self.height, self.width, self.transform)
+        h, w = rows.stop - rows.start, cols.stop - cols.start
+        n_t, n_b = len(self.times), len(self.bands)
+        out = np.full((n_t, n_b, h, w), np.nan, dtype=np.float32)
+        src_win = self.source_window(window)
+        factors = None
+        if src_win is not None:
+            src = self.source.read(((src_win[0].start, src_win[0].stop),
+                                    (src_win[1].start, src_win[1].stop)))  # fmt: skip
+            factors = src.attrs.get("scale_factor")
+            values = np.ascontiguousarray(src.values, dtype=np.float32)
+            src_transform = src.rio.transform()
+            for c, band in enumerate(self.bands):
+                method = "nearest" if band.upper() in self.nearest_bands else self.resampling
+                dst = np.full((n_t, h, w), np.nan, dtype=np.float32)
+                reproject(
+                    values[:, c], dst, src_transform=src_transform, src_crs=self.source.crs,
+                    src_nodata=np.nan, dst_transform=transform, dst_crs=self.crs,
+                    dst_nodata=np.nan, resampling=Resampling[method],
+                )  # fmt: skip
+                out[:, c] = dst
+        return make_cube(out, self.times, self.bands, transform, self.crs, factors)
