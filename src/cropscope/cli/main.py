@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
@@ -53,6 +54,9 @@ _register()
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: user errors become one line on stderr, exit code 2."""
     warnings.filterwarnings("ignore", category=UserWarning, module="rdata")
+    # GDAL's block cache defaults to 5 % of RAM per process; windowed map reads touch each
+    # block once, so a small cache keeps map jobs' memory bounded (user settings win)
+    os.environ.setdefault("GDAL_CACHEMAX", "256")
     try:
         cli.main(args=argv, prog_name="cropscope", standalone_mode=False)
     except click.exceptions.Abort:

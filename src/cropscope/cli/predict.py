@@ -32,8 +32,10 @@ def _is_table(path: Path) -> bool:
               help="Scale factor applied to cube values (default: from file metadata).")
 @click.option("--tile", type=int, default=512, show_default=True,
               help="Cube: window size in pixels (memory grows with tile^2 x dates x bands).")
-@click.option("--halo", type=int, default=0, show_default=True,
-              help="Cube: context pixels read around each window (spatial models).")
+@click.option("--halo", type=int, default=None,
+              help="Cube: context pixels read around each window (default: what the model "
+                   "needs: 0 for pixel models, the patch radius for patch models, the "
+                   "model's context for scene models, whose overlaps are blended).")
 @click.option("--batch-size", type=int, default=65536, show_default=True,
               help="Cube: pixels per predict call.")
 @click.option("--workers", type=int, default=None,
@@ -42,16 +44,30 @@ def _is_table(path: Path) -> bool:
               help="Cube: predict on a running Dask cluster (e.g. tcp://host:8786).")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Cube: continue an interrupted job for the same output and settings.")
+@click.option("--parcels", "parcels_path", type=click.Path(path_type=Path), default=None,
+              help="Cube: parcel polygons (GeoPackage, GeoParquet, Shapefile, GeoJSON) to "
+                   "summarise per parcel.")
+@click.option("--parcel-mode", type=click.Choice(["aggregate", "mean", "median"]),
+              default="aggregate", show_default=True,
+              help="aggregate: mean of the map's pixel probabilities per parcel; "
+                   "mean/median: the model classifies each parcel's mean/median series "
+                   "(a parcel-level model; no pixel map is made).")
+@click.option("--parcels-out", type=click.Path(path_type=Path), default=None,
+              help="Parcel output (.parquet or .gpkg; default OUT_parcels.parquet).")
+@click.option("--id-column", "parcel_id", default=None,
+              help="Parcels: the id column (default: parcel_id, created when absent).")
 def predict(
     run_dir: Path, input_path: Path, out_path: Path, id_col: str, time_col: str,
-    scale: float | None, tile: int, halo: int, batch_size: int, workers: int | None,
-    scheduler: str | None, resume: bool,
+    scale: float | None, tile: int, halo: int | None, batch_size: int, workers: int | None,
+    scheduler: str | None, resume: bool, parcels_path: Path | None, parcel_mode: str,
+    parcels_out: Path | None, parcel_id: str | None,
 ) -> None:
     """Predict classes for samples (table) or for every pixel of a cube (map).
 
     A cube is mapped window by window (resumable) into Cloud-Optimized GeoTIFFs: OUT
     (labels), OUT_probabilities and OUT_uncertainty, plus a PNG quick-look and a JSON
-    summary of the area per class.
+    summary of the area per class. With --parcels, a parcel table (class, probability,
+    pixel count, per-class probabilities) is written too.
     """
     from cropscope.errors import DataError
     from cropscope.training.rundir import load_run
@@ -60,11 +76,27 @@ def predict(
     if _is_table(input_path):
         if workers is not None or scheduler is not None:
             raise DataError("--workers/--scheduler apply to image cubes, not to tables")
+        if parcels_path is not None:
+            raise DataError("--parcels applies to image cubes, not to tables")
         _predict_table(model, input_path, out_path, id_col, time_col)
-    else:
-        _predict_cube(model, input_path, out_path, scale=scale, tile=tile, halo=halo,
-                      batch_size=batch_size, workers=workers, scheduler=scheduler,
-                      resume=resume)  # fmt: skip
+        return
+    targets = output_paths(out_path)
+    parcels_out = parcels_out or targets["parcels"]
+    if parcels_path is not None and parcel_mode != "aggregate":
+        _predict_parcel_series(model, input_path, parcels_path, parcels_out, scale=scale,
+                               stat=parcel_mode, id_column=parcel_id)  # fmt: skip
+        return
+    _predict_cube(model, input_path, out_path, scale=scale, tile=tile, halo=halo,
+                  batch_size=batch_size, workers=workers, scheduler=scheduler,
+                  resume=resume)  # fmt: skip
+    if parcels_path is not None:
+        from cropscope.mapping.parcels import aggregate_parcels, write_parcels
+
+        table = aggregate_parcels(parcels_path, targets["probabilities"],
+                                  labels_tif=targets["labels"], id_column=parcel_id)
+        write_parcels(table, parcels_out)
+        log(f"{len(table)} parcels ({int((table['pixel_count'] > 0).sum())} with pixels) "
+            f"written to {parcels_out}")
 
 
 def _predict_table(model, input_path: Path, out_path: Path, id_col: str, time_col: str) -> None:
@@ -107,21 +139,35 @@ def output_paths(out_path: Path) -> dict[str, Path]:
         "uncertainty": out_path.with_name(f"{stem}_uncertainty{suffix}"),
         "preview": out_path.with_name(f"{stem}.png"),
         "areas": out_path.with_name(f"{stem}_areas.json"),
+        "parcels": out_path.with_name(f"{stem}_parcels.parquet"),
     }
+
+
+def _predict_parcel_series(
+    model: Any, input_path: Path, parcels_path: Path, out: Path, *, scale: float | None,
+    stat: str, id_column: str | None,
+) -> None:  # fmt: skip
+    from cropscope.data.readers.open import open_cube_source
+    from cropscope.mapping.parcels import predict_parcels, write_parcels
+
+    source = open_cube_source(input_path, scale=scale)
+    table = predict_parcels(model, parcels_path, source, stat=stat, id_column=id_column)
+    write_parcels(table, out)
+    log(f"{len(table)} parcels classified from their {stat} series, written to {out}")
 
 
 def _predict_cube(
     model: Any, input_path: Path, out_path: Path, *, scale: float | None, tile: int,
-    halo: int, batch_size: int, workers: int | None, scheduler: str | None, resume: bool,
+    halo: int | None, batch_size: int, workers: int | None, scheduler: str | None, resume: bool,
 ) -> None:  # fmt: skip
     import os
     import shutil
 
-    from cropscope.data.readers.cube import CubeSource
+    from cropscope.data.readers.open import open_cube_source
     from cropscope.io import write_json
     from cropscope.mapping import run_map_job
 
-    source = CubeSource.scan(input_path, scale=scale)
+    source = open_cube_source(input_path, scale=scale)
     log(f"cube: {len(source.times)} dates x {len(source.bands)} bands x "
         f"{source.height} x {source.width} pixels from {input_path}")  # fmt: skip
     targets = output_paths(out_path)

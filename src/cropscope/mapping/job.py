@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import shutil
 import sys
 import warnings
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cropscope.data.readers.cube import CubeSource
+from cropscope.data.readers.cube import CubeLike
 from cropscope.errors import DataError
 from cropscope.io import atomic_path, read_json, write_json
 from cropscope.mapping.classify import NODATA_LABEL, class_colormap
@@ -80,7 +81,7 @@ def _block_size(tile: int) -> int:
     return 256
 
 
-def _check_model(model: Classifier, source: CubeSource) -> None:
+def _check_model(model: Classifier, source: CubeLike) -> None:
     card = model._require_card()
     if len(card.classes) >= NODATA:
         raise DataError(f"too many classes for an 8-bit map: {len(card.classes)}")
@@ -96,7 +97,7 @@ def _check_model(model: Classifier, source: CubeSource) -> None:
         )
 
 
-def _fingerprint(model: Classifier, source: CubeSource, tile: int, halo: int) -> dict[str, Any]:
+def _fingerprint(model: Classifier, source: CubeLike, tile: int, halo: int) -> dict[str, Any]:
     return {
         "input_kind": getattr(model, "input_kind", "pixels"),
         "files": [str(p.resolve()) for p in source.files],
@@ -113,7 +114,7 @@ def _fingerprint(model: Classifier, source: CubeSource, tile: int, halo: int) ->
 
 
 def _create_intermediates(
-    partial: Path, source: CubeSource, classes: list[str], tile: int
+    partial: Path, source: CubeLike, classes: list[str], tile: int
 ) -> dict[str, Path]:
     import rasterio
 
@@ -153,14 +154,14 @@ def _create_intermediates(
 
 
 def _predict_task(
-    predictor: WindowPredictor, source: CubeSource, window: MapWindow
+    predictor: WindowPredictor, source: CubeLike, window: MapWindow
 ) -> tuple[MapWindow, dict[str, np.ndarray]]:
     """A Dask task: one window's arrays, with the window they belong to."""
     return window, predictor(source, window)
 
 
 def _local_predictions(
-    predictor: WindowPredictor, source: CubeSource, todo: list[MapWindow]
+    predictor: WindowPredictor, source: CubeLike, todo: list[MapWindow]
 ) -> Iterator[tuple[MapWindow, dict[str, np.ndarray]]]:
     """Predict the windows one after another in this process, keeping the files open."""
     with source.opened():
@@ -180,7 +181,7 @@ def _import_distributed() -> Any:
 
 def _dask_predictions(
     predictor: WindowPredictor,
-    source: CubeSource,
+    source: CubeLike,
     todo: list[MapWindow],
     workers: int | None,
     scheduler: str | None,
@@ -205,9 +206,11 @@ def _dask_predictions(
                 ) from None
             stack.callback(client.close)
         else:
+            # workers get a small GDAL block cache too (the default is 5 % of RAM each)
+            cache = os.environ.get("GDAL_CACHEMAX", "256")
             cluster = distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True,
-                dashboard_address=None,
+                dashboard_address=None, env={"GDAL_CACHEMAX": cache},
             )  # fmt: skip
             stack.callback(cluster.close)
             client = distributed.Client(cluster)
@@ -368,7 +371,7 @@ def _overlaps(a: MapWindow, b: MapWindow) -> bool:
 
 def run_map_job(
     model: Classifier,
-    cube_source: CubeSource | str | Path | Sequence[str | Path],
+    cube_source: CubeLike | str | Path | Sequence[str | Path],
     out_dir: str | Path,
     *,
     tile: int = 512,
@@ -382,12 +385,13 @@ def run_map_job(
 ) -> MapJobResult:
     """Classify a scene window by window into COG labels, probabilities and uncertainty.
 
-    ``cube_source`` is a :class:`CubeSource` or anything :func:`read_cube` reads (scanned
-    with its defaults). ``tile`` is the window size in pixels; ``halo`` the context read
-    around each window for spatial models; ``None`` takes what the model needs (none for
-    pixel models, the patch radius for patch models, the model's ``context`` for scene
-    models, whose overlapping predictions are cross-faded; see
-    :mod:`cropscope.mapping.predictors`).
+    ``cube_source`` is a cube source (:class:`~cropscope.data.readers.cube.CubeLike`:
+    raster files, NetCDF/Zarr, STAC, masked, aligned or composited) or anything
+    :func:`~cropscope.data.readers.open.open_cube_source` opens with its defaults.
+    ``tile`` is the window size in pixels; ``halo`` the context read around each window
+    for spatial models; ``None`` takes what the model needs (none for pixel models, the
+    patch radius for patch models, the model's ``context`` for scene models, whose
+    overlapping predictions are cross-faded; see :mod:`cropscope.mapping.predictors`).
     With ``resume`` a job in ``out_dir`` with the same settings continues from its journal
     (a finished one returns at once); without it the job starts over. ``on_window(window)``
     is called after each window is recorded as done. Outputs share the cube's CRS and
@@ -400,7 +404,12 @@ def run_map_job(
     """
     from tqdm.auto import tqdm
 
-    source = cube_source if isinstance(cube_source, CubeSource) else CubeSource.scan(cube_source)
+    if isinstance(cube_source, CubeLike):
+        source = cube_source
+    else:
+        from cropscope.data.readers.open import open_cube_source
+
+        source = open_cube_source(cube_source)
     _check_model(model, source)
     if batch_size <= 0:
         raise DataError(f"batch_size must be positive, got {batch_size}")
