@@ -44,6 +44,13 @@ def _is_table(path: Path) -> bool:
               help="Cube: predict on a running Dask cluster (e.g. tcp://host:8786).")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Cube: continue an interrupted job for the same output and settings.")
+@click.option("--mask-band", default=None,
+              help="Cube: a per-date validity band (e.g. SCL); invalid pixels become nodata.")
+@click.option("--variables", default=None,
+              help="NetCDF/Zarr cube: the variables to read as bands (a name prefix with *, "
+                   "e.g. 'S2-L2A-*').")
+@click.option("--nodata", type=float, default=None,
+              help="Cube: the nodata value when the files do not declare one.")
 @click.option("--parcels", "parcels_path", type=click.Path(path_type=Path), default=None,
               help="Cube: parcel polygons (GeoPackage, GeoParquet, Shapefile, GeoJSON) to "
                    "summarise per parcel.")
@@ -59,7 +66,8 @@ def _is_table(path: Path) -> bool:
 def predict(
     run_dir: Path, input_path: Path, out_path: Path, id_col: str, time_col: str,
     scale: float | None, tile: int, halo: int | None, batch_size: int, workers: int | None,
-    scheduler: str | None, resume: bool, parcels_path: Path | None, parcel_mode: str,
+    scheduler: str | None, resume: bool, mask_band: str | None, variables: str | None,
+    nodata: float | None, parcels_path: Path | None, parcel_mode: str,
     parcels_out: Path | None, parcel_id: str | None,
 ) -> None:
     """Predict classes for samples (table) or for every pixel of a cube (map).
@@ -80,13 +88,21 @@ def predict(
             raise DataError("--parcels applies to image cubes, not to tables")
         _predict_table(model, input_path, out_path, id_col, time_col)
         return
+    from cropscope.data.readers.open import open_cube_source
+
+    options: dict[str, Any] = {"scale": scale}
+    if variables is not None:
+        options["variables"] = variables
+    if nodata is not None:
+        options["nodata"] = nodata
+    source = open_cube_source(input_path, mask_band=mask_band, **options)
     targets = output_paths(out_path)
     parcels_out = parcels_out or targets["parcels"]
     if parcels_path is not None and parcel_mode != "aggregate":
-        _predict_parcel_series(model, input_path, parcels_path, parcels_out, scale=scale,
-                               stat=parcel_mode, id_column=parcel_id)  # fmt: skip
+        _predict_parcel_series(model, source, parcels_path, parcels_out, stat=parcel_mode,
+                               id_column=parcel_id)  # fmt: skip
         return
-    _predict_cube(model, input_path, out_path, scale=scale, tile=tile, halo=halo,
+    _predict_cube(model, source, input_path, out_path, tile=tile, halo=halo,
                   batch_size=batch_size, workers=workers, scheduler=scheduler,
                   resume=resume)  # fmt: skip
     if parcels_path is not None:
@@ -144,30 +160,26 @@ def output_paths(out_path: Path) -> dict[str, Path]:
 
 
 def _predict_parcel_series(
-    model: Any, input_path: Path, parcels_path: Path, out: Path, *, scale: float | None,
-    stat: str, id_column: str | None,
+    model: Any, source: Any, parcels_path: Path, out: Path, *, stat: str,
+    id_column: str | None,
 ) -> None:  # fmt: skip
-    from cropscope.data.readers.open import open_cube_source
     from cropscope.mapping.parcels import predict_parcels, write_parcels
 
-    source = open_cube_source(input_path, scale=scale)
     table = predict_parcels(model, parcels_path, source, stat=stat, id_column=id_column)
     write_parcels(table, out)
     log(f"{len(table)} parcels classified from their {stat} series, written to {out}")
 
 
 def _predict_cube(
-    model: Any, input_path: Path, out_path: Path, *, scale: float | None, tile: int,
+    model: Any, source: Any, input_path: Path, out_path: Path, *, tile: int,
     halo: int | None, batch_size: int, workers: int | None, scheduler: str | None, resume: bool,
 ) -> None:  # fmt: skip
     import os
     import shutil
 
-    from cropscope.data.readers.open import open_cube_source
     from cropscope.io import write_json
     from cropscope.mapping import run_map_job
 
-    source = open_cube_source(input_path, scale=scale)
     log(f"cube: {len(source.times)} dates x {len(source.bands)} bands x "
         f"{source.height} x {source.width} pixels from {input_path}")  # fmt: skip
     targets = output_paths(out_path)
