@@ -23,6 +23,7 @@ intermediates and the journal, so resuming works the same and the outputs are id
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import os
 import shutil
@@ -157,7 +158,9 @@ def _predict_task(
     predictor: WindowPredictor, source: CubeLike, window: MapWindow
 ) -> tuple[MapWindow, dict[str, np.ndarray]]:
     """A Dask task: one window's arrays, with the window they belong to."""
-    return window, predictor(source, window)
+    arrays = predictor(source, window)
+    gc.collect()  # see _local_predictions
+    return window, arrays
 
 
 def _local_predictions(
@@ -166,7 +169,12 @@ def _local_predictions(
     """Predict the windows one after another in this process, keeping the files open."""
     with source.opened():
         for window in todo:
-            yield window, predictor(source, window)
+            arrays = predictor(source, window)
+            # a window's cube (xarray + rioxarray accessors) sits in reference cycles that
+            # Python's cyclic collector frees only now and then: collect them now, so
+            # memory stays at one window instead of creeping up by a window at a time
+            gc.collect()
+            yield window, arrays
 
 
 def _import_distributed() -> Any:
