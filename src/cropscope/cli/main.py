@@ -30,6 +30,7 @@ def _register() -> None:
         hsi,
         models,
         predict,
+        segment,
         taxonomy,
         train,
         transfer,
@@ -46,6 +47,7 @@ def _register() -> None:
     cli.add_command(hsi.hsi)
     cli.add_command(taxonomy.taxonomy)
     cli.add_command(transfer.transfer)
+    cli.add_command(segment.segment)
 
 
 _register()
