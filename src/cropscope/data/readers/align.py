@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cropscope.data.readers.cube import CATEGORICAL_BANDS, CubeLike, make_cube, resolve_window
+from cropscope.data.readers.cube import (
+    CATEGORICAL_BANDS,
+    CubeLike,
+    CubeWrapper,
+    make_cube,
+    resolve_window,
+)
 from cropscope.errors import DataError
 
 if TYPE_CHECKING:
@@ -135,7 +140,7 @@ class Grid:
         return Grid(crs, transform, int(height), int(width))
 
 
-class AlignedCube:
+class AlignedCube(CubeWrapper):
     """Any cube source presented on ``target``'s grid, warped window by window.
 
     ``resampling`` is a GDAL method name (``"bilinear"``, ``"nearest"``, ``"cubic"``,
@@ -159,7 +164,7 @@ class AlignedCube:
             Resampling[resampling]
         except KeyError:
             raise DataError(f"unknown resampling method {resampling!r}") from None
-        self.source = source
+        super().__init__(source)
         self.grid = Grid.of(target)
         self.resampling = resampling
         self.nearest_bands = frozenset(b.upper() for b in nearest_bands)
@@ -168,13 +173,7 @@ class AlignedCube:
     def shape(self) -> tuple[int, int]:
         return self.grid.shape
 
-    @property
-    def height(self) -> int:
-        return self.grid.height
 
-    @property
-    def width(self) -> int:
-        return self.grid.width
 
     @property
     def crs(self) -> Any:
@@ -184,21 +183,9 @@ class AlignedCube:
     def transform(self) -> Any:
         return self.grid.transform
 
-    @property
-    def times(self) -> list[np.datetime64]:
-        return list(self.source.times)
 
-    @property
-    def bands(self) -> list[str]:
-        return list(self.source.bands)
 
-    @property
-    def files(self) -> list[Path]:
-        return list(self.source.files)
 
-    def opened(self) -> AbstractContextManager[Any]:
-        """The source's :meth:`opened`."""
-        return self.source.opened()
 
     def source_window(self, window: Any = None) -> tuple[slice, slice] | None:
         """The source rows/cols that cover ``window`` of the target grid, with a two-pixel

@@ -10,13 +10,11 @@ composites a model was trained on. Steps without a valid observation are NaN.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cropscope.data.readers.cube import CubeLike, make_cube
+from cropscope.data.readers.cube import CubeLike, CubeWrapper, make_cube
 from cropscope.errors import DataError
 
 if TYPE_CHECKING:
@@ -25,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["CompositedCube"]
 
 
-class CompositedCube:
+class CompositedCube(CubeWrapper):
     """``source`` median-composited on a regular grid of ``step`` (days or ``"monthly"``)
     from ``start`` (default: its first date) to ``end`` (default: its last date)."""
 
@@ -36,7 +34,7 @@ class CompositedCube:
 
         if not source.times:
             raise DataError("the source has no dates to composite")
-        self.source = source
+        super().__init__(source)
         self.step = parse_step(step)
         days = np.array(source.times, dtype="datetime64[D]")
         self.start = np.datetime64(start, "D") if start is not None else days.min()
@@ -48,37 +46,13 @@ class CompositedCube:
         """The start date of each compositing window."""
         return list(self._grid)
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return tuple(self.source.shape)  # type: ignore[return-value]
 
-    @property
-    def height(self) -> int:
-        return self.source.height
 
-    @property
-    def width(self) -> int:
-        return self.source.width
 
-    @property
-    def crs(self) -> Any:
-        return self.source.crs
 
-    @property
-    def transform(self) -> Any:
-        return self.source.transform
 
-    @property
-    def bands(self) -> list[str]:
-        return list(self.source.bands)
 
-    @property
-    def files(self) -> list[Path]:
-        return list(self.source.files)
 
-    def opened(self) -> AbstractContextManager[Any]:
-        """The source's :meth:`opened`."""
-        return self.source.opened()
 
     def read(self, window: Any = None) -> xr.DataArray:
         """The composites of ``window`` as ``(time, band, y, x)`` (time = window starts)."""

@@ -68,6 +68,7 @@ __all__ = [
     "CATEGORICAL_BANDS",
     "CubeLike",
     "CubeSource",
+    "CubeWrapper",
     "date_from_name",
     "make_cube",
     "pixel_centres",
@@ -117,6 +118,53 @@ class CubeLike(Protocol):
     def read(self, window: Any = None) -> xr.DataArray:
         """``(time, band, y, x)`` float32 cube of ``window`` (all of it when None)."""
         ...
+
+
+class CubeWrapper:
+    """Base of cubes that wrap another (masking, alignment, compositing): every
+    :class:`CubeLike` attribute is the wrapped ``source``'s unless a subclass overrides it."""
+
+    def __init__(self, source: CubeLike) -> None:
+        self.source = source
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.source.shape)  # type: ignore[return-value]
+
+    @property
+    def height(self) -> int:
+        return self.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.shape[1]
+
+    @property
+    def crs(self) -> Any:
+        return self.source.crs
+
+    @property
+    def transform(self) -> Any:
+        return self.source.transform
+
+    @property
+    def times(self) -> list[np.datetime64]:
+        return list(self.source.times)
+
+    @property
+    def bands(self) -> list[str]:
+        return list(self.source.bands)
+
+    @property
+    def files(self) -> list[Path]:
+        return list(self.source.files)
+
+    def opened(self) -> AbstractContextManager[Any]:
+        """The source's :meth:`opened`."""
+        return self.source.opened()
+
+    def read(self, window: Any = None) -> xr.DataArray:
+        raise NotImplementedError
 
 
 def resolve_window(

@@ -11,12 +11,11 @@ observation and is nodata in the map; partly masked series reach the model with 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cropscope.data.readers.cube import CubeWrapper
 from cropscope.errors import DataError
 
 if TYPE_CHECKING:
@@ -95,7 +94,7 @@ def apply_mask(cube: xr.DataArray, mask_band: str, invalid: Invalid = SCL_INVALI
     return out
 
 
-class MaskedCube:
+class MaskedCube(CubeWrapper):
     """A source whose ``mask_band`` (e.g. ``"SCL"``) masks the other bands, date by date.
 
     ``invalid`` is a list of class codes (default :data:`SCL_INVALID`) or a function of the
@@ -111,45 +110,21 @@ class MaskedCube:
             raise DataError(f"mask band {mask_band!r} not among the bands {list(source.bands)}")
         if len(source.bands) < 2:
             raise DataError(f"the source has only the mask band {mask_band!r}")
-        self.source = source
+        super().__init__(source)
         self.mask_band = mask_band
         self.invalid: Invalid = invalid if callable(invalid) else tuple(int(v) for v in invalid)
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return tuple(self.source.shape)  # type: ignore[return-value]
 
-    @property
-    def height(self) -> int:
-        return self.source.height
 
-    @property
-    def width(self) -> int:
-        return self.source.width
 
-    @property
-    def crs(self) -> Any:
-        return self.source.crs
 
-    @property
-    def transform(self) -> Any:
-        return self.source.transform
 
-    @property
-    def times(self) -> list[np.datetime64]:
-        return list(self.source.times)
 
     @property
     def bands(self) -> list[str]:
         return [b for b in self.source.bands if b != self.mask_band]
 
-    @property
-    def files(self) -> list[Path]:
-        return list(self.source.files)
 
-    def opened(self) -> AbstractContextManager[Any]:
-        """The source's :meth:`opened`."""
-        return self.source.opened()
 
     def read(self, window: Any = None) -> xr.DataArray:
         """The source's window with masked observations set to NaN."""
