@@ -40,9 +40,8 @@ class LogisticRegression(FeatureClassifier):
         from sklearn.linear_model import LogisticRegression as SkLogisticRegression
 
         c = self.config
-        self.mean_ = np.nanmean(x, axis=0).astype(np.float32)
+        self.mean_ = np.nan_to_num(np.nanmean(x, axis=0)).astype(np.float32)
         std = np.nanstd(x, axis=0).astype(np.float32)
-        self.mean_ = np.nan_to_num(self.mean_)
         self.scale_ = np.where(np.isfinite(std) & (std > 0), std, 1.0).astype(np.float32)
         est = SkLogisticRegression(C=c["C"], max_iter=c["max_iter"],
                                    class_weight=c["class_weight"], random_state=c["seed"])
