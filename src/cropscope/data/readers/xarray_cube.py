@@ -218,7 +218,8 @@ class XarrayCubeSource:
         """Describe the cube at ``path`` without reading pixels.
 
         ``variables``: names or ``fnmatch`` patterns of the variables to use (default: all
-        with the x and y dimensions). ``bands``: the bands to keep, by name (after
+        with the x and y dimensions), in the order given; the matches of one pattern come
+        sorted by name. ``bands``: the bands to keep, by name (after
         ``rename``), in that order. ``time_dim``: the time dimension when not found by
         name. ``nodata``: a raw value to treat as missing (besides the file's fill value).
         ``scale``: a factor for every band or ``{band or pattern: factor}``. ``engine``:
@@ -256,9 +257,11 @@ class XarrayCubeSource:
             names = spatial
         else:
             patterns = [variables] if isinstance(variables, str) else list(variables)
-            names = []  # in the order of the patterns, then of the file
+            # in the order of the patterns; a wildcard's matches sorted by name, because
+            # the variable order of a Zarr store follows its file system's listing
+            names = []
             for pattern in patterns:
-                names += [v for v in spatial if _matches(v, [pattern]) and v not in names]
+                names += sorted(v for v in spatial if _matches(v, [pattern]) and v not in names)
             if not names:
                 raise DataError(f"no variable of {path.name} matches {patterns}; it has {spatial}")
         if not names:
