@@ -15,20 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
 import sys
 import time
 
-
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from _train_step import peak_mib, rss_mib, run_in_child, time_steps
 
 
 def run_one(preset: str, frames: int, size: int, batch: int, ckpt: bool, steps: int,
@@ -47,7 +37,7 @@ def run_one(preset: str, frames: int, size: int, batch: int, ckpt: bool, steps: 
     scaler = torch.amp.GradScaler(dev.type, enabled=amp)
     x = {"S2": torch.randn(batch, frames, 10, size, size, device=dev)}
     y = torch.randint(0, 2, (batch, size, size), device=dev)
-    base_rss = _rss_mib()
+    base_rss = rss_mib()
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -58,18 +48,9 @@ def run_one(preset: str, frames: int, size: int, batch: int, ckpt: bool, steps: 
         scaler.step(opt)
         scaler.update()
 
-    step()  # warm-up (allocations, cuDNN autotune)
-    if amp:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if amp:
-        torch.cuda.synchronize()
-    seconds = (time.perf_counter() - t0) / steps
+    seconds = time_steps(step, steps, amp)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if amp
-            else _peak_mib() - base_rss)
+            else peak_mib() - base_rss)
     params = sum(p.numel() for p in model.parameters())
     return {"preset": preset, "T": frames, "ckpt": "yes" if ckpt else "no",
             "s_per_step": seconds, "samples_per_s": batch / seconds, "peak_mib": peak,
@@ -117,21 +98,12 @@ def main(argv: list[str] | None = None) -> None:
                        "batch": args.batch, "ckpt": ckpt, "steps": steps, "device": device,
                        "threads": args.threads}
                 timeout = None if device == "cuda" else args.cpu_budget_s
-                try:
-                    proc = subprocess.run(
-                        [sys.executable, __file__, "--one", json.dumps(cfg)],
-                        capture_output=True, text=True, timeout=timeout, check=False)
-                except subprocess.TimeoutExpired:
-                    skipped.append(f"{preset} T={frames} ckpt={ckpt}: over the "
-                                   f"{args.cpu_budget_s:.0f} s CPU budget")
+                row, why = run_in_child(__file__, cfg, timeout)
+                if row is None:
+                    skipped.append(f"{preset} T={frames} ckpt={ckpt}: {why}")
                     print(f"skipped {skipped[-1]}", file=sys.stderr)
                     continue
-                if proc.returncode != 0:
-                    tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
-                    skipped.append(f"{preset} T={frames} ckpt={ckpt}: {tail[0]}")
-                    print(f"failed {skipped[-1]}", file=sys.stderr)
-                    continue
-                rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                rows.append(row)
                 print(f"done {preset} T={frames} ckpt={ckpt}", file=sys.stderr)
     mem = "peak MiB (CUDA)" if device == "cuda" else "peak dRSS MiB"
     print(f"{'preset':<7}{'params M':>9}{'T':>4}{'ckpt':>6}{'s/step':>9}{'samples/s':>11}"

@@ -166,10 +166,8 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
                     gc.collect()  # as the map job does
             pixels = source.height * source.width
         elif args.run == "naive":
-            from cropscope.data.readers.cube import read_cube
-
-            n = args.naive_size
-            cube = read_cube(scene, scale=1e-4).isel(y=slice(0, n), x=slice(0, n))
+            n = args.naive_size  # the crop read whole into memory, then classified
+            cube = CubeSource.scan(scene, scale=1e-4).read(((0, n), (0, n)))
             classify_cube(model, cube)
             pixels, nbytes = n * n, 0
         else:

@@ -23,7 +23,7 @@ def data_dir() -> Path:
         return Path(env).expanduser()
     candidates = [
         Path.cwd() / ".." / "shared" / "data",
-        Path(__file__).resolve().parents[3] / ".." / "shared" / "data",
+        Path(__file__).resolve().parents[2] / ".." / "shared" / "data",
     ]
     for cand in candidates:
         if cand.is_dir():

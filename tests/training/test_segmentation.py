@@ -19,6 +19,7 @@ from cropscope.training.segmentation import (
     SegmentationConfig,
     augment_batch,
     confusion_matrix,
+    cutmix_batch,
     evaluate_segmentation,
     lr_factor,
     segmentation_scores,
@@ -215,3 +216,144 @@ def test_checkpoint_every_and_no_best_without_validation(tmp_path: Path) -> None
     assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 1
     assert not (tmp_path / "best.pt").exists()
     assert len(json.loads((tmp_path / "history.json").read_text())["history"]) == 1
+
+
+# --- CutMix ("CropCutup") -------------------------------------------------------------------
+
+def _constant_batch(n: int = 4, size: int = 12) -> tuple[dict[str, Tensor], Tensor]:
+    """Sample b holds the value b everywhere, in every input and on every level."""
+    ids = torch.arange(n)
+    s2 = ids.float().view(n, 1, 1, 1, 1).expand(n, 3, 2, size, size).clone()
+    enmap = ids.float().view(n, 1, 1, 1).expand(n, 5, size // 3, size // 3).clone()
+    priors = ids.view(n, 1, 1, 1).expand(n, 2, size, size).clone()
+    labels = ids.view(n, 1, 1, 1).expand(n, 2, size, size).clone()
+    return {"S2": s2, "EnMAP": enmap, "priors": priors}, labels
+
+
+def _box(mask: Tensor) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1) of a mask that must be a filled rectangle (None when empty)."""
+    if not mask.any():
+        return None
+    rows = mask.any(1).nonzero().flatten()
+    cols = mask.any(0).nonzero().flatten()
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    assert mask[y0:y1, x0:x1].all() and int(mask.sum()) == (y1 - y0) * (x1 - x0)
+    return y0, y1, x0, x1
+
+
+def test_cutmix_pastes_the_same_footprint_into_every_input_and_level() -> None:
+    x, y = _constant_batch()
+    orig = ({k: v.clone() for k, v in x.items()}, y.clone())
+    gen = torch.Generator().manual_seed(5)
+    seen_partial = False
+    for _ in range(10):
+        mx, my = cutmix_batch(x, y, gen, p=1.0, ratio=(0.5, 0.9))
+        assert torch.equal(x["S2"], orig[0]["S2"]) and torch.equal(y, orig[1])  # not in place
+        assert mx["priors"].dtype == torch.int64 and my.dtype == y.dtype
+        for b in range(len(y)):
+            mask = my[b, 0] != b
+            box = _box(mask)
+            assert box is not None  # p=1 and distinct samples: every sample changed
+            y0, y1, x0, x1 = box
+            side = y1 - y0
+            assert 6 <= side <= 10 and x1 - x0 == side  # floor(r * 12) with r in [0.5, 0.9]
+            partner = int(my[b, 0, y0, x0])
+            assert partner != b
+            # all levels of the label and the priors: the same box from the same partner
+            for grid in (my[b], mx["priors"][b]):
+                assert torch.equal(grid != b, mask.expand_as(grid))
+                assert (grid[:, y0:y1, x0:x1] == partner).all()
+            # S2: every time step and band
+            s2 = mx["S2"][b]
+            assert torch.equal(s2 != b, mask.expand_as(s2))
+            assert (s2[..., y0:y1, x0:x1] == partner).all()
+            # EnMAP on the 1/3 grid: the box scaled and rounded half up, same partner
+            en = mx["EnMAP"][b]
+            cbox = _box(en[0] != b)
+            expect = tuple((2 * v + 3) // 6 for v in box)
+            if expect[0] == expect[1] or expect[2] == expect[3]:
+                assert cbox is None
+                continue
+            assert cbox == expect
+            assert torch.equal(en != b, (en[0] != b).expand_as(en))
+            assert (en[:, cbox[0]:cbox[1], cbox[2]:cbox[3]] == partner).all()
+            # the coarse box covers the fine one's footprint to within one fine pixel
+            assert all(abs(3 * c - f) <= 1 for c, f in zip(cbox, box, strict=True))
+            seen_partial |= side < 12
+    assert seen_partial
+
+
+def test_cutmix_copies_the_partner_content() -> None:
+    g = torch.Generator().manual_seed(0)
+    s2 = torch.randn(3, 2, 1, 9, 9, generator=g)
+    lab = torch.randint(0, 5, (3, 9, 9), generator=g)
+    mx, my = cutmix_batch({"S2": s2}, lab, torch.Generator().manual_seed(1), p=1.0)
+    for b in range(3):
+        changed = (mx["S2"][b] != s2[b]).any(0).any(0)
+        box = _box(changed)
+        assert box is not None
+        y0, y1, x0, x1 = box
+        partners = [j for j in range(3) if j != b and torch.equal(
+            mx["S2"][b, ..., y0:y1, x0:x1], s2[j, ..., y0:y1, x0:x1])]
+        assert len(partners) == 1
+        assert torch.equal(my[b, y0:y1, x0:x1], lab[partners[0], y0:y1, x0:x1])
+
+
+def test_cutmix_identity_cases_and_determinism() -> None:
+    x, y = _constant_batch()
+    mx, my = cutmix_batch(x, y, torch.Generator().manual_seed(0), p=0.0)
+    assert all(torch.equal(mx[k], x[k]) for k in x) and torch.equal(my, y)
+    one = ({k: v[:1] for k, v in x.items()}, y[:1])
+    mx, my = cutmix_batch(*one, torch.Generator().manual_seed(0), p=1.0)
+    assert all(torch.equal(mx[k], one[0][k]) for k in x) and torch.equal(my, one[1])
+
+    runs = [cutmix_batch(x, y, torch.Generator().manual_seed(7), p=0.5) for _ in range(2)]
+    assert torch.equal(runs[0][1], runs[1][1])
+    assert all(torch.equal(runs[0][0][k], runs[1][0][k]) for k in x)
+    other = cutmix_batch(x, y, torch.Generator().manual_seed(8), p=0.5)
+    assert not torch.equal(other[1], runs[0][1]) or not torch.equal(runs[0][1], y)
+    with pytest.raises(ModelError, match="probability"):
+        cutmix_batch(x, y, torch.Generator(), p=1.5)
+
+
+def test_cutmix_config_validation_and_round_trip() -> None:
+    cfg = SegmentationConfig.from_dict({"cutmix": 0.5, "cutmix_ratio": [0.25, 0.75]})
+    assert cfg.cutmix_ratio == (0.25, 0.75)
+    d = json.loads(json.dumps(cfg.to_dict()))
+    assert d["cutmix_ratio"] == [0.25, 0.75]
+    assert SegmentationConfig.from_dict(d) == cfg
+    assert SegmentationConfig().cutmix == 0.0
+    for bad in ({"cutmix": -0.1}, {"cutmix": 1.1}, {"cutmix_ratio": [0.0, 0.5]},
+                {"cutmix_ratio": [0.8, 0.5]}, {"cutmix_ratio": [0.5, 1.2]},
+                {"cutmix_ratio": [0.5]}):
+        with pytest.raises(ModelError, match="cutmix"):
+            SegmentationConfig.from_dict(bad)
+
+
+def test_cutmix_training_runs_and_resumes_exactly(tmp_path: Path) -> None:
+    data = ArrayPatchDataset(toy_samples(4, seed=4))
+    cfg = {**FAST, "epochs": 2, "cutmix": 1.0, "cutmix_ratio": [0.5, 0.9]}
+    torch.manual_seed(0)
+    a = TinySeg({"S2": 2, "S1": 1})
+    init = _weights(a)
+    res = train_segmentation(a, data, config=cfg, out_dir=tmp_path / "a", progress=False)
+    assert res.epochs_done == 2 and all(math.isfinite(h["loss"]) for h in res.history)
+    saved = json.loads((tmp_path / "a" / "history.json").read_text())["config"]
+    assert saved["cutmix"] == 1.0 and saved["cutmix_ratio"] == [0.5, 0.9]
+
+    b = TinySeg({"S2": 2, "S1": 1})
+    b.load_state_dict(init)
+    train_segmentation(b, data, config=cfg, out_dir=tmp_path / "b", progress=False,
+                       stop_after=1)
+    c = TinySeg({"S2": 2, "S1": 1})
+    torch.manual_seed(99)
+    r2 = train_segmentation(c, data, config=cfg, out_dir=tmp_path / "b", progress=False)
+    assert r2.resumed_from == 1 and r2.epochs_done == 2
+    wa, wc = _weights(a), _weights(c)
+    assert all(torch.equal(wa[k], wc[k]) for k in wa)
+
+    # CutMix really changes training (same seed, cutmix off)
+    d = TinySeg({"S2": 2, "S1": 1})
+    d.load_state_dict(init)
+    train_segmentation(d, data, config={**cfg, "cutmix": 0.0}, progress=False)
+    assert any(not torch.equal(wa[k], v) for k, v in d.state_dict().items())

@@ -27,6 +27,7 @@ def _register() -> None:
         datasets,
         demo,
         evaluate,
+        h2crop,
         hsi,
         models,
         predict,
@@ -48,6 +49,7 @@ def _register() -> None:
     cli.add_command(taxonomy.taxonomy)
     cli.add_command(transfer.transfer)
     cli.add_command(segment.segment)
+    cli.add_command(h2crop.h2crop)
 
 
 _register()

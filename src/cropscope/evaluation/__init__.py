@@ -1,6 +1,7 @@
 """Evaluation: metrics, cross-validation folds, fixed-split evaluation and reports.
 
-Importing this package stays light: matplotlib is loaded only when a plot is drawn.
+Importing this package stays light: matplotlib is loaded only when a plot is drawn, torch
+only when a segmentation model is evaluated.
 """
 
 from cropscope.evaluation.crossval import (
@@ -9,20 +10,32 @@ from cropscope.evaluation.crossval import (
     evaluate_predictions,
     evaluate_split,
 )
+from cropscope.evaluation.levels import (
+    LevelConfusions,
+    evaluate_levels,
+    level_confusions,
+    level_scores,
+    write_levels_report,
+)
 from cropscope.evaluation.metrics import classification_metrics, format_metrics_table
 from cropscope.evaluation.report import plot_confusion_matrix, plot_per_class_f1, write_report
 from cropscope.evaluation.splits import make_folds, train_val_split
 
 __all__ = [
     "EvaluationResult",
+    "LevelConfusions",
     "classification_metrics",
     "cross_validate",
+    "evaluate_levels",
     "evaluate_predictions",
     "evaluate_split",
     "format_metrics_table",
+    "level_confusions",
+    "level_scores",
     "make_folds",
     "plot_confusion_matrix",
     "plot_per_class_f1",
     "train_val_split",
+    "write_levels_report",
     "write_report",
 ]

@@ -73,11 +73,12 @@ AGRIFM_SOURCES: dict[str, dict[str, Any]] = {
 _TEMPORAL_MODES = ("attention", "mean", "flatten")
 
 
-def _conv_block(n_in: int, dim: int) -> nn.Sequential:
-    """conv3x3(n_in → dim), BN, ReLU, conv3x3(dim → dim) (the reference neck's block)."""
+def _conv_block(n_in: int, dim: int, out: int | None = None) -> nn.Sequential:
+    """conv3x3(n_in → dim), BN, ReLU, conv3x3(dim → out) (the reference neck's block;
+    ``out`` defaults to ``dim``)."""
     return nn.Sequential(
         nn.Conv2d(n_in, dim, 3, padding=1), nn.BatchNorm2d(dim), nn.ReLU(inplace=True),
-        nn.Conv2d(dim, dim, 3, padding=1),
+        nn.Conv2d(dim, dim if out is None else out, 3, padding=1),
     )
 
 
@@ -125,19 +126,27 @@ class MultiFusionNeck(nn.Module):
     block, and a resize to the output size.
 
     ``deep_channels[s]``: width of source ``s``'s deepest map; ``skip_channels[k][s]``: width
-    of source ``s``'s skip used by up-step ``k`` (coarse to fine).
+    of source ``s``'s skip used by up-step ``k`` (coarse to fine). ``halve=True`` halves the
+    width at every up-step (H2Crop's ``embed_downsample``: 1024 → 512 → 256 → 128); the
+    output width is :attr:`out_dim`.
     """
 
     def __init__(self, deep_channels: Sequence[int], skip_channels: Sequence[Sequence[int]],
-                 dim: int) -> None:
+                 dim: int, halve: bool = False) -> None:
         super().__init__()
         self.dim = int(dim)
         n_deep = sum(deep_channels)
         # one source already at the decoder width: identity seed, as in the reference
         self.seed: nn.Module = (nn.Identity() if len(deep_channels) == 1 and n_deep == dim
                                 else _conv_block(n_deep, dim))
-        self.steps = nn.ModuleList(_conv_block(sum(c) + dim, dim) for c in skip_channels)
-        self.out = _conv_block(dim, dim)
+        widths = [self.dim]
+        for _ in skip_channels:
+            widths.append(max(widths[-1] // 2, 1) if halve else self.dim)
+        self.steps = nn.ModuleList(
+            _conv_block(sum(c) + widths[k], widths[k], widths[k + 1])
+            for k, c in enumerate(skip_channels))
+        self.out_dim = widths[-1]
+        self.out = _conv_block(self.out_dim, self.out_dim)
 
     def forward(self, deep: Sequence[Tensor], skips: Sequence[Sequence[Tensor]],
                 sizes: Sequence[tuple[int, int]], out_size: tuple[int, int]) -> Tensor:
@@ -189,11 +198,14 @@ class AgriFM(nn.Module):
     """The AgriFM segmentation network (see the module doc).
 
     ``sources`` maps each source name to its band count (the first is the reference grid);
-    ``num_classes`` an int (one head) or a sequence (hierarchy levels, coarse to fine).
+    ``num_classes`` an int (one head), a sequence (hierarchy levels, coarse to fine) or
+    ``None`` (no head: :meth:`forward` returns the decoder features ``[B, feature_dim, H, W]``,
+    for models that put their own heads on top, e.g. H2Crop).
     ``patch_size`` is one ``(t, h, w)`` for all sources or a per-source mapping (sources not
     in it get their :data:`AGRIFM_SOURCES` default, else (4, 2, 2)); use ``{"S2": (4, 4, 4)}``
     to load the released weights. ``decoder_dim`` defaults to the last stage's width (1024
-    for ``base``, the reference's ``embed_dim``). Other keywords: ``temporal``
+    for ``base``, the reference's ``embed_dim``); ``decoder_halve`` halves it at every
+    up-step (H2Crop's decoder). Other keywords: ``temporal``
     (``"attention" | "mean" | "flatten"``), ``num_frames`` (for ``"flatten"``), and anything
     :class:`~cropscope.models.swin3d.Swin3D` accepts (``temporal_merge``, ``embed_dim``, ...).
     """
@@ -201,7 +213,7 @@ class AgriFM(nn.Module):
     def __init__(
         self,
         sources: Mapping[str, int],
-        num_classes: int | Sequence[int],
+        num_classes: int | Sequence[int] | None,
         preset: str = "tiny",
         *,
         patch_size: Size3 | Mapping[str, Size3] = (4, 2, 2),
@@ -210,6 +222,7 @@ class AgriFM(nn.Module):
         drop_path_rate: float = 0.1,
         use_checkpoint: bool = False,
         decoder_dim: int | None = None,
+        decoder_halve: bool = False,
         temporal: str = "attention",
         num_frames: int | Mapping[str, int] | None = None,
         **kw: Any,
@@ -231,9 +244,13 @@ class AgriFM(nn.Module):
             self.in_chans[name] = int(chans)
         self.patch_sizes: dict[str, Size3] = {
             name: self._patch_for(name, patch_size) for name in self.source_names}
-        self.levels = [int(num_classes)] if isinstance(num_classes, int) else [
-            int(k) for k in num_classes]
-        if not self.levels or min(self.levels) < 1:
+        if num_classes is None:
+            self.levels: list[int] = []
+        elif isinstance(num_classes, int):
+            self.levels = [int(num_classes)]
+        else:
+            self.levels = [int(k) for k in num_classes]
+        if num_classes is not None and (not self.levels or min(self.levels) < 1):
             raise ModelError(f"num_classes must be positive, got {num_classes!r}")
         self.hierarchical = not isinstance(num_classes, int)
         self.shared_backbone = bool(shared_backbone)
@@ -279,10 +296,15 @@ class AgriFM(nn.Module):
         skips = [[widths[name][k] for name in self.source_names]
                  for k in reversed(range(n_stages - 1))]
         self.decoder_dim = int(self.dims[-1] if decoder_dim is None else decoder_dim)
-        self.decoder = MultiFusionNeck(deep, skips, self.decoder_dim)
-        self.head: nn.Module = (HierarchicalFCNHead(self.decoder_dim, self.levels)
-                                if self.hierarchical
-                                else CropFCNHead(self.decoder_dim, self.levels[0]))
+        self.decoder = MultiFusionNeck(deep, skips, self.decoder_dim, halve=decoder_halve)
+        self.feature_dim = self.decoder.out_dim
+        self.head: nn.Module
+        if num_classes is None:
+            self.head = nn.Identity()
+        elif self.hierarchical:
+            self.head = HierarchicalFCNHead(self.feature_dim, self.levels)
+        else:
+            self.head = CropFCNHead(self.feature_dim, self.levels[0])
 
     @staticmethod
     def _patch_for(name: str, patch_size: Size3 | Mapping[str, Size3]) -> Size3:
@@ -359,7 +381,7 @@ class AgriFM(nn.Module):
         return {s: inputs[s] for s in self.source_names}
 
     def forward_features(self, inputs: Mapping[str, Tensor] | Tensor) -> Tensor:
-        """Fused decoder features ``[B, decoder_dim, H, W]`` on the reference grid."""
+        """Fused decoder features ``[B, feature_dim, H, W]`` on the reference grid."""
         data = self._as_dict(inputs)
         encoded = [self.encode(name, x) for name, x in data.items()]
         ref = encoded[0]
@@ -374,5 +396,6 @@ class AgriFM(nn.Module):
         return self.decoder(deep, skips, sizes, out_size)  # type: ignore[arg-type]
 
     def forward(self, inputs: Mapping[str, Tensor] | Tensor) -> Tensor | list[Tensor]:
-        """Logits ``[B, K, H, W]`` (a list of per-level logits if hierarchical)."""
+        """Logits ``[B, K, H, W]`` (a list of per-level logits if hierarchical; the features
+        when built without a head)."""
         return self.head(self.forward_features(inputs))

@@ -4,7 +4,8 @@ Level ``k`` reads the shared features, the raw logits of level ``k - 1`` (not de
 fine-level losses also train the coarse heads) and, optionally, a prior for level ``k``
 (e.g. last year's crop as a one-hot vector). Each head is ``Linear(in -> in // 2) -> ReLU
 -> Linear(in // 2 -> K_k)``, the per-vector form of the reference's ``Conv3x3 -> ReLU ->
-Conv1x1`` (h2crop.md §2.5).
+Conv1x1`` (h2crop.md §2.5); ``spatial=True`` builds that conv form for feature maps
+``[B, D, H, W]`` (the same code path: inputs are concatenated along dimension 1).
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ def default_level_weights(n_levels: int) -> list[float]:
 
 
 class CascadeHeads(nn.Module):
-    """Per-level heads over features ``[B, D]``; returns a list of logits ``[B, K_k]``.
+    """Per-level heads over features ``[B, D]`` (``spatial=True``: maps ``[B, D, H, W]``);
+    returns a list of logits ``[B, K_k]`` (``[B, K_k, H, W]``).
 
     ``prior_sizes[k]`` is the width of level ``k``'s prior input (0: none); priors arrive
-    concatenated level after level as one ``[B, sum(prior_sizes)]`` tensor.
+    concatenated level after level as one ``[B, sum(prior_sizes)]`` tensor (``[B, sum, H, W]``).
     """
 
     def __init__(self, feature_dim: int, sizes: Sequence[int],
-                 prior_sizes: Sequence[int] | None = None, hidden: bool = True) -> None:
+                 prior_sizes: Sequence[int] | None = None, hidden: bool = True,
+                 spatial: bool = False) -> None:
         super().__init__()
         self.sizes = [int(k) for k in sizes]
         self.prior_sizes = [0] * len(self.sizes) if prior_sizes is None else [
@@ -43,15 +46,23 @@ class CascadeHeads(nn.Module):
         ]
         if len(self.prior_sizes) != len(self.sizes):
             raise ValueError("one prior size per level")
+        self.spatial = bool(spatial)
+
+        def first(n_in: int, n_out: int) -> nn.Module:
+            return nn.Conv2d(n_in, n_out, 3, padding=1) if spatial else nn.Linear(n_in, n_out)
+
+        def last(n_in: int, n_out: int) -> nn.Module:
+            return nn.Conv2d(n_in, n_out, 1) if spatial else nn.Linear(n_in, n_out)
+
         heads = []
         for k, n_out in enumerate(self.sizes):
             n_in = feature_dim + (self.sizes[k - 1] if k else 0) + self.prior_sizes[k]
             if hidden:
                 width = max(n_in // 2, 1)
-                heads.append(nn.Sequential(nn.Linear(n_in, width), nn.ReLU(inplace=True),
-                                           nn.Linear(width, n_out)))
+                heads.append(nn.Sequential(first(n_in, width), nn.ReLU(inplace=True),
+                                           last(width, n_out)))
             else:
-                heads.append(nn.Sequential(nn.Linear(n_in, n_out)))
+                heads.append(nn.Sequential(last(n_in, n_out)))
         self.heads = nn.ModuleList(heads)
 
     def forward(self, features: Tensor, priors: Tensor | None = None) -> list[Tensor]:

@@ -10,7 +10,10 @@ Default recipe (agrifm.md §6.3): AdamW (lr 6e-5, weight decay 5e-4), a linear w
 the peak rate) then cosine decay per iteration to 1e-6, cross-entropy with ``ignore_index``
 (default -1), AMP (autocast + GradScaler) on CUDA and fp32 on CPU. Random flips and 90°
 rotations are applied to every source and the label alike (the reference has them commented
-out; set ``augment=False`` for its exact pipeline).
+out; set ``augment=False`` for its exact pipeline). ``cutmix`` (off by default; 0.5 in
+H2Crop) then applies :func:`cutmix_batch` ("CropCutup"): a random square of a partner
+sample is pasted into every input at the same footprint (each on its own grid, priors
+included) and into the labels of every level.
 
 Every epoch (``checkpoint_every``) writes ``last.pt`` into ``out_dir`` (model, optimiser,
 scheduler, scaler, epoch, RNG states, config, history; atomically) and ``history.json``, and,
@@ -45,6 +48,7 @@ __all__ = [
     "SegmentationResult",
     "augment_batch",
     "confusion_matrix",
+    "cutmix_batch",
     "evaluate_segmentation",
     "lr_factor",
     "segmentation_scores",
@@ -80,6 +84,10 @@ class SegmentationConfig:
     level_weights: list[float] | None = None
     #: random flips and 90° rotations of every source and the label
     augment: bool = True
+    #: probability per sample of CutMix ("CropCutup", :func:`cutmix_batch`); 0: off
+    cutmix: float = 0.0
+    #: range of the pasted square's side, as a fraction of the label grid's side
+    cutmix_ratio: tuple[float, float] = (0.5, 1.0)
     #: mixed precision on CUDA (ignored on CPU)
     amp: bool = True
     #: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
@@ -104,19 +112,22 @@ class SegmentationConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ModelError(f"unknown segmentation option(s) {unknown}; known: {sorted(known)}")
-        if "betas" in data:
-            data["betas"] = tuple(data["betas"])
+        for key in ("betas", "cutmix_ratio"):
+            if key in data:
+                data[key] = tuple(data[key])
         cfg = cls(**data)
         if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0 or cfg.checkpoint_every < 1:
             raise ModelError("epochs, batch_size, lr and checkpoint_every must be positive")
         if cfg.monitor not in ("macro_f1", "miou", "overall_accuracy"):
             raise ModelError(f"monitor must be macro_f1, miou or overall_accuracy, "
                              f"got {cfg.monitor!r}")
+        _check_cutmix(cfg.cutmix, cfg.cutmix_ratio)
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["betas"] = list(self.betas)
+        d["cutmix_ratio"] = list(self.cutmix_ratio)
         return d
 
 
@@ -185,6 +196,76 @@ def augment_batch(
             out_x[key].append(_spatial_op(v[b], fh, fw, k))
         out_y.append(_spatial_op(labels[b], fh, fw, k))
     return ({k: torch.stack(v) for k, v in out_x.items()}, torch.stack(out_y))
+
+
+def _check_cutmix(p: float, ratio: Any) -> tuple[float, float]:
+    if not 0.0 <= float(p) <= 1.0:
+        raise ModelError(f"cutmix probability must be in [0, 1], got {p}")
+    try:
+        lo, hi = (float(v) for v in ratio)
+    except (TypeError, ValueError):
+        raise ModelError(f"cutmix_ratio must be two numbers (lo, hi), got {ratio!r}") from None
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ModelError(f"cutmix_ratio must satisfy 0 < lo <= hi <= 1, got {ratio!r}")
+    return lo, hi
+
+
+def _scale(v: int, n: int, ref: int) -> int:
+    """``v`` on a grid of ``ref`` pixels mapped onto one of ``n`` pixels, rounded half up."""
+    return (2 * v * n + ref) // (2 * ref)
+
+
+def cutmix_batch(
+    inputs: dict[str, Tensor],
+    labels: Tensor,
+    gen: torch.Generator,
+    p: float = 0.5,
+    ratio: tuple[float, float] = (0.5, 1.0),
+) -> tuple[dict[str, Tensor], Tensor]:
+    """CutMix ("CropCutup", h2crop.md §3): per sample, with probability ``p``, paste a box
+    of a different sample of the batch (from the un-mixed batch) into every input and the
+    labels of every level. The inputs are not modified in place.
+
+    The box side is ``floor(r * side)`` of the label grid (``[B, ..., H, W]``), with
+    ``r ~ U(ratio)`` (a square on square grids), at a uniform random position. Every input
+    tensor with at least 3 dims is a grid ``[B, ..., h, w]`` covering the same footprint:
+    the box edges are scaled by ``h / H`` and ``w / W`` and rounded half up (e.g. ×1/3 for
+    EnMAP), so each grid gets the box that covers the same ground as closely as it allows.
+    Integer inputs (e.g. last year's labels, ``priors``) are mixed too. Batches of one sample
+    are returned unchanged. Deterministic given ``gen``.
+    """
+    _check_cutmix(p, ratio)
+    lo, hi = float(ratio[0]), float(ratio[1])
+    n = labels.shape[0]
+    if labels.ndim < 3:
+        raise ModelError(f"labels must be [B, ..., H, W], got {list(labels.shape)}")
+    bad = [k for k, v in inputs.items() if isinstance(v, Tensor) and v.ndim >= 1
+           and v.shape[0] != n]
+    if bad:
+        raise ModelError(f"input(s) {bad} have another batch size than the labels ({n})")
+    if n < 2 or p == 0.0:
+        return inputs, labels
+    big_h, big_w = labels.shape[-2:]
+    grids = [k for k, v in inputs.items() if isinstance(v, Tensor) and v.ndim >= 3]
+    out_x = dict(inputs)
+    out_x.update({k: inputs[k].clone() for k in grids})
+    out_y = labels.clone()
+    for b in range(n):
+        if float(torch.rand((), generator=gen)) >= p:
+            continue
+        j = int(torch.randint(0, n - 1, (), generator=gen))
+        j += j >= b  # a different sample
+        r = lo + (hi - lo) * float(torch.rand((), generator=gen))
+        bh, bw = max(1, math.floor(r * big_h)), max(1, math.floor(r * big_w))
+        y0 = int(torch.randint(0, big_h - bh + 1, (), generator=gen))
+        x0 = int(torch.randint(0, big_w - bw + 1, (), generator=gen))
+        out_y[b, ..., y0:y0 + bh, x0:x0 + bw] = labels[j, ..., y0:y0 + bh, x0:x0 + bw]
+        for k in grids:
+            h, w = inputs[k].shape[-2:]
+            ys = slice(_scale(y0, h, big_h), _scale(y0 + bh, h, big_h))
+            xs = slice(_scale(x0, w, big_w), _scale(x0 + bw, w, big_w))
+            out_x[k][b, ..., ys, xs] = inputs[k][j, ..., ys, xs]
+    return out_x, out_y
 
 
 def confusion_matrix(pred: Tensor, target: Tensor, n_classes: int, ignore_index: int) -> Tensor:
@@ -439,6 +520,7 @@ def train_segmentation(
         seed = _epoch_seed(cfg.seed, epoch)
         torch.manual_seed(seed)  # dropout / drop-path of this epoch
         aug_gen = torch.Generator().manual_seed(seed + 1)
+        mix_gen = torch.Generator().manual_seed(seed + 2)  # CutMix on/off keeps the flips
         model.train()
         loss_sum, n, correct, counted = 0.0, 0, 0, 0
         loader = _loader(train_dataset, cfg, True, epoch, device)
@@ -447,6 +529,9 @@ def train_segmentation(
         for inputs, labels in bar:
             if cfg.augment:
                 inputs, labels = augment_batch(inputs, labels, aug_gen)
+            if cfg.cutmix > 0:
+                inputs, labels = cutmix_batch(inputs, labels, mix_gen, cfg.cutmix,
+                                              cfg.cutmix_ratio)
             x, y = _to_device(inputs, device), labels.to(device)
             optimizer.zero_grad(set_to_none=True)
             with _autocast(device, use_amp):
