@@ -16,7 +16,7 @@ from cropscope.errors import EvaluationError
 from cropscope.evaluation.levels import (
     LevelConfusions,
     evaluate_levels,
-    format_levels_table,
+    format_levels_report,
     level_confusions,
     level_scores,
     levels_result,
@@ -179,7 +179,7 @@ def test_evaluate_levels_matches_numpy_and_writes_reports(tmp_path: Path) -> Non
             assert res["mean"][subset][variant]["macro_f1"] == pytest.approx(np.mean(vals))
     assert res["levels"][0]["changed"]["with_background"]["overall_accuracy"] is None
 
-    table = format_levels_table(res)
+    table = format_levels_report(res)
     assert "group" in table and "crop" in table and "mean" in table and "unchanged" in table
     files = write_levels_report(res, tmp_path / "rep")
     assert [f.name for f in files] == ["levels.json", "levels.csv"]
@@ -203,6 +203,6 @@ def test_single_level_model_without_background_variant() -> None:
     res = evaluate_levels(Single(), data, device="cpu", background=None)
     assert res["subsets"] == ["all"] and len(res["levels"]) == 1
     assert list(res["levels"][0]["all"]) == ["with_background"]
-    assert "with background" in format_levels_table(res)
+    assert "with background" in format_levels_report(res)
     direct = levels_result(LevelConfusions(all=[np.array(CM)]), background=None)
     assert direct["mean"]["all"]["with_background"]["overall_accuracy"] == pytest.approx(8 / 12)

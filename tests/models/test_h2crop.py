@@ -165,3 +165,28 @@ def test_pool_by_parcel_and_parcel_prediction() -> None:
     assert (fine_map[parcels < 0] == -1).all()
     for (b, pid), row in zip(keys.tolist(), expected, strict=True):
         assert (fine_map[b][parcels[b] == pid] == int(row.argmax())).all()
+
+
+def test_s2_stream_loads_agrifm_weights_except_the_stem() -> None:
+    """h2crop.md §2.2: the S2 encoder starts from AgriFM; AgriFM's (4, 2, 2) stem does not fit
+    H2Crop's (2, 4, 4), so it alone is skipped (non-strict), as in the reference."""
+    from cropscope.models.agrifm import AgriFM
+    from cropscope.models.agrifm_checkpoint import load_agrifm_checkpoint
+    from cropscope.models.h2crop import H2CROP_PRESETS
+
+    body = dict(H2CROP_PRESETS["tiny"]["backbone"])
+    body.pop("preset")
+    torch.manual_seed(1)
+    agrifm = AgriFM({"S2": 10}, 5, None, patch_size=(4, 2, 2), **body)
+    # a pretrained encoder: stems and Swin bodies only (AgriFM.pth has no decoder)
+    encoder = {k: v for k, v in agrifm.state_dict().items()
+               if k.startswith(("stems.", "backbones."))}
+    model = small("S2")
+    report = load_agrifm_checkpoint(model.s2, encoder, strict=False)
+    assert [k for k, _, _ in report.mismatched] == ["stems.S2.proj.weight"]
+    block = "backbones.S2.stages.0.blocks.0.attn.qkv.weight"
+    assert block in report.loaded
+    torch.testing.assert_close(model.s2.state_dict()[block], encoder[block])
+    assert not report.missing and not report.unexpected
+    with pytest.raises(ModelError, match="shape mismatch"):
+        load_agrifm_checkpoint(model.s2, encoder)

@@ -113,7 +113,7 @@ def train(root: Path, out_dir: Path, config: str, months: int, resume: bool, pre
           epochs: int | None, batch_size: int | None, device: str | None, normalise: str,
           settings: tuple[str, ...], model_settings: tuple[str, ...], progress: bool) -> None:
     """Train one configuration, test it, print the level means as JSON."""
-    from cropscope.evaluation.levels import format_levels_table
+    from cropscope.evaluation.levels import format_levels_report
     from cropscope.training.h2crop import train_h2crop
 
     run = train_h2crop(root, config, months=months, preset=preset, out_dir=out_dir,
@@ -121,7 +121,7 @@ def train(root: Path, out_dir: Path, config: str, months: int, resume: bool, pre
                        normalise=_normalise(normalise), resume=resume, progress=progress,
                        **parse_config(None, model_settings))
     if run.test is not None:
-        log(format_levels_table(run.test))
+        log(format_levels_report(run.test))
     click.echo(json.dumps(run.summary(), indent=2, default=str))
 
 
@@ -141,7 +141,7 @@ def evaluate(run_dir: Path, root: Path | None, split: str, weights: str, batch_s
     from cropscope.data.readers.h2crop import H2CropDataset, sample_contents
     from cropscope.evaluation.levels import (
         evaluate_levels,
-        format_levels_table,
+        format_levels_report,
         write_levels_report,
     )
     from cropscope.training.h2crop import SPEC_FILE, load_h2crop_run, run_normalisation
@@ -156,7 +156,7 @@ def evaluate(run_dir: Path, root: Path | None, split: str, weights: str, batch_s
                        normalise=run_normalisation(run_dir))
     result = evaluate_levels(model, ds, batch_size=batch_size, device=device)
     write_levels_report(result, out_dir or run_dir / split)
-    click.echo(format_levels_table(result))
+    click.echo(format_levels_report(result))
 
 
 @h2crop.command()

@@ -7,7 +7,7 @@
 - :func:`level_scores` scores one matrix with the reference ("CropIoUMetric") semantics,
   with the background class counted or left out;
 - :func:`evaluate_levels` gives every level × subset × background variant, plus the mean
-  over levels (the reference's headline numbers); :func:`format_levels_table` and
+  over levels (the reference's headline numbers); :func:`format_levels_report` and
   :func:`write_levels_report` print and save it.
 
 Importing this module is light: torch is imported by :func:`level_confusions` only.
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LevelConfusions",
     "evaluate_levels",
-    "format_levels_table",
+    "format_levels_report",
     "level_confusions",
     "level_scores",
     "levels_result",
@@ -308,7 +308,7 @@ def _rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def format_levels_table(result: dict[str, Any]) -> str:
+def format_levels_report(result: dict[str, Any]) -> str:
     """A plain-text table of :func:`evaluate_levels`: one row per level and subset, the
     scores in % with and without background."""
     variants = [v for v in VARIANTS if v in result["mean"]["all"]]
