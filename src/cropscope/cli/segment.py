@@ -8,7 +8,6 @@ A run directory holds ``segment.json`` (how to rebuild the model, classes, norma
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -18,30 +17,9 @@ import numpy as np
 
 from cropscope.cli._common import log, parse_config
 from cropscope.errors import DataError, ModelError
+from cropscope.models.segmentation_map import build_network
 
 SPEC_FILE = "segment.json"
-
-
-def build_model(spec: dict[str, Any]) -> Any:
-    """The network described by a run's model spec: ``model`` is ``"agrifm"`` or a
-    ``"package.module:callable"`` taking ``(sources, num_classes, preset, **model_kwargs)``."""
-    name = spec.get("model", "agrifm")
-    if name == "agrifm":
-        try:
-            from cropscope.models.agrifm import AgriFM
-        except ImportError as exc:  # pragma: no cover - only while the model is missing
-            raise ModelError(f"the AgriFM model is not available: {exc}") from None
-        factory: Any = AgriFM
-    elif ":" in name:
-        mod, _, attr = name.partition(":")
-        try:
-            factory = getattr(importlib.import_module(mod), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ModelError(f"cannot import model factory {name!r}: {exc}") from None
-    else:
-        raise ModelError(f"--model must be 'agrifm' or 'package.module:callable', got {name!r}")
-    return factory(dict(spec["sources"]), spec["num_classes"], spec.get("preset", "tiny"),
-                   **spec.get("model_kwargs", {}))
 
 
 def _parse_sources(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -207,7 +185,7 @@ def train(data_dir: Path | None, worldcereal_dir: Path | None, sources: str | No
             "tile_size": tile_size if worldcereal_dir is not None else None,
             "target": target if worldcereal_dir is not None else None}
     _prepare_out(out_dir, spec, resume)
-    model = build_model(spec_model)
+    model = build_network(spec_model)
     if pretrained is not None and not (resume and (out_dir / "last.pt").is_file()):
         log(f"pretrained weights: {load_pretrained(model, pretrained).summary()}")
     log(f"training on {len(train_ds)} samples" +
@@ -301,7 +279,7 @@ def pretrain(cube_path: Path | None, worldcereal_dir: Path | None, raster_path: 
             "data": f"pretrain:{raster_path}", "sources": list(cube),
             "normalise": None if stats is None else stats.to_dict(), "objective": objective}
     _prepare_out(out_dir, spec, resume)
-    model = build_model(spec_model)
+    model = build_network(spec_model)
     res = pretrain_segmentation(
         model, cube, codes, out_dir, size=tile_size, stride=stride, objective=objective,
         config=_train_config(epochs, lr, batch_size, device, settings), normalise=stats,
@@ -349,7 +327,7 @@ def evaluate(run_dir: Path, data_dir: Path | None, worldcereal_dir: Path | None,
         ds, _ = _h5_datasets(data_dir, names, split, None)
     if spec.get("normalise"):
         ds.normalise = BandStats.from_dict(spec["normalise"])
-    model = build_model(spec["model_spec"])
+    model = build_network(spec["model_spec"])
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
     scores = evaluate_segmentation(model, ds, batch_size=batch_size, device=device,
@@ -358,3 +336,28 @@ def evaluate(run_dir: Path, data_dir: Path | None, worldcereal_dir: Path | None,
     scores["checkpoint"] = str(ckpt_path)
     scores["epoch"] = state.get("epoch")
     click.echo(json.dumps(scores, indent=2))
+
+
+@segment.command("export-map")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Model directory for cropscope predict.")
+@click.option("--bands", default=None,
+              help="Comma-separated cube band names in the network's input order (default "
+                   "for H2Crop runs: B2,B3,B4,B5,B6,B7,B8,B8A,B11,B12).")
+@click.option("--weights", default="best", show_default=True,
+              type=click.Choice(["best", "last"]))
+@click.option("--context", type=int, default=32, show_default=True,
+              help="Halo (pixels) of each map window; overlaps are cross-faded.")
+@click.option("--level", type=int, default=-1, show_default=True,
+              help="Hierarchy level to map (-1: the finest).")
+def export_map(run_dir: Path, out_dir: Path, bands: str | None, weights: str, context: int,
+               level: int) -> None:
+    """Export a segment or h2crop run as a model for ``cropscope predict`` (scene model)."""
+    from cropscope.models.segmentation_map import SegmentationMapModel
+
+    names = [b.strip() for b in bands.split(",") if b.strip()] if bands else None
+    model = SegmentationMapModel.from_run(run_dir, names, weights=weights, context=context,
+                                          level=level)
+    model.save(out_dir)
+    log(f"wrote {out_dir} ({len(model.classes)} classes, bands {model.card.bands})")

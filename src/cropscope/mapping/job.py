@@ -91,7 +91,7 @@ def _check_model(model: Classifier, source: CubeLike) -> None:
         raise DataError(
             f"the model was trained on bands {card.bands} but the cube has {source.bands}"
         )
-    if len(source.times) != card.n_times:
+    if card.n_times and len(source.times) != card.n_times:  # 0: any number of dates
         raise DataError(
             f"the model expects {card.n_times} time steps but the cube has "
             f"{len(source.times)}; composite or resample the cube to the model's time grid"

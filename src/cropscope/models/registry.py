@@ -41,6 +41,12 @@ _BUILTIN: dict[str, tuple[str, str, str]] = {
     "spectral-cnn": ("cropscope.models.spectral_cnn", "SpectralCNN",
                      "1-D CNN along the spectrum of a pixel"),
 }
+#: models that load like every model but are not fitted on pixel series (so not listed):
+#: trained segmentation networks exported for maps
+_SCENE_BUILTIN: dict[str, tuple[str, str, str]] = {
+    "segmentation-run": ("cropscope.models.segmentation_map", "SegmentationMapModel",
+                         "A trained segmentation network (AgriFM / H2Crop run) for maps"),
+}
 _REGISTERED: dict[str, type[Classifier]] = {}
 
 C = TypeVar("C", bound="type[Classifier]")
@@ -61,6 +67,8 @@ def list_models() -> dict[str, str]:
     """Registered model names with a one-line description."""
     out = {name: desc for name, (_, _, desc) in _BUILTIN.items()}
     for name, cls in _REGISTERED.items():
+        if name in _SCENE_BUILTIN:
+            continue
         out.setdefault(name, (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "")
     return dict(sorted(out.items()))
 
@@ -69,9 +77,10 @@ def get_model_class(name: str) -> type[Classifier]:
     """The class registered under ``name`` (imports its module on first use)."""
     if name in _REGISTERED:
         return _REGISTERED[name]
-    if name not in _BUILTIN:
+    table = _BUILTIN if name in _BUILTIN else _SCENE_BUILTIN
+    if name not in table:
         raise ModelError(f"unknown model {name!r}; available models: {', '.join(list_models())}")
-    module, attr, _ = _BUILTIN[name]
+    module, attr, _ = table[name]
     try:
         mod = import_module(module)
     except ImportError as exc:
