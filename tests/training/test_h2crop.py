@@ -86,10 +86,25 @@ def test_run_reloads_and_predicts_the_same(root: Path, tmp_path: Path) -> None:
         load_h2crop_run(tmp_path / "test")
 
 
+def test_reference_normalisation_needs_the_reference_bands(root: Path, tmp_path: Path
+                                                           ) -> None:
+    with pytest.raises(DataError, match="normalise='train'"):
+        train_h2crop(root, "S2", out_dir=tmp_path, training=QUICK, progress=False)
+
+
+def test_a_last_batch_of_one_sample_is_dropped(tmp_path: Path) -> None:
+    # 5 training samples at batch 2: the 1 x 1 deepest map of a 24 px input cannot be
+    # batch-normalised for a single sample, so that batch is dropped instead of failing
+    data = generate_h2crop(tmp_path / "d", 7, splits={"train": 5, "val": 1, "test": 1},
+                           size=24, hyper_size=8, hyper_bands=12)
+    run = train_h2crop(data, "S2", training=QUICK, normalise="train", progress=False)
+    assert len(run.history) == 1 and math.isfinite(run.history[0]["loss"])
+
+
 def test_level_sizes_must_fit_the_labels(root: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="level sizes"):
         train_h2crop(root, "S2", levels=(2, 2, 2, 2), out_dir=tmp_path, training=QUICK,
-                     progress=False)
+                     normalise="train", progress=False)
     with pytest.raises(ModelError, match="configuration"):
         train_h2crop(root, "H", out_dir=tmp_path, training=QUICK, progress=False)
 

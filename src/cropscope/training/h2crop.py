@@ -162,6 +162,16 @@ def train_h2crop(
                             f"({probe.names[0]} holds {sorted(has)})")
     # priors are read whenever present: the crop-change analysis needs them
     with_hyper, with_priors = "EnMAP" in has, "priors" in has
+    if isinstance(normalise, str) and normalise == "reference":
+        raw0 = H2CropDataset(root, "train", months=None, with_hyper=with_hyper,
+                             normalise=None).read_raw(0)
+        shapes = {k: v.shape for k, v in raw0.items()}
+        s2_bands = shapes["S2"][1]
+        hyper = shapes.get("EnMAP", (218,))[0] if with_hyper else 218
+        if s2_bands != 10 or hyper != 218:
+            raise DataError(f"the reference normalisation is for 10 S2 bands and 218 EnMAP "
+                            f"bands; {root} has {s2_bands} and {hyper}: use normalise='train' "
+                            "(--normalise train) or your own BandStats")
     stats = _resolve_normalise(root, normalise, months, with_hyper)
     data = _datasets(root, months, stats, ("train", "val", "test"), with_hyper, with_priors)
     train = data["train"]

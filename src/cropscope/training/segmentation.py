@@ -15,6 +15,9 @@ H2Crop) then applies :func:`cutmix_batch` ("CropCutup"): a random square of a pa
 sample is pasted into every input at the same footprint (each on its own grid, priors
 included) and into the labels of every level.
 
+A final training batch of a single sample is dropped (batch norm cannot normalise one
+value per channel; evaluation keeps every sample).
+
 Every epoch (``checkpoint_every``) writes ``last.pt`` into ``out_dir`` (model, optimiser,
 scheduler, scaler, epoch, RNG states, config, history; atomically) and ``history.json``, and,
 with validation data, ``best.pt`` (weights only) when the monitored score improves.
@@ -378,13 +381,20 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + epoch * 7919) % 2**31
 
 
+def _drops_last(n: int, batch_size: int) -> bool:
+    """Training drops a final batch of one sample: batch norm cannot normalise a single
+    value per channel (a 1 x 1 deepest map), and one sample makes a noisy step anyway."""
+    return n > 1 and n % batch_size == 1
+
+
 def _loader(dataset: Any, cfg: SegmentationConfig, shuffle: bool, epoch: int,
             device: torch.device) -> torch.utils.data.DataLoader:
     gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
     return torch.utils.data.DataLoader(
         dataset, batch_size=cfg.batch_size, shuffle=shuffle, generator=gen,
         num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-        persistent_workers=False)
+        persistent_workers=False,
+        drop_last=shuffle and _drops_last(len(dataset), cfg.batch_size))
 
 
 def _autocast(device: torch.device, enabled: bool) -> Any:
@@ -482,7 +492,8 @@ def train_segmentation(
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay},
          {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
-    steps_per_epoch = math.ceil(len(train_dataset) / cfg.batch_size)
+    steps_per_epoch = math.ceil(len(train_dataset) / cfg.batch_size) - int(
+        _drops_last(len(train_dataset), cfg.batch_size))
     total = cfg.epochs * steps_per_epoch
     warmup = min(cfg.warmup_iters, total // 5)
     floor = min(cfg.min_lr / cfg.lr, 1.0)
