@@ -66,14 +66,18 @@ class H2CropRun:
     test: dict[str, Any] | None
     history: list[dict[str, float]]
     best_epoch: int
+    #: wall time of this call (a resumed run counts only what it did now; the summary's
+    #: ``train_seconds`` adds up every epoch's time)
     seconds: float
     out_dir: Path | None
 
     def summary(self) -> dict[str, Any]:
         """One flat row: configuration, window, and the test means over levels."""
+        train_s = sum(float(h.get("seconds", 0.0)) for h in self.history)
         row: dict[str, Any] = {"config": self.config, "months": self.months,
                                "preset": self.preset, "params_m": self.params / 1e6,
-                               "best_epoch": self.best_epoch, "seconds": self.seconds}
+                               "best_epoch": self.best_epoch, "train_seconds": train_s,
+                               "seconds": self.seconds}
         if self.test is not None:
             for subset, variants in self.test["mean"].items():
                 for variant, scores in variants.items():
