@@ -120,7 +120,21 @@ class CubeLike(Protocol):
         ...
 
 
-class CubeWrapper:
+class GridShape:
+    """``height`` and ``width`` of a cube from its ``shape``."""
+
+    shape: tuple[int, int]
+
+    @property
+    def height(self) -> int:
+        return self.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.shape[1]
+
+
+class CubeWrapper(GridShape):
     """Base of cubes that wrap another (masking, alignment, compositing): every
     :class:`CubeLike` attribute is the wrapped ``source``'s unless a subclass overrides it."""
 
@@ -130,14 +144,6 @@ class CubeWrapper:
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.source.shape)  # type: ignore[return-value]
-
-    @property
-    def height(self) -> int:
-        return self.shape[0]
-
-    @property
-    def width(self) -> int:
-        return self.shape[1]
 
     @property
     def crs(self) -> Any:
@@ -342,7 +348,7 @@ def _to_float(raw: np.ndarray, nd: float | None, factor: float, offset: float) -
     return data
 
 
-class CubeSource:
+class CubeSource(GridShape):
     """The files of a cube, scanned but not read: grid, dates, bands, scaling.
 
     :meth:`read` reads the whole cube or one window of it (rasterio windowed reads), so a
@@ -500,14 +506,6 @@ class CubeSource:
     def files(self) -> list[Path]:
         """The raster files, in the order found."""
         return [layer["path"] for layer in self._layers]
-
-    @property
-    def height(self) -> int:
-        return self.shape[0]
-
-    @property
-    def width(self) -> int:
-        return self.shape[1]
 
     def _layer_nodata(self, k: int) -> float | None:
         nd = self._nodata if self._nodata is not None else self._layers[k]["nodata"][0]

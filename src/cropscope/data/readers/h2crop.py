@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cropscope.data.readers.h5patches import BandStats, compute_band_stats
+from cropscope.data.readers.h5patches import BandStats, compute_band_stats, find_h5_samples
 from cropscope.errors import DataError
 
 if TYPE_CHECKING:
@@ -230,11 +230,6 @@ def _cast(name: str, what: str, arr: Any, dtype: type[np.integer], integral: boo
     return a.astype(dtype)
 
 
-def _read_ids(path: Path) -> list[str]:
-    ids = path.read_text().split()
-    return [i[:-3] if i.endswith(".h5") else i for i in ids]
-
-
 def _resolve_stats(normalise: BandStats | str | Path | None, with_hyper: bool) -> BandStats | None:
     if normalise is None:
         return None
@@ -318,30 +313,8 @@ class H2CropDataset:
                                                             if split else ""))
 
     def _find_files(self, split: str | None) -> list[Path]:
-        folders = [d for d in (self.root / _SAMPLE_DIR, self.root) if d.is_dir()]
-        if split is None:
-            for d in folders:
-                found = sorted(d.glob("*.h5"))
-                if found:
-                    return found
-            return []
-        candidates = [self.root / sub / f"{split}.txt" for sub in ("data_lists", "data_list", "")]
-        list_file = next((p for p in candidates if p.is_file()), None)
-        if list_file is None:
-            raise DataError(f"split list {split}.txt not found in {self.root}/data_lists, "
-                            f"{self.root}/data_list or {self.root}")
-        files, missing = [], []
-        for sid in _read_ids(list_file):
-            path = next((d / f"{sid}.h5" for d in folders if (d / f"{sid}.h5").is_file()), None)
-            if path is None:
-                missing.append(f"{sid}.h5")
-            else:
-                files.append(path)
-        if missing:
-            raise DataError(f"{list_file} lists {len(missing)} missing file(s), e.g. "
-                            f"{missing[0]} (looked in {self.root / _SAMPLE_DIR} and "
-                            f"{self.root})")
-        return files
+        return find_h5_samples(self.root, split, (_SAMPLE_DIR, ""),
+                               ("data_lists", "data_list", ""))
 
     @property
     def names(self) -> list[str]:

@@ -30,6 +30,7 @@ __all__ = [
     "BandStats",
     "H5PatchDataset",
     "compute_band_stats",
+    "find_h5_samples",
     "tile_sample",
     "write_h5_patches",
 ]
@@ -72,6 +73,41 @@ class BandStats:
                             f"the data {x.shape[1]}")
         safe = np.where(std > 0, std, 1.0).astype(np.float32)
         return (x - mean[None, :, None, None]) / safe[None, :, None, None]
+
+
+def find_h5_samples(root: Path, split: str | None, sample_dirs: Sequence[str],
+                    list_dirs: Sequence[str]) -> list[Path]:
+    """The ``.h5`` sample files of ``split`` under ``root``.
+
+    ``sample_dirs`` / ``list_dirs`` are sub-folders (``""`` = ``root``) searched in order for
+    the samples and for ``<split>.txt`` (ids separated by whitespace, ``.h5`` optional). An id
+    is taken from the first sample folder that has it; ``split=None`` gives every ``.h5`` file
+    of the first sample folder that has any, sorted.
+    """
+    folders = [root / sub for sub in sample_dirs if (root / sub).is_dir()]
+    if split is None:
+        for d in folders:
+            found = sorted(d.glob("*.h5"))
+            if found:
+                return found
+        return []
+    lists = [root / sub / f"{split}.txt" for sub in list_dirs]
+    list_file = next((p for p in lists if p.is_file()), None)
+    if list_file is None:
+        raise DataError(f"split list {split}.txt not found in "
+                        f"{', '.join(str(p.parent) for p in lists)}")
+    files, missing = [], []
+    for sid in list_file.read_text().split():
+        name = sid if sid.endswith(".h5") else f"{sid}.h5"
+        path = next((d / name for d in folders if (d / name).is_file()), None)
+        if path is None:
+            missing.append(name)
+        else:
+            files.append(path)
+    if missing:
+        raise DataError(f"{list_file} lists {len(missing)} missing file(s), e.g. {missing[0]} "
+                        f"(looked in {', '.join(str(d) for d in folders)})")
+    return files
 
 
 def _check_sample(name: str, sources: Mapping[str, np.ndarray], label: np.ndarray) -> None:
@@ -150,29 +186,8 @@ class H5PatchDataset:
             raise DataError(f"no samples in {self.root}" + (f" for split {split!r}"
                                                             if split else ""))
 
-    def _sample_dir(self) -> Path:
-        for sub in _SAMPLE_DIRS:
-            d = self.root / sub
-            if d.is_dir() and any(d.glob("*.h5")):
-                return d
-        return self.root
-
     def _find_files(self, split: str | None) -> list[Path]:
-        folder = self._sample_dir()
-        if split is None:
-            return sorted(folder.glob("*.h5"))
-        lists = [self.root / sub / f"{split}.txt" for sub in _LIST_DIRS]
-        list_file = next((p for p in lists if p.is_file()), None)
-        if list_file is None:
-            raise DataError(f"split list {split}.txt not found in {self.root} "
-                            f"(nor in {self.root / 'data_list'})")
-        names = [ln.strip() for ln in list_file.read_text().splitlines() if ln.strip()]
-        files = [folder / (n if n.endswith(".h5") else f"{n}.h5") for n in names]
-        missing = [f.name for f in files if not f.is_file()]
-        if missing:
-            raise DataError(f"{list_file} lists {len(missing)} missing file(s), e.g. "
-                            f"{missing[0]} (looked in {folder})")
-        return files
+        return find_h5_samples(self.root, split, _SAMPLE_DIRS, _LIST_DIRS)
 
     @property
     def names(self) -> list[str]:

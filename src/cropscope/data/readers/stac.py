@@ -28,7 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cropscope.data.readers.cube import CATEGORICAL_BANDS, make_cube, resolve_window
+from cropscope.data.readers.cube import (
+    CATEGORICAL_BANDS,
+    GridShape,
+    make_cube,
+    resolve_window,
+)
 from cropscope.data.readers.masks import SCL_INVALID, Invalid, apply_mask
 from cropscope.errors import DataError
 
@@ -99,7 +104,7 @@ def _raster_scaling(item: pystac.Item, band: str) -> tuple[float, float] | None:
     return float(scale if scale is not None else 1.0), float(offset or 0.0)
 
 
-class StacCubeSource:
+class StacCubeSource(GridShape):
     """A local static STAC catalog as a window-readable cube; build it with :meth:`open`."""
 
     def __init__(
@@ -239,14 +244,6 @@ class StacCubeSource:
             shape=(int(gbox.shape[0]), int(gbox.shape[1])), crs=_as_crs(gbox.crs),
             transform=gbox.affine, factors=factors, item_bboxes=bboxes,
         )  # fmt: skip
-
-    @property
-    def height(self) -> int:
-        return self.shape[0]
-
-    @property
-    def width(self) -> int:
-        return self.shape[1]
 
     @property
     def files(self) -> list[Path]:

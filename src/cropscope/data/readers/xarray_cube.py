@@ -36,6 +36,7 @@ import numpy as np
 from cropscope.data.readers.cube import (
     _INDEX_BANDS,
     CATEGORICAL_BANDS,
+    GridShape,
     make_cube,
     resolve_window,
 )
@@ -159,7 +160,7 @@ def _matches(name: str, patterns: Sequence[str]) -> bool:
     return any(name == p or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-class XarrayCubeSource:
+class XarrayCubeSource(GridShape):
     """A NetCDF (``.nc``) or Zarr (``.zarr``) cube read window by window; see the module
     docstring. Build it with :meth:`open`."""
 
@@ -333,14 +334,6 @@ class XarrayCubeSource:
             shape=(int(height), int(width)), crs=crs, transform=transform, flip_y=flip_y,
             nodata=nodata, factors=factors,
         )  # fmt: skip
-
-    @property
-    def height(self) -> int:
-        return self.shape[0]
-
-    @property
-    def width(self) -> int:
-        return self.shape[1]
 
     @property
     def files(self) -> list[Path]:
