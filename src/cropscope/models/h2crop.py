@@ -124,6 +124,26 @@ def one_hot_priors(priors: Tensor, sizes: Sequence[int]) -> Tensor:
     return torch.cat(parts, dim=1).float()
 
 
+def _parcel_groups(parcels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(keep [B, H, W], keys [N, 2] (sample, id), inverse [n_kept])`` of a parcel raster."""
+    b, h, w = parcels.shape
+    ids = parcels.long()
+    keep = ids >= 0
+    sample = torch.arange(b, device=ids.device)[:, None, None].expand(b, h, w)
+    pairs = torch.stack([sample[keep], ids[keep]], dim=1)
+    if not len(pairs):
+        return keep, pairs.new_zeros((0, 2)), pairs.new_zeros((0,))
+    keys, inverse = torch.unique(pairs, dim=0, return_inverse=True)
+    return keep, keys, inverse
+
+
+def _pool(proba: Tensor, keep: Tensor, keys: Tensor, inverse: Tensor) -> Tensor:
+    k = proba.shape[1]
+    sums = proba.new_zeros((len(keys), k)).index_add_(0, inverse, proba.permute(0, 2, 3, 1)[keep])
+    counts = torch.bincount(inverse, minlength=len(keys)).to(proba.dtype)
+    return sums / counts[:, None]
+
+
 def pool_by_parcel(proba: Tensor, parcels: Tensor) -> tuple[Tensor, Tensor]:
     """Mean class probability of each parcel: ``proba [B, K, H, W]``, ``parcels [B, H, W]``
     integer ids (< 0: no parcel; ids are per sample). Returns ``(keys [N, 2], mean [N, K])``
@@ -131,17 +151,10 @@ def pool_by_parcel(proba: Tensor, parcels: Tensor) -> tuple[Tensor, Tensor]:
     b, k, h, w = proba.shape
     if parcels.shape != (b, h, w):
         raise ModelError(f"parcels must be [B, H, W] = {[b, h, w]}, got {list(parcels.shape)}")
-    ids = parcels.long()
-    keep = ids >= 0
-    sample = torch.arange(b, device=ids.device)[:, None, None].expand(b, h, w)
-    pairs = torch.stack([sample[keep], ids[keep]], dim=1)
-    if not len(pairs):
-        return pairs.new_zeros((0, 2)), proba.new_zeros((0, k))
-    keys, inverse = torch.unique(pairs, dim=0, return_inverse=True)
-    values = proba.permute(0, 2, 3, 1)[keep]
-    sums = proba.new_zeros((len(keys), k)).index_add_(0, inverse, values)
-    counts = torch.bincount(inverse, minlength=len(keys)).to(proba.dtype)
-    return keys, sums / counts[:, None]
+    keep, keys, inverse = _parcel_groups(parcels)
+    if not len(keys):
+        return keys, proba.new_zeros((0, k))
+    return keys, _pool(proba, keep, keys, inverse)
 
 
 class H2CropNet(nn.Module):
@@ -205,6 +218,8 @@ class H2CropNet(nn.Module):
             decoder_dim=int(opts["decoder_dim"]), decoder_halve=True, temporal=temporal,
             num_frames=self.months if temporal == "flatten" else None,
             temporal_merge=temporal_merges(self.months, n_merges), **backbone)
+        #: bands of each image input the network reads (as :class:`AgriFM`'s)
+        self.in_chans = dict(self.s2.in_chans)
         feature_dim = self.s2.feature_dim
         self.hyper: SpectralSpatialTransformer | None = None
         self.hyper_bands = int(hyper_bands) if use_hyper and hyper_bands else None
@@ -213,6 +228,7 @@ class H2CropNet(nn.Module):
             self.hyper = SpectralSpatialTransformer(self.hyper_bands, self.hyper_size,
                                                     **dict(opts["hyper"]))
             feature_dim += self.hyper.out_dim
+            self.in_chans["EnMAP"] = self.hyper_bands
         self.feature_dim = feature_dim
         self.heads = CascadeHeads(feature_dim, self.levels,
                                   self.levels if use_priors else None, spatial=True)
@@ -263,15 +279,19 @@ class H2CropNet(nn.Module):
         painted on its pixels (``-1`` outside parcels), plus the per-parcel probabilities
         ``[N, C_k]`` (rows as :func:`pool_by_parcel`'s keys)."""
         maps, tables = [], []
-        for logits in self(inputs):
+        outputs = self(inputs)
+        b, _, h, w = outputs[0].shape
+        if parcels.shape != (b, h, w):
+            raise ModelError(f"parcels must be [B, H, W] = {[b, h, w]}, got "
+                             f"{list(parcels.shape)}")
+        keep, keys, inverse = _parcel_groups(parcels)
+        for logits in outputs:
             proba = logits.float().softmax(1)
-            keys, mean = pool_by_parcel(proba, parcels)
+            mean = _pool(proba, keep, keys, inverse) if len(keys) else proba.new_zeros(
+                (0, proba.shape[1]))
             out = torch.full(parcels.shape, -1, dtype=torch.long, device=parcels.device)
             if len(keys):
-                cls = mean.argmax(1)
-                ids = parcels.long()
-                for (b, pid), c in zip(keys.tolist(), cls.tolist(), strict=True):
-                    out[b][ids[b] == pid] = c
+                out[keep] = mean.argmax(1)[inverse]
             maps.append(out)
             tables.append(mean)
         return maps, tables

@@ -227,11 +227,6 @@ class SegmentationMapModel(Classifier):
 
 
 def _input_bands(net: Any, source: str) -> int | None:
-    """The band count a network's source takes, when it declares one."""
+    """The band count a network's source takes, when it declares one (``in_chans``)."""
     in_chans = getattr(net, "in_chans", None)
-    if isinstance(in_chans, dict):
-        return in_chans.get(source)
-    s2 = getattr(net, "s2", None)  # H2CropNet: its S2 stream is an AgriFM
-    if s2 is not None and isinstance(getattr(s2, "in_chans", None), dict):
-        return s2.in_chans.get(source)
-    return None
+    return in_chans.get(source) if isinstance(in_chans, dict) else None

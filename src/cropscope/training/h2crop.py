@@ -110,15 +110,24 @@ def _level_sizes(root: Path, levels: Sequence[int] | None) -> list[int]:
     return list(read_level_sizes(root))
 
 
-def _resolve_normalise(root: Path, normalise: Any, months: int, with_hyper: bool) -> Any:
+def _resolve_normalise(raw: Any, normalise: Any) -> Any:
     """``"reference"`` / None / BandStats pass through; ``"train"`` computes per-band
-    statistics over the training split."""
+    statistics over ``raw``, the un-normalised training split."""
     if not (isinstance(normalise, str) and normalise == "train"):
         return normalise
-    from cropscope.data.readers.h2crop import H2CropDataset, h2crop_band_stats
+    from cropscope.data.readers.h2crop import h2crop_band_stats
 
-    raw = H2CropDataset(root, "train", months=months, with_hyper=with_hyper, normalise=None)
     return h2crop_band_stats(raw)
+
+
+def _check_reference_bands(root: Path, first: Mapping[str, Any]) -> None:
+    """The reference constants are per band of H2Crop's 10 S2 and 218 EnMAP bands."""
+    s2_bands = first["S2"].shape[1]
+    hyper = first["EnMAP"].shape[0] if "EnMAP" in first else 218
+    if s2_bands != 10 or hyper != 218:
+        raise DataError(f"the reference normalisation is for 10 S2 bands and 218 EnMAP bands; "
+                        f"{root} has {s2_bands} and {hyper}: use normalise='train' "
+                        "(--normalise train) or your own BandStats")
 
 
 def train_h2crop(
@@ -166,20 +175,13 @@ def train_h2crop(
                             f"({probe.names[0]} holds {sorted(has)})")
     # priors are read whenever present: the crop-change analysis needs them
     with_hyper, with_priors = "EnMAP" in has, "priors" in has
+    raw = H2CropDataset(root, "train", months=months, with_hyper=with_hyper, normalise=None)
+    first = raw.read_raw(0)
     if isinstance(normalise, str) and normalise == "reference":
-        raw0 = H2CropDataset(root, "train", months=None, with_hyper=with_hyper,
-                             normalise=None).read_raw(0)
-        shapes = {k: v.shape for k, v in raw0.items()}
-        s2_bands = shapes["S2"][1]
-        hyper = shapes.get("EnMAP", (218,))[0] if with_hyper else 218
-        if s2_bands != 10 or hyper != 218:
-            raise DataError(f"the reference normalisation is for 10 S2 bands and 218 EnMAP "
-                            f"bands; {root} has {s2_bands} and {hyper}: use normalise='train' "
-                            "(--normalise train) or your own BandStats")
-    stats = _resolve_normalise(root, normalise, months, with_hyper)
+        _check_reference_bands(root, first)
+    stats = _resolve_normalise(raw, normalise)
     data = _datasets(root, months, stats, ("train", "val", "test"), with_hyper, with_priors)
     train = data["train"]
-    first = train.read_raw(0)
     hyper_bands = int(first["EnMAP"].shape[0]) if "EnMAP" in first else None
     hyper_size = int(first["EnMAP"].shape[-1]) if "EnMAP" in first else 64
     top = [int(first["label"][k].max()) for k in range(len(sizes))]
