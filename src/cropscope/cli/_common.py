@@ -73,6 +73,13 @@ def parse_config(config_file: Path | None, settings: tuple[str, ...]) -> dict[st
     return config
 
 
+def option_overrides(settings: tuple[str, ...], **options: Any) -> dict[str, Any]:
+    """``KEY=VALUE`` settings, then every named option the user gave (not None) on top."""
+    config = parse_config(None, settings)
+    config.update({k: v for k, v in options.items() if v is not None})
+    return config
+
+
 def load_table(
     path: Path, id_col: str, time_col: str, label_col: str | None, bands: str | None
 ) -> TimeSeriesSet:

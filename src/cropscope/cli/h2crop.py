@@ -14,22 +14,13 @@ from typing import Any
 
 import click
 
-from cropscope.cli._common import log, parse_config
+from cropscope.cli._common import log, option_overrides, parse_config
 
 _CONFIGS = ("S2", "S2+P", "S2+H", "S2+H+P")
 
 
 def _normalise(value: str) -> Any:
     return None if value == "none" else value
-
-
-def _training(epochs: int | None, batch_size: int | None, device: str | None,
-              settings: tuple[str, ...]) -> dict[str, Any]:
-    config = parse_config(None, settings)
-    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("device", device)):
-        if value is not None:
-            config[key] = value
-    return config
 
 
 def training_options(func: Any) -> Any:
@@ -117,7 +108,8 @@ def train(root: Path, out_dir: Path, config: str, months: int, resume: bool, pre
     from cropscope.training.h2crop import train_h2crop
 
     run = train_h2crop(root, config, months=months, preset=preset, out_dir=out_dir,
-                       training=_training(epochs, batch_size, device, settings),
+                       training=option_overrides(settings, epochs=epochs, batch_size=batch_size,
+                                                    device=device),
                        normalise=_normalise(normalise), resume=resume, progress=progress,
                        **parse_config(None, model_settings))
     if run.test is not None:
@@ -180,7 +172,8 @@ def experiment(root: Path, out_dir: Path, configs: str, months_list: str, preset
         raise click.BadParameter(f"unknown configuration(s) {bad}; choose from {_CONFIGS}")
     table = temporal_window_experiment(
         root, out_dir, configs=names, months=[int(m) for m in months_list.split(",")],
-        preset=preset, training=_training(epochs, batch_size, device, settings),
+        preset=preset, training=option_overrides(settings, epochs=epochs, batch_size=batch_size,
+                                                    device=device),
         normalise=_normalise(normalise), progress=progress,
         **parse_config(None, model_settings))
     cols = [c for c in ("config", "months", "all_bg_macro_f1", "all_nobg_macro_f1",

@@ -15,7 +15,7 @@ from typing import Any
 import click
 import numpy as np
 
-from cropscope.cli._common import log, parse_config
+from cropscope.cli._common import log, option_overrides, parse_config
 from cropscope.errors import DataError, ModelError
 from cropscope.models.segmentation_map import build_network
 
@@ -96,16 +96,6 @@ def model_options(func: Any) -> Any:
     for option in reversed(options):
         func = option(func)
     return func
-
-
-def _train_config(epochs: int | None, lr: float | None, batch_size: int | None,
-                  device: str | None, settings: tuple[str, ...]) -> dict[str, Any]:
-    config = parse_config(None, settings)
-    for key, value in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size),
-                       ("device", device)):
-        if value is not None:
-            config[key] = value
-    return config
 
 
 def _prepare_out(out_dir: Path, spec: dict[str, Any], resume: bool) -> None:
@@ -190,9 +180,10 @@ def train(data_dir: Path | None, worldcereal_dir: Path | None, sources: str | No
         log(f"pretrained weights: {load_pretrained(model, pretrained).summary()}")
     log(f"training on {len(train_ds)} samples" +
         ("" if val_ds is None else f", validating on {len(val_ds)}"))
-    res = train_segmentation(model, train_ds, val_ds,
-                             config=_train_config(epochs, lr, batch_size, device, settings),
-                             out_dir=out_dir, resume=resume, progress=progress)
+    config = option_overrides(settings, epochs=epochs, lr=lr, batch_size=batch_size,
+                              device=device)
+    res = train_segmentation(model, train_ds, val_ds, config=config, out_dir=out_dir,
+                             resume=resume, progress=progress)
     if res.resumed_from:
         log(f"resumed after epoch {res.resumed_from}")
     last = res.history[-1] if res.history else {}
@@ -282,7 +273,8 @@ def pretrain(cube_path: Path | None, worldcereal_dir: Path | None, raster_path: 
     model = build_network(spec_model)
     res = pretrain_segmentation(
         model, cube, codes, out_dir, size=tile_size, stride=stride, objective=objective,
-        config=_train_config(epochs, lr, batch_size, device, settings), normalise=stats,
+        config=option_overrides(settings, epochs=epochs, lr=lr, batch_size=batch_size,
+                                device=device), normalise=stats,
         ignore_codes=ignore_codes, resume=resume, progress=progress)
     click.echo(json.dumps({"encoder": str(res.encoder_path), "class_codes": res.class_codes,
                            "tiles": res.n_tiles, "epochs_done": res.training.epochs_done,
