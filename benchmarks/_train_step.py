@@ -38,6 +38,18 @@ def run_in_child(script: str, cfg: dict[str, Any], timeout: float | None
     return json.loads(proc.stdout.strip().splitlines()[-1]), ""
 
 
+def collect_row(script: str, cfg: dict[str, Any], timeout: float | None, label: str,
+                rows: list[dict[str, Any]], skipped: list[str]) -> None:
+    """Run one configuration in a child; append its row, or ``label: why`` to ``skipped``."""
+    row, why = run_in_child(script, cfg, timeout)
+    if row is None:
+        skipped.append(f"{label}: {why}")
+        print(f"skipped {skipped[-1]}", file=sys.stderr)
+        return
+    rows.append(row)
+    print(f"done {label}", file=sys.stderr)
+
+
 def time_steps(step: Callable[[], None], steps: int, cuda: bool) -> float:
     """Seconds per call of ``step`` over ``steps`` calls after one warm-up call (CUDA peak
     memory statistics are reset after the warm-up)."""

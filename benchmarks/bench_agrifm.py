@@ -18,7 +18,7 @@ import json
 import sys
 import time
 
-from _train_step import peak_mib, rss_mib, run_in_child, time_steps
+from _train_step import collect_row, peak_mib, rss_mib, time_steps
 
 
 def run_one(preset: str, frames: int, size: int, batch: int, ckpt: bool, steps: int,
@@ -98,13 +98,8 @@ def main(argv: list[str] | None = None) -> None:
                        "batch": args.batch, "ckpt": ckpt, "steps": steps, "device": device,
                        "threads": args.threads}
                 timeout = None if device == "cuda" else args.cpu_budget_s
-                row, why = run_in_child(__file__, cfg, timeout)
-                if row is None:
-                    skipped.append(f"{preset} T={frames} ckpt={ckpt}: {why}")
-                    print(f"skipped {skipped[-1]}", file=sys.stderr)
-                    continue
-                rows.append(row)
-                print(f"done {preset} T={frames} ckpt={ckpt}", file=sys.stderr)
+                collect_row(__file__, cfg, timeout, f"{preset} T={frames} ckpt={ckpt}", rows,
+                            skipped)
     mem = "peak MiB (CUDA)" if device == "cuda" else "peak dRSS MiB"
     print(f"{'preset':<7}{'params M':>9}{'T':>4}{'ckpt':>6}{'s/step':>9}{'samples/s':>11}"
           f"{'x no-ckpt':>11}{mem:>17}{'mem x':>7}")

@@ -21,7 +21,7 @@ import json
 import sys
 import time
 
-from _train_step import peak_mib, rss_mib, run_in_child, time_steps
+from _train_step import collect_row, peak_mib, rss_mib, time_steps
 
 CONFIGS = ("S2", "S2+H", "S2+P", "S2+H+P")
 
@@ -107,13 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = {"preset": preset, "config": config, "months": args.months, "size": args.size,
                "batch": args.batch, "steps": steps, "device": device,
                "threads": args.threads, "checkpoint": args.checkpoint}
-        row, why = run_in_child(__file__, cfg, args.budget_s)
-        if row is None:
-            skipped.append(f"{config}: {why}")
-            print(f"skipped {skipped[-1]}", file=sys.stderr)
-            continue
-        rows.append(row)
-        print(f"done {config}", file=sys.stderr)
+        collect_row(__file__, cfg, args.budget_s, config, rows, skipped)
     mem = "peak MiB (CUDA)" if device == "cuda" else "peak dRSS MiB"
     base = next((r for r in rows if r["config"] == "S2"), None)
     print(f"{'config':<8}{'params M':>9}{'s/step':>9}{'samples/s':>11}{'x S2':>7}"
