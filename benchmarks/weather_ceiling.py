@@ -89,62 +89,58 @@ def neighbourhoods(c: np.ndarray, k: int, ny: int, nx: int, dy: int, dx: int
     return x - x.mean(-1, keepdims=True), ys, xs
 
 
-def pairs(fine: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(coarse, fine, Keys residual) for a fine grid ``[S, V, ny, nx]``."""
-    c = fine[..., ::k, ::k]
-    return c, fine, fine - upsample(c, k, *fine.shape[-2:], keys)
+Offsets = dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray]]]
 
 
-def design(sets: list[tuple], k: int, dy: int, dx: int, s: list[int], v: int, feats: str,
+def stencil_data(fines: list[np.ndarray], k: int) -> Offsets:
+    """Per sub-position (dy, dx): (neighbourhoods ``[S, V, n, m, 16]``, Keys residual
+    ``[S, V, n, m]``) of each fine grid, the coarse grid being its every k-th point."""
+    out: Offsets = {}
+    for fine in fines:
+        ny, nx = fine.shape[-2:]
+        c = fine[..., ::k, ::k]
+        res = fine - upsample(c, k, ny, nx, keys)
+        for dy in range(k):
+            for dx in range(k):
+                if dy or dx:
+                    x, ys, xs = neighbourhoods(c, k, ny, nx, dy, dx)
+                    out.setdefault((dy, dx), []).append((x, res[..., ys[:, None], xs[None, :]]))
+    return out
+
+
+def design(items: list[tuple[np.ndarray, np.ndarray]], s: list[int], v: int, feats: str,
            group: dict[int, list[int]]) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
-    for c, fine, res in sets:
-        x, yy, xx = neighbourhoods(c, k, *fine.shape[-2:], dy, dx)  # [S, V, n, m, 16]
+    for x, res in items:
         for si in s:
             f = x[si, v] if feats == "self" else np.concatenate(
                 [x[j, w] for j in group[si] for w in range(x.shape[1])], -1)
             xs.append(f.reshape(-1, f.shape[-1]))
-            ys.append(res[si, v][yy[:, None], xx[None, :]].reshape(-1))
+            ys.append(res[si, v].reshape(-1))
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def stencil_ratio(values: np.ndarray, k: int, v: int, feats: str, mode: str,
-                  group: dict[int, list[int]], levels: list[object], lam: float = 1e-2,
-                  ) -> float:
-    """RMSE ratio vs Keys of a ridge-fitted correction stencil for variable ``v``."""
-    test = pairs(values, k)
-    if mode == "one-scale-up":
-        coarse = test[0]
-        train = []
-        for oy in range(k):
-            for ox in range(k):
-                sub = coarse[..., oy:, ox:]
-                ny2, nx2 = (sub.shape[-2] - 1) // k * k + 1, sub.shape[-1] // k * k
-                train.append(pairs(sub[..., :ny2, :nx2], k))
-    else:
-        train = [test]
+def stencil_ratio(train: Offsets, test: Offsets, v: int, feats: str,
+                  fit_slices: Callable[[int], list[int]], group: dict[int, list[int]],
+                  lam: float = 1e-2) -> float:
+    """RMSE ratio vs Keys of a ridge-fitted correction stencil for variable ``v``; the
+    stencil for slice ``si`` is fitted on ``train``'s slices ``fit_slices(si)``."""
+    n_slices = next(iter(test.values()))[0][0].shape[0]
     sse = sse0 = 0.0
-    for si in range(values.shape[0]):
-        if mode == "other-month":
-            fit_slices = [j for j in range(values.shape[0])
-                          if j not in group[si] and levels[j] == levels[si]]
-            if not fit_slices:
-                return float("nan")
-        else:
-            fit_slices = [si]
-        for dy in range(k):
-            for dx in range(k):
-                if dy == dx == 0:
-                    continue
-                a, b = design(train, k, dy, dx, fit_slices, v, feats, group)
-                sd = a.std(0) + 1e-12
-                a = a / sd
-                gram = a.T @ a
-                w = np.linalg.solve(gram + lam * np.trace(gram) / len(gram) * np.eye(len(gram)),
-                                    a.T @ b)
-                at, bt = design([test], k, dy, dx, [si], v, feats, group)
-                sse += float(((bt - (at / sd) @ w) ** 2).sum())
-                sse0 += float((bt**2).sum())
+    for si in range(n_slices):
+        fit = fit_slices(si)
+        if not fit:
+            return float("nan")
+        for pos, items in test.items():
+            a, b = design(train[pos], fit, v, feats, group)
+            sd = a.std(0) + 1e-12
+            a = a / sd
+            gram = a.T @ a
+            w = np.linalg.solve(gram + lam * np.trace(gram) / len(gram) * np.eye(len(gram)),
+                                a.T @ b)
+            at, bt = design(items, [si], v, feats, group)
+            sse += float(((bt - (at / sd) @ w) ** 2).sum())
+            sse0 += float((bt**2).sum())
     return float(np.sqrt(sse / sse0))
 
 
@@ -174,7 +170,7 @@ def main() -> None:
     for i, s in enumerate(slices):
         group[i] = [j for j, t in enumerate(slices) if all(str(t[d]) == str(s[d]) for d in other)]
 
-    print(f"{path.name}: fitted on every {k}th point, {int(held.sum())} held-out points per "
+    print(f"{path.name}: fitted on every {k}-th point, {int(held.sum())} held-out points per "
           f"slice; RMSE ratio vs Keys bicubic (lower is better)\n")
     print("Keys bicubic RMSE per slice:")
     for i, s in enumerate(slices):
@@ -192,10 +188,24 @@ def main() -> None:
              "cubic B-spline": spline(coarse, k, ny, nx)}
     for label, pred in fixed.items():
         rows[label] = [rmse(pred, v) / rmse(base, v) for v in range(len(names))]
-    for mode in ("oracle", "other-month", "one-scale-up"):
+    test = stencil_data([values], k)
+    # one scale up: the coarse grid (each of its k² sub-lattices as context) is the truth
+    ups = []
+    for oy in range(k):
+        for ox in range(k):
+            sub = coarse[..., oy:, ox:]
+            ups.append(sub[..., : (sub.shape[-2] - 1) // k * k + 1, : sub.shape[-1] // k * k])
+    fits = {
+        "oracle": (test, lambda si: [si]),
+        "other-month": (test, lambda si: [j for j in range(len(slices))
+                                          if j not in group[si] and levels[j] == levels[si]]),
+        "one-scale-up": (stencil_data(ups, k), lambda si: [si]),
+    }
+    for mode, (train, fit_slices) in fits.items():
         for feats in ("self", "all"):
             rows[f"stencil {mode} ({feats})"] = [
-                stencil_ratio(values, k, v, feats, mode, group, levels) for v in range(len(names))]
+                stencil_ratio(train, test, v, feats, fit_slices, group)
+                for v in range(len(names))]
     if {"u", "v", "z"} <= set(names):
         iu, iv, iz = names.index("u"), names.index("v"), names.index("z")
         band = (np.abs(lat) >= 20) & (np.abs(lat) <= 80)
