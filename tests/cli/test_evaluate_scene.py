@@ -68,7 +68,7 @@ def test_train_on_a_scene_writes_a_run_directory(scene_files, tmp_path) -> None:
     run_cli("train", "--scene", str(mat), "--labels", str(tif), "--model", "spectral-cnn",
             "--split", "blocks:6", "--out", str(out), "--set", "epochs=3", "--set", "filters=8")
     assert (out / "model.json").is_file() and (out / "weights.safetensors").is_file()
-    run = json.loads((out / "run.json").read_text())
+    run = json.loads((out / "run.json").read_text())["training"]
     assert run["split"] == "blocks:6" and run["n_train"] > 0
     assert json.loads((out / "metrics.json").read_text())["config"]["split"] == "blocks:6"
 

@@ -18,6 +18,10 @@ def test_train_run_writes_self_contained_directory(tmp_path) -> None:
     assert {"model.json", "forest.skops", "run.json", "metrics.json",
             "confusion_matrix.png"} <= files
     info = run_info(tmp_path / "run")
+    assert info["kind"] == "classifier" and info["model"]["name"] == "rf"
+    assert info["classes"] == ts.classes and info["sources"]["input"]["bands"] == ts.bands
+    assert info["time_grid"]["n_times"] == ts.n_times
+    info = info["training"]
     assert info["n_train"] + info["n_holdout"] == ts.n_samples and info["seed"] == 3
     card = json.loads((tmp_path / "run" / "model.json").read_text())["card"]
     assert card["bands"] == ts.bands and card["classes"] == ts.classes
@@ -30,7 +34,7 @@ def test_train_run_without_holdout_uses_every_sample(tmp_path) -> None:
     ts = make_toy_set(n_per_class=10)
     result = train_run(ts, "rf", tmp_path / "run", config={"n_estimators": 5}, holdout=0)
     assert result.metrics is None
-    assert run_info(tmp_path / "run")["n_train"] == ts.n_samples
+    assert run_info(tmp_path / "run")["training"]["n_train"] == ts.n_samples
 
 
 def test_load_run_errors(tmp_path) -> None:

@@ -303,7 +303,8 @@ def train_scene(
     """Train on a scene and write a run directory (model, ``run.json``; with ``split`` also
     the test report). Without ``split`` every labelled pixel trains the model."""
     from cropscope.evaluation.report import write_report
-    from cropscope.training.rundir import RunResult, write_run_info
+    from cropscope.models.runs import save_classifier_run
+    from cropscope.training.rundir import RunResult, training_record
 
     started = time.perf_counter()
     out = Path(out_dir)
@@ -312,19 +313,20 @@ def train_scene(
     if "seed" in clf.config and "seed" not in config:
         clf.config["seed"] = seed
     metrics = None
+    result = None
     if split:
         result = evaluate_scene(clf, scene, split, seed=seed, progress=progress)
-        write_report(result, out)
         metrics = result.to_dict()
         n_train = result.config["n_train"]
     else:
         train = scene.samples(np.ones(scene.shape, dtype=bool), _patch_size(clf))
         clf.fit(_input_of(clf, train), progress=progress)
         n_train = train.n_samples
-    clf.save(out)
     duration = time.perf_counter() - started
-    write_run_info(out, {
-        "model": model_name, "source": source, "scene": scene.name, "split": split,
-        "n_train": int(n_train), "seed": seed,
-    }, duration)
+    record = training_record({"source": source, "scene": scene.name, "split": split,
+                              "n_train": int(n_train), "seed": seed}, duration)
+    report = result
+    save_classifier_run(clf, out, training=record, metrics=metrics, data=source,
+                        write_extra=None if report is None
+                        else (lambda folder: write_report(report, folder)))
     return RunResult(run_dir=out, model=clf, metrics=metrics, duration_s=duration)

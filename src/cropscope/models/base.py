@@ -15,7 +15,7 @@ An estimator in the scikit-learn spirit, but on :class:`~cropscope.data.TimeSeri
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import DataError, ModelError
-from cropscope.io import read_json, write_json
+from cropscope.io import write_json
 
 if TYPE_CHECKING:
     from cropscope.taxonomy.tree import Taxonomy
@@ -46,13 +46,62 @@ class ModelCard:
     #: the class hierarchy of the training set (``Taxonomy.to_dict()``), if it had one
     taxonomy: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the dates trained on (:class:`cropscope.runs.TimeGrid` as a dict), when known
+    time_grid: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
-        return cls(**data)
+    def from_dict(cls, data: Any) -> ModelCard:
+        if not isinstance(data, dict):
+            raise ModelError("the model card in model.json must be an object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ModelError(f"model card: unknown key(s) {unknown}")
+        card = cls(**data)
+        if not isinstance(card.bands, list) or not all(isinstance(b, str) for b in card.bands):
+            raise ModelError("model card: 'bands' must be a list of names")
+        if not isinstance(card.classes, list) or not all(
+            isinstance(c, str) for c in card.classes
+        ):
+            raise ModelError("model card: 'classes' must be a list of names")
+        if not isinstance(card.n_times, int) or isinstance(card.n_times, bool) \
+                or card.n_times < 0:
+            raise ModelError("model card: 'n_times' must be a non-negative integer")
+        if not isinstance(card.extra, dict):
+            raise ModelError("model card: 'extra' must be an object")
+        return card
+
+
+def _time_grid(ts: TimeSeriesSet) -> dict[str, Any] | None:
+    """The shared dates of a set as a time grid (``None`` for per-sample or no dates)."""
+    from cropscope.runs.schema import TimeGrid
+
+    if ts.dates is None or np.ndim(ts.dates) != 1:
+        return None
+    return TimeGrid.from_dates(ts.dates).to_dict()
+
+
+def _read_model_json(path: Path) -> dict[str, Any]:
+    """``model.json``, bounded and type-checked: a damaged file is one ModelError."""
+    import json
+
+    from cropscope.runs.schema import MAX_SPEC_BYTES, check_name
+
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise ModelError(f"{path} is too large to be a model description")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ModelError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict) \
+            or not isinstance(meta.get("card"), dict):
+        raise ModelError(f"{path} is not a cropscope model description "
+                         "(expected model, config and card)")
+    check_name(meta.get("model"), "model name")
+    return meta
 
 
 class Classifier(ABC):
@@ -116,7 +165,7 @@ class Classifier(ABC):
             raise DataError("training data need at least two classes")
         train.check_no_empty_series()
         self.card = ModelCard(bands=list(train.bands), n_times=train.n_times,
-                              classes=list(train.classes))
+                              classes=list(train.classes), time_grid=_time_grid(train))
         if train.taxonomy is not None and train.label_level == train.taxonomy.n_levels - 1:
             self.card.taxonomy = train.taxonomy.to_dict()
         if val is not None:
@@ -195,11 +244,14 @@ class Classifier(ABC):
         meta_path = directory / MODEL_FILE
         if not meta_path.is_file():
             raise ModelError(f"{directory} is not a cropscope model directory (no {MODEL_FILE})")
-        meta = read_json(meta_path)
+        meta = _read_model_json(meta_path)
         model_cls = get_model_class(meta["model"])
         if cls is not Classifier and not issubclass(model_cls, cls):
             raise ModelError(f"{directory} holds a {meta['model']!r} model, not {cls.name!r}")
-        model = model_cls(**meta["config"])
+        try:
+            model = model_cls(**meta["config"])
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"{meta_path}: unusable model configuration: {exc}") from None
         model.card = ModelCard.from_dict(meta["card"])
         model._load_weights(directory)
         return model

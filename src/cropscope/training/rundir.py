@@ -1,15 +1,15 @@
-"""Run directories: everything needed to reuse a trained model.
+"""Training a classifier into a run directory (the one format of :mod:`cropscope.runs`).
 
-A run directory holds ``model.json`` (model name, config and model card: bands, time
+A classifier run holds ``model.json`` (model name, config and model card: bands, time
 steps, classes, normalisation statistics), the weights in a safe format, ``run.json``
-(what was trained on, when, with which versions) and, when a hold-out split was used,
-the evaluation report (``metrics.json``, CSV tables and PNG plots).
+(:class:`~cropscope.runs.RunSpec`: kind, model, classes, sources, time grid, training
+record, versions, metrics), the evaluation report when a hold-out split was used
+(``metrics.json``, CSV tables, PNG plots) and ``manifest.json`` (sha256 of every file),
+written last: the run appears complete or not at all.
 """
 
 from __future__ import annotations
 
-import platform
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,13 +18,12 @@ from typing import Any
 
 from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import ModelError
-from cropscope.io import read_json, write_json
-from cropscope.models.base import MODEL_FILE, Classifier
+from cropscope.models.base import Classifier
 from cropscope.models.registry import create_model, get_model_class
+from cropscope.models.runs import load_classifier_run, save_classifier_run
+from cropscope.runs import RUN_FILE, RunSpec
 
-__all__ = ["RunResult", "load_run", "run_info", "train_run", "write_run_info"]
-
-RUN_FILE = "run.json"
+__all__ = ["RunResult", "load_run", "run_info", "train_run", "training_record"]
 
 
 @dataclass
@@ -35,18 +34,6 @@ class RunResult:
     model: Classifier
     metrics: dict[str, Any] | None
     duration_s: float
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for pkg in ("cropscope", "numpy", "scikit-learn", "torch", "lightgbm"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            continue
-    return out
 
 
 def train_run(
@@ -84,53 +71,35 @@ def train_run(
         train, test = labelled, None
     model = create_model(model_name, **config)
     model.fit(train, progress=progress)
-    model.save(out)
+    report = None
     if test is not None:
-        result = evaluate_split(model, train, test)
-        write_report(result, out)
-        metrics = result.to_dict()
+        report = evaluate_split(model, train, test)
+        metrics = report.to_dict()
     duration = time.perf_counter() - started
-    write_run_info(
-        out,
-        {
-            "model": model_name,
-            "source": source,
-            "n_train": train.n_samples,
-            "n_holdout": 0 if test is None else test.n_samples,
-            "holdout": holdout,
-            "seed": seed,
-            "class_counts": train.class_counts(),
-        },
-        duration,
-    )
+    record = training_record({
+        "source": source, "n_train": train.n_samples,
+        "n_holdout": 0 if test is None else test.n_samples, "holdout": holdout, "seed": seed,
+        "class_counts": train.class_counts(),
+    }, duration)
+    save_classifier_run(model, out, training=record, metrics=metrics, data=source,
+                        write_extra=None if report is None
+                        else (lambda folder: write_report(report, folder)))
     return RunResult(run_dir=out, model=model, metrics=metrics, duration_s=duration)
 
 
-def write_run_info(out: Path, info: dict[str, Any], duration_s: float) -> None:
-    """Write ``run.json``: ``info`` plus the creation time, duration and package versions."""
-    write_json(
-        Path(out) / RUN_FILE,
-        {
-            **info,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "duration_s": round(duration_s, 2),
-            "versions": _versions(),
-        },
-    )
+def training_record(info: dict[str, Any], duration_s: float) -> dict[str, Any]:
+    """``info`` plus the creation time and duration: the ``training`` part of ``run.json``."""
+    return {**info, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "duration_s": round(duration_s, 2)}
 
 
 def load_run(run_dir: str | Path) -> Classifier:
-    """The trained model of a run directory (or a bare model directory)."""
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise ModelError(f"run directory not found: {run_dir}")
-    if not (run_dir / MODEL_FILE).is_file():
-        raise ModelError(f"{run_dir} is not a cropscope run directory (no {MODEL_FILE})")
-    return Classifier.load(run_dir)
+    """The trained classifier of a run directory (verified against its manifest), or of a
+    bare model directory."""
+    return load_classifier_run(run_dir)
 
 
 def run_info(run_dir: str | Path) -> dict[str, Any]:
     """The contents of ``run.json`` (empty dict when absent)."""
     path = Path(run_dir) / RUN_FILE
-    return read_json(path) if path.is_file() else {}
-
+    return RunSpec.read(path).to_dict() if path.is_file() else {}

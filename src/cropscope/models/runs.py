@@ -1,0 +1,130 @@
+"""Models to and from run directories (the format of :mod:`cropscope.runs`).
+
+:func:`save_classifier_run` writes any fitted :class:`~cropscope.models.base.Classifier` as a
+complete run (staged in a temporary folder, renamed into place with its manifest), and
+:func:`load_run_model` opens *any* run directory — classifier, segmentation (AgriFM),
+H2Crop — and returns the model it holds, built only from registered names:
+
+- ``classifier`` runs → the registered :class:`Classifier` (``model.json`` + safe weights);
+- ``segmentation`` / ``h2crop`` runs → a :class:`~cropscope.models.segmentation_map.
+  SegmentationRunModel` (the registered network with the run's weights), which maps cubes;
+- ``pretrained-encoder`` runs are loaded into a network with
+  :func:`cropscope.training.pretraining.load_pretrained`, not mapped.
+
+Run directories of earlier versions that hold a bare ``model.json`` (no ``run.json``) still
+load as classifiers.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cropscope.errors import ModelError
+from cropscope.models.base import MODEL_FILE, Classifier
+from cropscope.runs import RunDir, RunSpec, TimeGrid, finish_run, open_run, staged_run
+
+__all__ = [
+    "classifier_spec",
+    "load_classifier_run",
+    "load_run_model",
+    "package_versions",
+    "save_classifier_run",
+]
+
+
+def package_versions() -> dict[str, str]:
+    """Python, platform and the versions of the packages a run depends on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for pkg in ("cropscope", "numpy", "scikit-learn", "torch", "lightning", "lightgbm"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def classifier_spec(model: Classifier, *, training: dict[str, Any] | None = None,
+                    metrics: dict[str, Any] | None = None, data: str = "") -> RunSpec:
+    """The ``run.json`` of a fitted classifier (bands, time grid, classes from its card)."""
+    card = model._require_card()
+    grid = TimeGrid.from_dict(card.time_grid) if card.time_grid else (
+        TimeGrid(kind="steps", n_times=card.n_times) if card.n_times else TimeGrid.any())
+    norm = None
+    if card.norm_mean is not None and card.norm_std is not None:
+        norm = {"mean": {"input": list(card.norm_mean)}, "std": {"input": list(card.norm_std)}}
+    wavelengths = card.extra.get("wavelengths")
+    return RunSpec(
+        kind="classifier",
+        model={"name": model.name, "config": _jsonable(model.config)},
+        classes=list(card.classes), taxonomy=card.taxonomy,
+        sources={"input": {"bands": list(card.bands),
+                           "wavelengths": list(wavelengths) if wavelengths else None}},
+        time_grid=grid, normalisation=norm, training=_jsonable(training or {}),
+        metrics=None if metrics is None else _jsonable(metrics), versions=package_versions(),
+        data=data, extra={"input_layout": card.input_layout,
+                          "input_kind": getattr(model, "input_kind", "pixels")})
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+
+    from cropscope.io import _default
+
+    return json.loads(json.dumps(value, default=_default))
+
+
+def save_classifier_run(
+    model: Classifier, out_dir: str | Path, *, training: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None, data: str = "",
+    write_extra: Callable[[Path], None] | None = None,
+) -> RunDir:
+    """Write ``model`` as a complete run at ``out_dir`` (replacing a previous one only on
+    success). ``write_extra(folder)`` adds files (e.g. an evaluation report) before the
+    manifest is written."""
+    with staged_run(out_dir) as stage:
+        model.save(stage)
+        if write_extra is not None:
+            write_extra(stage)
+        finish_run(stage, classifier_spec(model, training=training, metrics=metrics,
+                                          data=data))
+    return open_run(out_dir, verify=False)
+
+
+def load_classifier_run(run_dir: str | Path) -> Classifier:
+    """The classifier of a run directory (verified), or of a bare model directory."""
+    model = load_run_model(run_dir)
+    if not isinstance(model, Classifier):
+        raise ModelError(f"{run_dir} holds a {type(model).__name__}, not a classifier of "
+                         "pixel series or patches")
+    return model
+
+
+def load_run_model(run_dir: str | Path) -> Any:
+    """The model of any run directory (see the module docstring)."""
+    root = Path(run_dir)
+    if not root.exists():
+        raise ModelError(f"run directory not found: {root}")
+    if not root.is_dir():
+        raise ModelError(f"{root} is not a run directory")
+    if not (root / "run.json").is_file():
+        if (root / MODEL_FILE).is_file():
+            return Classifier.load(root)  # a bare model directory (or an older run)
+        raise ModelError(f"{root} is not a cropscope run directory (no run.json)")
+    run = open_run(root)
+    if run.spec.kind == "classifier":
+        model = Classifier.load(root)
+        if model.name != run.spec.name:
+            raise ModelError(f"{root}: run.json names model {run.spec.name!r} but model.json "
+                             f"holds {model.name!r}")
+        return model
+    if run.spec.kind in ("segmentation", "h2crop"):
+        from cropscope.models.segmentation_map import SegmentationRunModel
+
+        return SegmentationRunModel.from_run(run)
+    raise ModelError(f"{root} is a {run.spec.kind} run: it cannot be used as a model here")
