@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,8 +13,8 @@ from cropscope.errors import DataError
 from cropscope.mapping import classify_cube, run_map_job
 from cropscope.mapping.predictors import blend_weights, quantise
 from cropscope.mapping.windows import plan_windows
-from cropscope.models import Classifier, create_model, list_models
-from cropscope.models.base import ModelCard
+from cropscope.models import create_model, list_models
+from cropscope.runs import TimeGrid
 from tests.conftest import make_toy_set
 from tests.mapping.test_job import N_TIMES, read_outputs, write_scene
 from tests.models.test_registry import FAST
@@ -101,43 +101,28 @@ def test_patch_model_tiles_equal_the_whole_scene(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- scene models
-class ContextScene(Classifier):
-    """A dense test model whose output depends on the whole input window: class scores
-    from each pixel's deviation from the window's mean, so tiles disagree at their edges."""
+class ContextScene:
+    """A dense test model (map-model contract) whose output depends on the whole input
+    window: class scores from each pixel's deviation from the window's mean, so tiles
+    disagree at their edges."""
 
-    name: ClassVar[str] = "context-scene"
-    input_kind: ClassVar[str] = "scene"
-    context: ClassVar[int] = 6
+    def __init__(self) -> None:
+        self.name, self.input_kind, self.halo = "context-scene", "scene", 6
+        self.classes, self.bands = ["low", "mid", "high"], ["B4", "B8"]
+        self.time_grid = TimeGrid(kind="steps", n_times=N_TIMES)
 
-    @classmethod
-    def default_config(cls) -> dict[str, Any]:
-        return {}
-
-    def _fit(self, train: Any, val: Any, progress: bool) -> None:  # pragma: no cover
-        raise NotImplementedError
-
-    def _predict_proba(self, ts: Any) -> np.ndarray:  # pragma: no cover
-        raise NotImplementedError
-
-    def _save_weights(self, directory: Path) -> None:  # pragma: no cover
-        raise NotImplementedError
-
-    def _load_weights(self, directory: Path) -> None:  # pragma: no cover
-        raise NotImplementedError
-
-    def predict_proba_scene(self, x: np.ndarray) -> np.ndarray:
+    def predict_window(self, cube: Any, core: Any) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(cube.values, dtype=np.float32)
         seen = np.isfinite(x[:, 1])
         v = np.where(seen, x[:, 1], 0.0).sum(axis=0) / np.maximum(seen.sum(axis=0), 1)
         z = 8.0 * (v - v.mean())
         logits = np.stack([-z, np.zeros_like(z), z])
         e = np.exp(logits - logits.max(axis=0))
-        return (e / e.sum(axis=0)).astype(np.float32)
+        return (e / e.sum(axis=0)).astype(np.float32), np.isfinite(x).any(axis=(0, 1))
 
 
 def context_model() -> ContextScene:
-    model = ContextScene()
-    model.card = ModelCard(bands=["B4", "B8"], n_times=N_TIMES, classes=["low", "mid", "high"])
-    return model
+    return ContextScene()
 
 
 def column_jumps(proba: np.ndarray) -> np.ndarray:

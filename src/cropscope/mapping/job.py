@@ -40,6 +40,7 @@ from cropscope.data.readers.cube import CubeLike
 from cropscope.errors import DataError
 from cropscope.io import atomic_path, read_json, write_json
 from cropscope.mapping.classify import NODATA_LABEL, class_colormap
+from cropscope.mapping.contract import MapModel, as_map_model, check_time_grid
 from cropscope.mapping.predictors import (
     WindowPredictor,
     blend_weights,
@@ -82,25 +83,21 @@ def _block_size(tile: int) -> int:
     return 256
 
 
-def _check_model(model: Classifier, source: CubeLike) -> None:
-    card = model._require_card()
-    if len(card.classes) >= NODATA:
-        raise DataError(f"too many classes for an 8-bit map: {len(card.classes)}")
-    absent = [b for b in card.bands if b not in source.bands]
+def _check_model(model: MapModel, source: CubeLike) -> None:
+    classes = model.classes
+    if len(classes) >= NODATA:
+        raise DataError(f"too many classes for an 8-bit map: {len(classes)}")
+    absent = [b for b in model.bands if b not in source.bands]
     if absent:
         raise DataError(
-            f"the model was trained on bands {card.bands} but the cube has {source.bands}"
+            f"the model was trained on bands {model.bands} but the cube has {source.bands}"
         )
-    if card.n_times and len(source.times) != card.n_times:  # 0: any number of dates
-        raise DataError(
-            f"the model expects {card.n_times} time steps but the cube has "
-            f"{len(source.times)}; composite or resample the cube to the model's time grid"
-        )
+    check_time_grid(model, source.times)
 
 
-def _fingerprint(model: Classifier, source: CubeLike, tile: int, halo: int) -> dict[str, Any]:
+def _fingerprint(model: MapModel, source: CubeLike, tile: int, halo: int) -> dict[str, Any]:
     return {
-        "input_kind": getattr(model, "input_kind", "pixels"),
+        "input_kind": model.input_kind,
         "files": [str(p.resolve()) for p in source.files],
         "shape": list(source.shape),
         "transform": [float(v) for v in tuple(source.transform)[:6]],
@@ -378,7 +375,7 @@ def _overlaps(a: MapWindow, b: MapWindow) -> bool:
 
 
 def run_map_job(
-    model: Classifier,
+    model: MapModel | Classifier,
     cube_source: CubeLike | str | Path | Sequence[str | Path],
     out_dir: str | Path,
     *,
@@ -418,16 +415,17 @@ def run_map_job(
         from cropscope.data.readers.open import open_cube_source
 
         source = open_cube_source(cube_source)
-    _check_model(model, source)
     if batch_size <= 0:
         raise DataError(f"batch_size must be positive, got {batch_size}")
+    model = as_map_model(model, batch_size)
+    _check_model(model, source)
     if workers is not None and scheduler is not None:
         raise DataError("pass workers (a local Dask cluster) or scheduler (an address), not both")
     if workers is not None and workers <= 0:
         raise DataError(f"workers must be a positive number of processes, got {workers}")
     if workers is not None or scheduler is not None:
         _import_distributed()
-    predictor = window_predictor(model, halo, tile, batch_size)
+    predictor = window_predictor(model, halo, tile)
     halo = predictor.halo
     blending = predictor.mode == "blend"
     windows = plan_windows(source.height, source.width, tile=tile, halo=halo)
