@@ -17,15 +17,21 @@ from rasterio.transform import from_origin
 from cropscope.cli.segment import segment
 from cropscope.data.readers.h5patches import write_h5_patches
 from cropscope.errors import DataError, ModelError
+from cropscope.models.networks import register_network
+from cropscope.runs import open_run
 from tests.training.test_segmentation import TinySeg, toy_samples
 
-FACTORY = "tests.cli.test_segment_cli:make_model"
-FAST = ["--model", FACTORY, "--lr", "0.05", "--batch-size", "2", "--device", "cpu",
+NETWORK = "test-tinyseg"
+FAST = ["--network", NETWORK, "--lr", "0.05", "--batch-size", "2", "--device", "cpu",
         "--set", "warmup_iters=1", "--no-progress"]
 
 
-def make_model(sources: Mapping[str, int], num_classes: int, preset: str, **kw: Any) -> TinySeg:
-    """A fast stand-in for AgriFM with the same constructor and forward contract."""
+@register_network(NETWORK, default_cfg={"required": ("sources", "num_classes"),
+                                        "options": ("preset", "width")})
+def make_model(sources: Mapping[str, int], num_classes: int, preset: str | None = None,
+               **kw: Any) -> TinySeg:
+    """A fast stand-in for AgriFM with the same constructor and forward contract,
+    registered like any third-party network (in code, never from a data file)."""
     return TinySeg(sources, num_classes, **kw)
 
 
@@ -48,11 +54,13 @@ def test_train_resume_and_evaluate(h5_dir: Path, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     info = json.loads(res.stdout)
     assert info["epochs_done"] == 2 and "val_miou" in info["last"]
-    spec = json.loads((out / "segment.json").read_text())
-    assert spec["model_spec"]["num_classes"] == 3
-    assert spec["model_spec"]["sources"] == {"S2": 2, "S1": 1}
-    assert spec["model_spec"]["model_kwargs"] == {"width": 6}
-    assert len(spec["normalise"]["mean"]["S2"]) == 2
+    spec = open_run(out).spec
+    assert spec.kind == "segmentation" and spec.network is not None
+    assert spec.network["name"] == NETWORK and spec.network["kwargs"]["num_classes"] == 3
+    assert spec.network["kwargs"]["sources"] == {"S2": 2, "S1": 1}
+    assert spec.network["kwargs"]["width"] == 6 and spec.classes == ["0", "1", "2"]
+    assert spec.normalisation is not None and len(spec.normalisation["mean"]["S2"]) == 2
+    assert spec.bands("S2") == ["band_1", "band_2"] and spec.time_grid.n_times is not None
     # more epochs: continues from last.pt (the schedule is for 3 epochs from now on)
     res = _run(["train", str(h5_dir), "--sources", "S2,S1", "--out", str(out),
                 "--epochs", "3", *FAST, "--model-set", "width=6"])
@@ -82,9 +90,13 @@ def test_input_errors(h5_dir: Path, tmp_path: Path) -> None:
     res = _run(["train", "--out", str(tmp_path / "x"), *FAST])
     assert isinstance(res.exception, DataError) and "exactly one" in str(res.exception)
     res = _run(["evaluate", str(tmp_path), str(h5_dir)])
-    assert isinstance(res.exception, ModelError) and "segment.json" in str(res.exception)
+    assert isinstance(res.exception, ModelError) and "run.json" in str(res.exception)
     res = _run(["train", str(h5_dir), "--out", str(tmp_path / "y"), *FAST[:1], "nosuch"])
-    assert isinstance(res.exception, ModelError)
+    assert isinstance(res.exception, ModelError) and "unknown network" in str(res.exception)
+    # a factory path is not a network name: nothing is imported
+    res = _run(["train", str(h5_dir), "--out", str(tmp_path / "z"), "--network",
+                "tests.cli.test_segment_cli:make_model", *FAST[2:]])
+    assert isinstance(res.exception, ModelError) and not (tmp_path / "z" / "manifest.json").exists()
 
 
 def test_pretrain_then_finetune(h5_dir: Path, tmp_path: Path) -> None:
@@ -108,12 +120,12 @@ def test_pretrain_then_finetune(h5_dir: Path, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     info = json.loads(res.stdout)
     assert info["class_codes"] == [5, 9] and info["tiles"] == 4
-    assert (pre / "encoder.pt").is_file()
+    assert open_run(pre).spec.kind == "pretrained-encoder"
 
     res = _run(["train", str(h5_dir), "--sources", "S2,S1", "--out", str(tmp_path / "ft"),
-                "--epochs", "1", "--pretrained", str(pre / "encoder.pt"), *FAST])
+                "--epochs", "1", "--pretrained", str(pre), *FAST])
     assert res.exit_code == 0, res.output
-    assert "pretrained weights: loaded" in res.stderr
+    assert open_run(tmp_path / "ft").spec.kind == "segmentation"
 
 
 @pytest.mark.realdata
@@ -124,9 +136,10 @@ def test_train_on_worldcereal(real_data_dir: Path, tmp_path: Path) -> None:
     res = _run(["train", "--worldcereal", str(folder), "--tile-size", "50",
                 "--out", str(tmp_path / "wc"), "--epochs", "1", *FAST])
     assert res.exit_code == 0, res.output
-    spec = json.loads((tmp_path / "wc" / "segment.json").read_text())
-    assert spec["model_spec"]["sources"] == {"S2": 9, "S1": 2}
-    assert spec["classes"][-1] == "no_cropland"
+    spec = open_run(tmp_path / "wc").spec
+    assert spec.network is not None and spec.network["kwargs"]["sources"] == {"S2": 9, "S1": 2}
+    assert spec.classes[-1] == "no_cropland" and spec.bands("S2")[0] == "B02"
+    assert spec.time_grid.kind == "dates" and spec.time_grid.n_times == 12
     res = _run(["evaluate", str(tmp_path / "wc"), "--worldcereal", str(folder),
                 "--device", "cpu"])
     assert res.exit_code == 0, res.output

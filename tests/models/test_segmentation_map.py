@@ -1,5 +1,6 @@
-"""Segmentation runs exported as map-job scene models: a small AgriFM trained on a striped
-scene maps it through run_map_job and the CLI; H2Crop runs export in the S2 configuration."""
+"""Segmentation runs are map models as they are: a small AgriFM trained on a striped scene
+into a run directory maps it through run_map_job and ``cropscope predict --model RUN`` (no
+export step); H2Crop runs map in the S2 configuration; damaged runs are refused."""
 
 from __future__ import annotations
 
@@ -16,14 +17,15 @@ from cropscope.data.readers.cube import read_cube
 from cropscope.data.readers.h5patches import ArrayPatchDataset, compute_band_stats, tile_sample
 from cropscope.errors import DataError, ModelError
 from cropscope.mapping import run_map_job
-from cropscope.models import Classifier, list_models
-from cropscope.models.segmentation_map import SegmentationMapModel, build_network
-from cropscope.training.segmentation import train_segmentation
+from cropscope.models.runs import load_run_model
+from cropscope.models.segmentation_map import SegmentationRunModel
+from cropscope.runs import MANIFEST_FILE, TimeGrid
+from cropscope.training.segmentation_run import train_segmentation_run
 from tests.mapping.test_job import read_outputs, write_scene
 
-SPEC = {"model": "agrifm", "preset": None, "sources": {"S2": 2}, "num_classes": 3,
-        "model_kwargs": {"embed_dim": 8, "depths": [1, 1, 1, 1], "num_heads": [1, 2, 2, 4],
-                         "decoder_dim": 16, "patch_size": [2, 2, 2]}}
+KWARGS = {"preset": None, "sources": {"S2": 2}, "num_classes": 3, "embed_dim": 8,
+          "depths": [1, 1, 1, 1], "num_heads": [1, 2, 2, 4], "decoder_dim": 16,
+          "patch_size": [2, 2, 2]}
 CLASSES = ["early", "mid", "late"]
 
 
@@ -37,50 +39,42 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     truth = np.minimum(np.arange(x.shape[-1]) * 3 // x.shape[-1], 2)[None].repeat(
         x.shape[-2], axis=0)
     samples = [({"S2": s["S2"]}, lab) for s, lab in tile_sample({"S2": x}, truth, 16, 8)]
-    raw = ArrayPatchDataset(samples)
-    stats = compute_band_stats(raw)
+    stats = compute_band_stats(ArrayPatchDataset(samples))
     train = ArrayPatchDataset(samples, normalise=stats)
-    torch.manual_seed(0)
-    net = build_network(SPEC)
     run = base / "run"
-    train_segmentation(net, train, config={"epochs": 25, "batch_size": 8, "lr": 1e-2,
-                                           "warmup_iters": 0, "device": "cpu"},
-                       out_dir=run, progress=False)
-    spec = {"model_spec": SPEC, "classes": CLASSES, "sources": ["S2"],
-            "normalise": stats.to_dict()}
-    (run / "segment.json").write_text(json.dumps(spec))
+    train_segmentation_run(
+        train, run, network="agrifm", network_kwargs=KWARGS, classes=CLASSES,
+        bands={"S2": ["B4", "B8"]}, time_grid=TimeGrid.from_dates(cube["time"].values),
+        normalisation=stats, config={"epochs": 25, "batch_size": 8, "lr": 1e-2,
+                                     "warmup_iters": 0, "device": "cpu"})
     return scene, run
 
 
-def test_export_predicts_like_the_network(trained: tuple[Path, Path], tmp_path: Path) -> None:
+def test_run_predicts_like_the_network(trained: tuple[Path, Path]) -> None:
     scene, run = trained
-    model = SegmentationMapModel.from_run(run, ["B4", "B8"], context=8)
+    model = load_run_model(run)
+    assert isinstance(model, SegmentationRunModel)
     assert model.input_kind == "scene" and model.classes == CLASSES
-    assert model.card.n_times == 0 and model.context == 8
+    assert model.bands == ["B4", "B8"] and model.time_grid.kind == "dates"
     x = read_cube(scene).values.astype(np.float32)
-    proba = model.predict_proba_scene(x)
+    proba = model.predict_scene(x)
     assert proba.shape == (3, *x.shape[-2:])
     np.testing.assert_allclose(proba.sum(0), 1.0, atol=1e-5)
     # the network itself, on the normalised input with NaN set to the band mean (0)
-    mean = np.asarray(model.card.norm_mean, np.float32)[None, :, None, None]
-    std = np.asarray(model.card.norm_std, np.float32)[None, :, None, None]
+    norm = model.spec.normalisation
+    assert norm is not None
+    mean = np.asarray(norm["mean"]["S2"], np.float32)[None, :, None, None]
+    std = np.asarray(norm["std"]["S2"], np.float32)[None, :, None, None]
     z = np.nan_to_num((x - mean) / std, nan=0.0)
     with torch.no_grad():
-        direct = model._network({"S2": torch.from_numpy(z)[None]}).softmax(1)[0].numpy()
+        direct = model.network({"S2": torch.from_numpy(z)[None]}).softmax(1)[0].numpy()
     np.testing.assert_allclose(proba, direct, atol=1e-5)
-    model.save(tmp_path / "m")
-    again = Classifier.load(tmp_path / "m")
-    assert isinstance(again, SegmentationMapModel)
-    np.testing.assert_allclose(again.predict_proba_scene(x), proba, atol=1e-6)
-    assert "segmentation-run" not in list_models()  # not fitted on pixel series
-    with pytest.raises(ModelError, match="network"):
-        again.fit(None)  # type: ignore[arg-type]
 
 
-def test_map_job_with_the_exported_model(trained: tuple[Path, Path], tmp_path: Path) -> None:
+def test_map_job_with_the_run(trained: tuple[Path, Path], tmp_path: Path) -> None:
     scene, run = trained
-    model = SegmentationMapModel.from_run(run, ["B4", "B8"], context=8)
-    whole = model.predict_proba_scene(read_cube(scene).values.astype(np.float32)).argmax(0)
+    model = SegmentationRunModel.from_run(run, context=8)
+    whole = model.predict_scene(read_cube(scene).values.astype(np.float32)).argmax(0)
     truth = np.minimum(np.arange(whole.shape[1]) * 3 // whole.shape[1], 2)[None]
     assert (whole == truth).mean() > 0.9  # it learnt the stripes
     result = run_map_job(model, scene, tmp_path / "job", tile=24, progress=False)
@@ -91,15 +85,11 @@ def test_map_job_with_the_exported_model(trained: tuple[Path, Path], tmp_path: P
     assert (labels[seen] == whole[seen]).mean() > 0.95
 
 
-def test_cli_export_then_predict(trained: tuple[Path, Path], tmp_path: Path) -> None:
+def test_cli_predict_with_the_run_directly(trained: tuple[Path, Path], tmp_path: Path) -> None:
     scene, run = trained
-    runner = CliRunner()
-    res = runner.invoke(cli, ["segment", "export-map", str(run), "--out", str(tmp_path / "m"),
-                              "--bands", "B4,B8", "--context", "8"], catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    res = runner.invoke(cli, ["predict", "--model", str(tmp_path / "m"), "--input", str(scene),
-                              "--out", str(tmp_path / "map.tif"), "--tile", "32"],
-                        catch_exceptions=False)
+    res = CliRunner().invoke(cli, ["predict", "--model", str(run), "--input", str(scene),
+                                   "--out", str(tmp_path / "map.tif"), "--tile", "32"],
+                             catch_exceptions=False)
     assert res.exit_code == 0, res.output
     import rasterio
 
@@ -110,24 +100,68 @@ def test_cli_export_then_predict(trained: tuple[Path, Path], tmp_path: Path) -> 
     assert set(np.unique(labels)) <= {0, 1, 2, 255} and (labels != 255).mean() > 0.9
 
 
-def test_clear_errors(trained: tuple[Path, Path], tmp_path: Path) -> None:
+def _copy(run: Path, to: Path) -> Path:
+    import shutil
+
+    shutil.copytree(run, to)
+    return to
+
+
+def test_damaged_or_hostile_runs_are_refused(trained: tuple[Path, Path], tmp_path: Path) -> None:
     _, run = trained
-    with pytest.raises(DataError, match="3 names"):
-        SegmentationMapModel.from_run(run, ["B4", "B8", "B11"])
-    with pytest.raises(DataError, match="band names"):
-        SegmentationMapModel.from_run(run)
-    with pytest.raises(DataError, match="not a segmentation run"):
-        SegmentationMapModel.from_run(tmp_path)
-    multi = tmp_path / "multi"
-    multi.mkdir()
-    spec = json.loads((run / "segment.json").read_text())
-    spec["sources"] = ["S2", "S1"]
-    (multi / "segment.json").write_text(json.dumps(spec))
+    with pytest.raises(ModelError, match="not a cropscope run"):
+        load_run_model(tmp_path)
+    # tampered weights: the checksum differs
+    bad = _copy(run, tmp_path / "tampered")
+    data = bytearray((bad / "weights.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (bad / "weights.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=r"checksum of weights\.safetensors"):
+        load_run_model(bad)
+    # unfinished: no manifest
+    bad = _copy(run, tmp_path / "unfinished")
+    (bad / MANIFEST_FILE).unlink()
+    with pytest.raises(ModelError, match="not a complete run"):
+        load_run_model(bad)
+    # a network named by an import path, with the manifest forged to match: nothing runs
+    from cropscope.runs.store import _write_manifest
+
+    bad = _copy(run, tmp_path / "hostile")
+    spec = json.loads((bad / "run.json").read_text())
+    spec["network"]["name"] = "os:system"
+    (bad / "run.json").write_text(json.dumps(spec))
+    _write_manifest(bad)
+    with pytest.raises(ModelError, match="invalid network name"):
+        load_run_model(bad)
+    spec["network"]["name"] = "no-such-network"
+    (bad / "run.json").write_text(json.dumps(spec))
+    _write_manifest(bad)
+    with pytest.raises(ModelError, match="unknown network"):
+        load_run_model(bad)
+    # a multi-source run cannot map from one cube
+    spec = json.loads((run / "run.json").read_text())
+    spec["sources"]["S1"] = {"bands": ["VV"], "wavelengths": None}
+    (bad / "run.json").write_text(json.dumps(spec))
+    _write_manifest(bad)
     with pytest.raises(ModelError, match="single-source"):
-        SegmentationMapModel.from_run(multi, ["B4", "B8"])
+        load_run_model(bad)
 
 
-def test_h2crop_runs_export_in_the_s2_configuration(tmp_path: Path) -> None:
+def test_cube_with_another_season_is_refused(trained: tuple[Path, Path], tmp_path: Path
+                                             ) -> None:
+    _, run = trained
+    model = SegmentationRunModel.from_run(run, context=8)
+    dates = np.asarray(model.time_grid.dates, dtype="datetime64[D]")
+    from cropscope.mapping.contract import check_time_grid
+
+    check_time_grid(model, dates + np.timedelta64(365, "D"))  # next year: same season
+    with pytest.raises(DataError, match="season"):
+        check_time_grid(model, dates + np.timedelta64(120, "D"))
+    with pytest.raises(DataError, match="--composite"):
+        check_time_grid(model, dates[:-1])
+
+
+def test_h2crop_runs_map_in_the_s2_configuration(tmp_path: Path) -> None:
     from cropscope.data.readers.h2crop import generate_h2crop
     from cropscope.training.h2crop import train_h2crop
 
@@ -135,14 +169,13 @@ def test_h2crop_runs_export_in_the_s2_configuration(tmp_path: Path) -> None:
     quick = {"epochs": 1, "batch_size": 2, "device": "cpu"}
     train_h2crop(root, "S2", out_dir=tmp_path / "s2", training=quick, normalise="train",
                  progress=False)
-    model = SegmentationMapModel.from_run(tmp_path / "s2", context=8)
-    assert model.card.bands[0] == "B2" and len(model.card.bands) == 10
+    model = SegmentationRunModel.from_run(tmp_path / "s2", context=8)
+    assert model.bands[0] == "B2" and len(model.bands) == 10
     assert model.classes[0] == "background" and len(model.classes) == 7  # 6 leaves + bg
-    assert model.card.norm_mean is not None and len(model.card.norm_mean) == 10
-    proba = model.predict_proba_scene(np.random.default_rng(0).normal(
+    proba = model.predict_scene(np.random.default_rng(0).normal(
         size=(6, 10, 24, 24)).astype(np.float32))
     assert proba.shape == (7, 24, 24)
     train_h2crop(root, "S2+H", out_dir=tmp_path / "s2h", training=quick, normalise="train",
                  progress=False)
-    with pytest.raises(ModelError, match="only the S2 configuration"):
-        SegmentationMapModel.from_run(tmp_path / "s2h")
+    with pytest.raises(ModelError, match=r"only the S2 configuration|single-source"):
+        SegmentationRunModel.from_run(tmp_path / "s2h")

@@ -122,32 +122,23 @@ def train(root: Path, out_dir: Path, config: str, months: int, resume: bool, pre
 @click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Data folder (default: the one the run was trained on).")
 @click.option("--split", default="test", show_default=True)
-@click.option("--weights", default="best", show_default=True, type=click.Choice(["best", "last"]))
+@click.option("--weights", default="final", show_default=True,
+              type=click.Choice(["final", "best", "last"]),
+              help="The run's selected weights, or a checkpoint.")
 @click.option("--batch-size", type=int, default=4, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Write levels.json / levels.csv here (default RUN_DIR/<split>).")
+              help="Write levels.json / levels.csv into this folder.")
 def evaluate(run_dir: Path, root: Path | None, split: str, weights: str, batch_size: int,
              device: str, out_dir: Path | None) -> None:
     """Per-level OA / macro-F1 / mIoU, with and without background, changed/unchanged."""
-    from cropscope.data.readers.h2crop import H2CropDataset, sample_contents
-    from cropscope.evaluation.levels import (
-        evaluate_levels,
-        format_levels_report,
-        write_levels_report,
-    )
-    from cropscope.training.h2crop import SPEC_FILE, load_h2crop_run, run_normalisation
+    from cropscope.evaluation.levels import format_levels_report, write_levels_report
+    from cropscope.training.h2crop import evaluate_h2crop_run
 
-    spec = json.loads((run_dir / SPEC_FILE).read_text()) if (run_dir / SPEC_FILE).is_file() \
-        else {}
-    model = load_h2crop_run(run_dir, weights)
-    data_root = root or Path(spec["root"])
-    probe = H2CropDataset(data_root, split, with_hyper=False, normalise=None)
-    ds = H2CropDataset(data_root, split, months=model.months, with_hyper=model.use_hyper,
-                       with_priors="priors" in sample_contents(probe.files[0]),
-                       normalise=run_normalisation(run_dir))
-    result = evaluate_levels(model, ds, batch_size=batch_size, device=device)
-    write_levels_report(result, out_dir or run_dir / split)
+    result = evaluate_h2crop_run(run_dir, root, split=split, weights=weights,
+                                 batch_size=batch_size, device=device)
+    if out_dir is not None:
+        write_levels_report(result, out_dir)
     click.echo(format_levels_report(result))
 
 

@@ -55,9 +55,22 @@ def _register() -> None:
 _register()
 
 
+def _log_to_stderr() -> None:
+    """The library logs progress to the ``cropscope`` logger: show it on stderr."""
+    import logging
+
+    logger = logging.getLogger("cropscope")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: user errors become one line on stderr, exit code 2."""
     warnings.filterwarnings("ignore", category=UserWarning, module="rdata")
+    _log_to_stderr()
     # GDAL's block cache defaults to 5 % of RAM per process; windowed map reads touch each
     # block once, so a small cache keeps map jobs' memory bounded (user settings win)
     os.environ.setdefault("GDAL_CACHEMAX", "256")

@@ -1,9 +1,10 @@
 """``cropscope segment``: per-pixel segmentation of patch time series (AgriFM).
 
-``train`` fine-tunes a segmentation network on an H5 patch folder or the WorldCereal patch,
-``pretrain`` trains it on a class raster and saves the encoder, ``evaluate`` scores a run.
-A run directory holds ``segment.json`` (how to rebuild the model, classes, normalisation),
-``last.pt`` / ``best.pt`` checkpoints and ``history.json``.
+``train`` fine-tunes a registered segmentation network on an H5 patch folder or the
+WorldCereal patch into a run directory (:mod:`cropscope.runs`; ``cropscope predict --model
+RUN`` maps with it), ``pretrain`` trains it on a class raster and saves the encoder,
+``evaluate`` scores a run. Each command is a thin call into
+:mod:`cropscope.training.segmentation_run` / :mod:`cropscope.training.pretraining`.
 """
 
 from __future__ import annotations
@@ -16,10 +17,7 @@ import click
 import numpy as np
 
 from cropscope.cli._common import log, option_overrides, parse_config
-from cropscope.errors import DataError, ModelError
-from cropscope.models.segmentation_map import build_network
-
-SPEC_FILE = "segment.json"
+from cropscope.errors import DataError
 
 
 def _parse_sources(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -31,50 +29,19 @@ def _parse_sources(text: str | None, default: tuple[str, ...]) -> tuple[str, ...
     return names
 
 
-def _h5_datasets(folder: Path, sources: tuple[str, ...], train_split: str | None,
-                 val_split: str | None) -> tuple[Any, Any]:
-    from cropscope.data.readers.h5patches import H5PatchDataset
-
-    def has(split: str | None) -> bool:
-        return split is not None and any(
-            (folder / sub / f"{split}.txt").is_file() for sub in ("", "data_list"))
-
-    train = H5PatchDataset(folder, train_split if has(train_split) else None, sources)
-    val = H5PatchDataset(folder, val_split, sources) if has(val_split) else None
-    return train, val
-
-
-def _worldcereal(folder: Path, sources: tuple[str, ...], tile: int, target: str
-                 ) -> tuple[list[Any], list[str], dict[str, Any]]:
-    from cropscope.data.readers.worldcereal import load_worldcereal_patch, worldcereal_patches
-
-    data = load_worldcereal_patch(folder, target=target, compact=True)
-    log(f"WorldCereal patch: classes {data['classes']} ({data['note']})")
-    return worldcereal_patches(data, size=tile, sources=sources), data["classes"], data
-
-
-def _num_classes(dataset: Any) -> int:
-    top = -1
-    for _, label in dataset.iter_raw():
-        top = max(top, int(np.max(label)))
-    if top < 0:
-        raise DataError("the training labels hold no class (all ignore)")
-    return top + 1
-
-
-def _channels(dataset: Any) -> dict[str, int]:
-    sources, _ = dataset.read_raw(0)
-    return {k: int(v.shape[1]) for k, v in sources.items()}
+def _parse_bands(text: str | None, source: str) -> dict[str, list[str]] | None:
+    if not text:
+        return None
+    return {source: [b.strip() for b in text.split(",") if b.strip()]}
 
 
 def model_options(func: Any) -> Any:
     """Model and training options shared by ``train`` and ``pretrain``."""
     options = [
         click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
-                     help="Run directory (checkpoints, history, segment.json)."),
-        click.option("--model", "model_name", default="agrifm", show_default=True,
-                     help="'agrifm' or package.module:callable(sources, num_classes, preset, "
-                          "**kwargs)."),
+                     help="Run directory (run.json, weights, checkpoints, history)."),
+        click.option("--network", "network", default="agrifm", show_default=True,
+                     help="A registered network (cropscope models networks)."),
         click.option("--preset", default="tiny", show_default=True,
                      help="Backbone preset (tiny, small, base)."),
         click.option("--model-set", "model_settings", multiple=True, metavar="KEY=VALUE",
@@ -98,24 +65,6 @@ def model_options(func: Any) -> Any:
     return func
 
 
-def _prepare_out(out_dir: Path, spec: dict[str, Any], resume: bool) -> None:
-    from cropscope.io import write_json
-
-    path = out_dir / SPEC_FILE
-    if resume and path.is_file():
-        old = json.loads(path.read_text())
-        if old.get("model_spec") != spec["model_spec"]:
-            raise ModelError(f"{path} describes another model; use --no-resume or another --out")
-    write_json(path, spec)
-
-
-def _load_spec(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / SPEC_FILE
-    if not path.is_file():
-        raise ModelError(f"{run_dir} is not a segmentation run (no {SPEC_FILE})")
-    return json.loads(path.read_text())
-
-
 @click.group()
 def segment() -> None:
     """Per-pixel segmentation of patch time series (AgriFM-style)."""
@@ -135,60 +84,46 @@ def segment() -> None:
               type=click.Choice(["croptype", "cropland", "croptype_cropland"]),
               help="WorldCereal target (model outputs, not ground truth).")
 @click.option("--pretrained", type=click.Path(path_type=Path), default=None,
-              help="encoder.pt (or a checkpoint) to start from; the head is not loaded.")
+              help="A pretrained-encoder run (cropscope segment pretrain) or its weights "
+                   "file to start from; the head is not loaded.")
+@click.option("--bands", default=None,
+              help="H5 data: comma-separated band names of the first source, in channel "
+                   "order (maps match cube bands by these names; default band_1..band_C).")
 @model_options
 def train(data_dir: Path | None, worldcereal_dir: Path | None, sources: str | None,
           train_split: str, val_split: str, tile_size: int, target: str,
-          pretrained: Path | None, out_dir: Path, model_name: str, preset: str,
-          model_settings: tuple[str, ...], epochs: int | None, lr: float | None,
-          batch_size: int | None, device: str | None, resume: bool,
+          pretrained: Path | None, bands: str | None, out_dir: Path, network: str,
+          preset: str, model_settings: tuple[str, ...], epochs: int | None,
+          lr: float | None, batch_size: int | None, device: str | None, resume: bool,
           settings: tuple[str, ...], normalise: bool, progress: bool) -> None:
-    """Fine-tune a segmentation model; prints the last epoch's record as JSON."""
-    from cropscope.data.readers.h5patches import ArrayPatchDataset, compute_band_stats
-    from cropscope.training.pretraining import load_pretrained
-    from cropscope.training.segmentation import train_segmentation
+    """Fine-tune a segmentation network; prints the last epoch's record as JSON."""
+    from cropscope.training.segmentation_run import patch_datasets, train_segmentation_run
 
-    if (data_dir is None) == (worldcereal_dir is None):
-        raise DataError("give exactly one of DATA_DIR or --worldcereal FOLDER")
-    classes: list[str] | None = None
-    if worldcereal_dir is not None:
-        names = _parse_sources(sources, ("S2", "S1"))
-        tiles, classes, _ = _worldcereal(worldcereal_dir, names, tile_size, target)
-        train_ds, val_ds = ArrayPatchDataset(tiles), None
-        data_desc = f"worldcereal:{worldcereal_dir}"
-        n_classes = len(classes)
-    else:
-        assert data_dir is not None
-        names = _parse_sources(sources, ("S2",))
-        train_ds, val_ds = _h5_datasets(data_dir, names, train_split, val_split)
-        data_desc = f"h5:{data_dir}"
-        n_classes = _num_classes(train_ds)
-    stats = compute_band_stats(train_ds) if normalise else None
-    train_ds.normalise = stats
-    if val_ds is not None:
-        val_ds.normalise = stats
-    spec_model = {"model": model_name, "preset": preset, "sources": _channels(train_ds),
-                  "num_classes": n_classes,
-                  "model_kwargs": parse_config(None, model_settings)}
-    spec = {"model_spec": spec_model, "classes": classes, "data": data_desc,
-            "sources": list(names), "normalise": None if stats is None else stats.to_dict(),
-            "tile_size": tile_size if worldcereal_dir is not None else None,
-            "target": target if worldcereal_dir is not None else None}
-    _prepare_out(out_dir, spec, resume)
-    model = build_network(spec_model)
-    if pretrained is not None and not (resume and (out_dir / "last.pt").is_file()):
-        log(f"pretrained weights: {load_pretrained(model, pretrained).summary()}")
-    log(f"training on {len(train_ds)} samples" +
-        ("" if val_ds is None else f", validating on {len(val_ds)}"))
+    default = ("S2", "S1") if worldcereal_dir is not None else ("S2",)
+    names = _parse_sources(sources, default)
+    data = patch_datasets(data_dir, worldcereal=worldcereal_dir, sources=names,
+                          train_split=train_split, val_split=val_split, tile_size=tile_size,
+                          target=target, bands=_parse_bands(bands, names[0]),
+                          normalise=normalise)
+    log(f"training on {len(data.train)} samples" +
+        ("" if data.val is None else f", validating on {len(data.val)}"))
+    kwargs = {"sources": {k: len(v) for k, v in data.bands.items()},
+              "num_classes": len(data.classes), "preset": preset,
+              **parse_config(None, model_settings)}
     config = option_overrides(settings, epochs=epochs, lr=lr, batch_size=batch_size,
                               device=device)
-    res = train_segmentation(model, train_ds, val_ds, config=config, out_dir=out_dir,
-                             resume=resume, progress=progress)
-    if res.resumed_from:
-        log(f"resumed after epoch {res.resumed_from}")
-    last = res.history[-1] if res.history else {}
-    click.echo(json.dumps({"epochs_done": res.epochs_done, "best_epoch": res.best_epoch,
-                           "last": last, "out_dir": str(out_dir)}, indent=2))
+    res = train_segmentation_run(
+        data.train, out_dir, network=network, network_kwargs=kwargs, classes=data.classes,
+        bands=data.bands, time_grid=data.time_grid, val_dataset=data.val,
+        normalisation=data.normalisation, config=config, resume=resume, progress=progress,
+        pretrained=pretrained, data=data.data,
+        extra={"tile_size": tile_size, "target": target} if worldcereal_dir else None)
+    if res.result.resumed_from:
+        log(f"resumed after epoch {res.result.resumed_from}")
+    last = res.result.history[-1] if res.result.history else {}
+    click.echo(json.dumps({"epochs_done": res.result.epochs_done,
+                           "best_epoch": res.result.best_epoch, "last": last,
+                           "out_dir": str(out_dir)}, indent=2))
 
 
 def _read_cube(path: Path, names: tuple[str, ...] | None
@@ -227,17 +162,13 @@ def _read_cube(path: Path, names: tuple[str, ...] | None
 @model_options
 def pretrain(cube_path: Path | None, worldcereal_dir: Path | None, raster_path: Path, band: int,
              sources: str | None, tile_size: int, stride: int | None, objective: str,
-             ignore_codes: tuple[int, ...], out_dir: Path, model_name: str, preset: str,
+             ignore_codes: tuple[int, ...], out_dir: Path, network: str, preset: str,
              model_settings: tuple[str, ...], epochs: int | None, lr: float | None,
              batch_size: int | None, device: str | None, resume: bool,
              settings: tuple[str, ...], normalise: bool, progress: bool) -> None:
-    """Pretrain on a class raster; writes encoder.pt for 'segment train --pretrained'."""
-    from cropscope.data.readers.h5patches import compute_band_stats
-    from cropscope.training.pretraining import (
-        encode_classes,
-        pretrain_segmentation,
-        read_class_raster,
-    )
+    """Pretrain on a class raster into a pretrained-encoder run (for 'segment train
+    --pretrained RUN')."""
+    from cropscope.training.segmentation_run import pretrain_encoder_run
 
     if (cube_path is None) == (worldcereal_dir is None):
         raise DataError("give exactly one of --cube FILE or --worldcereal FOLDER")
@@ -248,37 +179,23 @@ def pretrain(cube_path: Path | None, worldcereal_dir: Path | None, raster_path: 
         data = load_worldcereal_patch(worldcereal_dir)
         cube = {k: v for k, v in data["sources"].items() if names is None or k in names}
         crs, transform = data["crs"], data["transform"]
+        bands = {k: [str(b) for b in data["bands"][k]] for k in cube}
     else:
         assert cube_path is not None
         cube, crs, transform = _read_cube(cube_path, names)
-    shape = next(iter(cube.values())).shape[-2:]
-    if transform is not None:
-        codes = read_class_raster(raster_path, band, crs=crs, transform=transform,
-                                  shape=tuple(shape))
-    else:
-        codes = read_class_raster(raster_path, band)
-        if codes.shape != tuple(shape):
-            raise DataError(f"raster {codes.shape} and cube {tuple(shape)} differ and the "
-                            "cube has no transform to reproject onto")
-    _, code_list = encode_classes(codes, ignore_codes)
-    stats = compute_band_stats([(cube, codes)]) if normalise else None
-    spec_model = {"model": model_name, "preset": preset,
-                  "sources": {k: int(v.shape[1]) for k, v in cube.items()},
-                  "num_classes": len(code_list),
-                  "model_kwargs": parse_config(None, model_settings)}
-    spec = {"model_spec": spec_model, "classes": [str(c) for c in code_list],
-            "data": f"pretrain:{raster_path}", "sources": list(cube),
-            "normalise": None if stats is None else stats.to_dict(), "objective": objective}
-    _prepare_out(out_dir, spec, resume)
-    model = build_network(spec_model)
-    res = pretrain_segmentation(
-        model, cube, codes, out_dir, size=tile_size, stride=stride, objective=objective,
+        bands = {k: [f"band_{i + 1}" for i in range(v.shape[1])] for k, v in cube.items()}
+    res = pretrain_encoder_run(
+        cube, raster_path, out_dir, band=band, crs=crs, transform=transform, bands=bands,
+        network=network, network_kwargs={"preset": preset,
+                                         **parse_config(None, model_settings)},
+        tile_size=tile_size, stride=stride, objective=objective, ignore_codes=ignore_codes,
+        normalise=normalise, resume=resume, progress=progress,
         config=option_overrides(settings, epochs=epochs, lr=lr, batch_size=batch_size,
-                                device=device), normalise=stats,
-        ignore_codes=ignore_codes, resume=resume, progress=progress)
-    click.echo(json.dumps({"encoder": str(res.encoder_path), "class_codes": res.class_codes,
-                           "tiles": res.n_tiles, "epochs_done": res.training.epochs_done,
-                           "last": res.training.history[-1] if res.training.history else {}},
+                                device=device))
+    training = res.result.training
+    click.echo(json.dumps({"run": str(out_dir), "class_codes": res.result.class_codes,
+                           "tiles": res.result.n_tiles, "epochs_done": training.epochs_done,
+                           "last": training.history[-1] if training.history else {}},
                           indent=2))
 
 
@@ -289,67 +206,16 @@ def pretrain(cube_path: Path | None, worldcereal_dir: Path | None, raster_path: 
               default=None, help="Evaluate on the WorldCereal patch tiles.")
 @click.option("--split", default="test", show_default=True,
               help="H5 split list (all files when the list is absent).")
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best",
-              show_default=True, help="best.pt (falls back to last.pt when absent) or last.pt.")
+@click.option("--checkpoint", type=click.Choice(["final", "best", "last"]), default="final",
+              show_default=True, help="The run's selected weights, or a checkpoint.")
 @click.option("--batch-size", type=int, default=4, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 def evaluate(run_dir: Path, data_dir: Path | None, worldcereal_dir: Path | None, split: str,
              checkpoint: str, batch_size: int, device: str) -> None:
     """Score a run on H5 patches or the WorldCereal patch; prints metrics as JSON."""
-    import torch
+    from cropscope.training.segmentation_run import evaluate_segmentation_run
 
-    from cropscope.data.readers.h5patches import ArrayPatchDataset, BandStats
-    from cropscope.training.segmentation import evaluate_segmentation
-
-    if (data_dir is None) == (worldcereal_dir is None):
-        raise DataError("give exactly one of DATA_DIR or --worldcereal FOLDER")
-    spec = _load_spec(run_dir)
-    ckpt_path = run_dir / f"{checkpoint}.pt"
-    if checkpoint == "best" and not ckpt_path.is_file():
-        ckpt_path = run_dir / "last.pt"  # trained without validation data: no best.pt
-    if not ckpt_path.is_file():
-        raise ModelError(f"checkpoint not found: {ckpt_path}")
-    names = tuple(spec["sources"])
-    if worldcereal_dir is not None:
-        tiles, _, _ = _worldcereal(worldcereal_dir, names, spec.get("tile_size") or 32,
-                                   spec.get("target") or "croptype_cropland")
-        ds: Any = ArrayPatchDataset(tiles)
-    else:
-        assert data_dir is not None
-        ds, _ = _h5_datasets(data_dir, names, split, None)
-    if spec.get("normalise"):
-        ds.normalise = BandStats.from_dict(spec["normalise"])
-    model = build_network(spec["model_spec"])
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
-    scores = evaluate_segmentation(model, ds, batch_size=batch_size, device=device,
-                                   num_classes=spec["model_spec"]["num_classes"])
-    scores["classes"] = spec.get("classes")
-    scores["checkpoint"] = str(ckpt_path)
-    scores["epoch"] = state.get("epoch")
+    scores = evaluate_segmentation_run(run_dir, data_dir, worldcereal=worldcereal_dir,
+                                       split=split, weights=checkpoint,
+                                       batch_size=batch_size, device=device)
     click.echo(json.dumps(scores, indent=2))
-
-
-@segment.command("export-map")
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
-              help="Model directory for cropscope predict.")
-@click.option("--bands", default=None,
-              help="Comma-separated cube band names in the network's input order (default "
-                   "for H2Crop runs: B2,B3,B4,B5,B6,B7,B8,B8A,B11,B12).")
-@click.option("--weights", default="best", show_default=True,
-              type=click.Choice(["best", "last"]))
-@click.option("--context", type=int, default=32, show_default=True,
-              help="Halo (pixels) of each map window; overlaps are cross-faded.")
-@click.option("--level", type=int, default=-1, show_default=True,
-              help="Hierarchy level to map (-1: the finest).")
-def export_map(run_dir: Path, out_dir: Path, bands: str | None, weights: str, context: int,
-               level: int) -> None:
-    """Export a segment or h2crop run as a model for ``cropscope predict`` (scene model)."""
-    from cropscope.models.segmentation_map import SegmentationMapModel
-
-    names = [b.strip() for b in bands.split(",") if b.strip()] if bands else None
-    model = SegmentationMapModel.from_run(run_dir, names, weights=weights, context=context,
-                                          level=level)
-    model.save(out_dir)
-    log(f"wrote {out_dir} ({len(model.classes)} classes, bands {model.card.bands})")

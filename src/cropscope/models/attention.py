@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from cropscope.errors import ModelError
 from cropscope.models._torch import ClassifierModule, TorchClassifier
+from cropscope.models.networks import create_network
 
 __all__ = ["TemporalAttention", "TemporalAttentionModule", "sinusoidal_encoding"]
 
@@ -36,6 +37,8 @@ def sinusoidal_encoding(n_positions: int, dim: int, period: float = 1000.0) -> T
 
 class TemporalAttentionModule(ClassifierModule):
     """Input ``[B, T, C]``, output logits ``[B, K]``; ``forward_features`` gives ``[B, mlp]``."""
+
+    position: Tensor
 
     def __init__(
         self,
@@ -103,8 +106,9 @@ class TemporalAttention(TorchClassifier):
 
     def build_module(self, n_bands: int, n_times: int, n_classes: int) -> nn.Module:
         cfg = self.config
-        return TemporalAttentionModule(
-            n_bands, n_times, n_classes, d_model=int(cfg["d_model"]), n_head=int(cfg["n_head"]),
+        return create_network(
+            "ltae", n_bands=n_bands, n_times=n_times, n_classes=n_classes,
+            d_model=int(cfg["d_model"]), n_head=int(cfg["n_head"]),
             d_k=int(cfg["d_k"]), mlp=int(cfg["mlp"]), dropout=float(cfg["dropout"]),
         )
 

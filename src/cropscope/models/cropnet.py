@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from cropscope.errors import ModelError
 from cropscope.models._torch import ClassifierModule, TorchClassifier
+from cropscope.models.networks import create_network
 
 __all__ = ["ConvBlock", "CropNet", "CropNetModule"]
 
@@ -99,7 +100,9 @@ class CropNet(TorchClassifier):
         }
 
     def build_module(self, n_bands: int, n_times: int, n_classes: int) -> nn.Module:
-        return CropNetModule(n_classes, int(self.config["channels"]), self.config["dropout"])
+        return create_network("cropnet", n_classes=n_classes,
+                              channels=int(self.config["channels"]),
+                              dropout=self.config["dropout"])
 
     def to_input(self, x: np.ndarray) -> np.ndarray:
         return rearrange(x, "n t c -> n 1 c t")

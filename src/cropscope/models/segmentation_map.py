@@ -1,232 +1,152 @@
-"""Trained segmentation networks as map-job models (``input_kind = "scene"``).
+"""Segmentation runs (AgriFM, H2Crop ``S2``) as map models, straight from the run directory.
 
-A run of ``cropscope segment train`` (AgriFM or any factory) or ``cropscope h2crop train``
-(configuration ``S2``) is a network that labels whole images. :meth:`SegmentationMapModel.
-from_run` turns it into a self-contained model directory (``model.json`` + safetensors) that
-``cropscope predict`` and :func:`~cropscope.mapping.run_map_job` use like any other model:
-windows are read with a halo (``context``, default 32 pixels) and their overlaps
-cross-faded, so there are no seams.
+A run of kind ``segmentation`` or ``h2crop`` (:mod:`cropscope.runs`) names a registered
+network and its keyword arguments, the bands it reads, its normalisation statistics and its
+time grid; ``weights.safetensors`` holds the selected weights. :class:`SegmentationRunModel`
+rebuilds the network through the network registry (nothing named in the run is imported)
+and implements the map-model contract (:mod:`cropscope.mapping.contract`) itself::
 
-The cube's bands are matched by name (``bands`` given at export, in the order the network
-was trained on), standardised with the run's statistics, NaN set to ``nan_fill`` (0 = the
-band mean), and fed as one ``[1, T, C, H, W]`` sample; the class probabilities of level
-``level`` (default the finest) come back. Networks that pool time (AgriFM's default
-``temporal="attention"``) take any number of dates; a network built for a fixed ``T`` says
-so when given another.
+    predict_window(cube (time, band, y, x), core) -> (proba [K, y, x], valid [y, x])
 
-Such a model cannot be fitted on pixel series (train the network with ``cropscope segment``
-/ ``cropscope h2crop``) and is therefore not in :func:`~cropscope.models.list_models`; it
-loads like every model with :meth:`Classifier.load`.
+The window is standardised with the run's statistics, NaN set to ``nan_fill`` (0 = the band
+mean), fed as one ``[1, T, C, H, W]`` sample of the run's (single) source, and the
+probabilities of hierarchy level ``level`` (default: the finest) come back. Windows are
+read with a halo (``context``, default 32 pixels) and the job cross-fades their overlaps,
+so there are no seams. Networks that pool time (AgriFM's default ``temporal="attention"``)
+take any number of dates; the run's time grid says what the network was trained on.
+
+Only runs whose inputs all come from one cube can map: a multi-source AgriFM run or an
+H2Crop run with EnMAP or priors is refused with the reason.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import DataError, ModelError
-from cropscope.models.base import Classifier, ModelCard
+from cropscope.runs import RunDir, RunSpec, TimeGrid, open_run
 
-__all__ = ["SegmentationMapModel", "build_network"]
+if TYPE_CHECKING:
+    import xarray as xr
 
+__all__ = ["WEIGHTS_FILE", "SegmentationRunModel", "build_run_network"]
+
+#: the selected weights of a segmentation / H2Crop run (safetensors)
 WEIGHTS_FILE = "weights.safetensors"
 
 
-def build_network(spec: dict[str, Any]) -> Any:
-    """The network described by a segment run's model spec: ``model`` is ``"agrifm"`` or a
-    ``"package.module:callable"`` taking ``(sources, num_classes, preset, **model_kwargs)``."""
-    name = spec.get("model", "agrifm")
-    if name == "agrifm":
-        from cropscope.models.agrifm import AgriFM
+def build_run_network(spec: RunSpec) -> Any:
+    """The (untrained) registered network a run describes."""
+    from cropscope.models.networks import create_network
 
-        factory: Any = AgriFM
-    elif ":" in name:
-        mod, _, attr = name.partition(":")
-        try:
-            factory = getattr(importlib.import_module(mod), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ModelError(f"cannot import model factory {name!r}: {exc}") from None
-    else:
-        raise ModelError(f"--model must be 'agrifm' or 'package.module:callable', got {name!r}")
-    return factory(dict(spec["sources"]), spec["num_classes"], spec.get("preset", "tiny"),
-                   **spec.get("model_kwargs", {}))
+    if spec.network is None:
+        raise ModelError(f"a {spec.kind} run needs a network")
+    kwargs = dict(spec.network.get("kwargs", {}))
+    try:
+        return create_network(spec.network["name"], **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"cannot build network {spec.network['name']!r} from the run's "
+                         f"keyword arguments: {exc}") from None
 
 
-def _h2crop_classes(root: Path, sizes: list[int]) -> list[str]:
-    """Finest-level class names (background first) of an H2Crop-layout folder."""
-    path = root / "taxonomy.json"
-    if path.is_file():
-        from cropscope.taxonomy.sources import read_taxonomy
+class SegmentationRunModel:
+    """A trained segmentation network under the map-model contract (see the module doc)."""
 
-        names = read_taxonomy(path).classes(-1)
-        if len(names) + 1 == sizes[-1]:
-            return ["background", *names]
-    return ["background", *(str(i) for i in range(1, sizes[-1]))]
+    input_kind = "scene"
 
+    def __init__(self, network: Any, spec: RunSpec, *, context: int = 32, level: int = -1,
+                 nan_fill: float = 0.0, device: str = "cpu") -> None:
+        if len(spec.sources) != 1:
+            raise ModelError(f"the run reads sources {list(spec.sources)}; maps take one cube, "
+                             "so only single-source runs can map")
+        self.spec = spec
+        self.source = next(iter(spec.sources))
+        if spec.kind == "h2crop" and spec.network is not None and \
+                spec.network.get("kwargs", {}).get("config", "S2") != "S2":
+            raise ModelError(
+                f"this is an H2Crop {spec.network['kwargs']['config']} run; maps take one "
+                "cube, so only the S2 configuration can map (EnMAP and priors would need "
+                "their own inputs)")
+        self.name = spec.name
+        self.context = int(context)
+        self.level = int(level)
+        self.nan_fill = float(nan_fill)
+        self.device = device
+        self.network = network.eval()
 
-class SegmentationMapModel(Classifier):
-    """A trained segmentation run as a scene model for maps (see the module doc)."""
-
-    name: ClassVar[str] = "segmentation-run"
-    requires: ClassVar[tuple[str, ...]] = ("torch",)
-    input_kind: ClassVar[str] = "scene"
-
-    def __init__(self, **config: Any) -> None:
-        super().__init__(**config)
-        self._network: Any = None
-
+    # ------------------------------------------------------------------ loading
     @classmethod
-    def default_config(cls) -> dict[str, Any]:
-        return {"network": {}, "source": "S2", "context": 32, "level": -1, "nan_fill": 0.0,
-                "device": "cpu"}
-
-    @property
-    def context(self) -> int:
-        """The halo (pixels) windows are read with."""
-        return int(self.config["context"])
-
-    # ------------------------------------------------------------------ export
-    @classmethod
-    def from_run(cls, run_dir: str | Path, bands: list[str] | None = None, *,
-                 weights: str = "best", context: int = 32, level: int = -1,
-                 device: str = "cpu") -> SegmentationMapModel:
-        """The model of a ``cropscope segment`` or ``cropscope h2crop`` run directory.
-
-        ``bands``: the cube band names in the order the network was trained on (default for
-        H2Crop runs: B2, B3, B4, B5, B6, B7, B8, B8A, B11, B12); ``weights``: ``"best"``
-        (falls back to ``"last"`` when the run had no validation data) or ``"last"``.
-        """
-        import torch
-
-        run = Path(run_dir)
-        ckpt = run / f"{weights}.pt"
-        if weights == "best" and not ckpt.is_file():
-            ckpt = run / "last.pt"
-        if (run / "segment.json").is_file():
-            spec = json.loads((run / "segment.json").read_text())
-            sources = list(spec["sources"])
-            if len(sources) != 1:
-                raise ModelError(f"{run} was trained on sources {sources}; maps need a "
-                                 "single-source network (one cube)")
-            network = {"kind": "segment", "spec": spec["model_spec"]}
-            n_classes = int(spec["model_spec"]["num_classes"])
-            classes = spec.get("classes") or [str(i) for i in range(n_classes)]
-            norm = spec.get("normalise")
-            mean = std = None
-            if norm:
-                mean, std = norm["mean"][sources[0]], norm["std"][sources[0]]
-        elif (run / "h2crop.json").is_file():
-            from cropscope.data.readers.h2crop import H2CROP_NORMALISATION, H2CROP_S2_BANDS
-
-            spec = json.loads((run / "h2crop.json").read_text())
-            args = spec["model"]
-            if args.get("config") != "S2":
-                raise ModelError(f"{run} is an H2Crop {args.get('config')} run; maps take one "
-                                 "cube, so only the S2 configuration can be exported (EnMAP "
-                                 "and priors would need their own inputs)")
-            sources = ["S2"]
-            network = {"kind": "h2crop", "args": args}
-            classes = _h2crop_classes(Path(spec.get("root", ".")), list(args["levels"]))
-            bands = bands or list(H2CROP_S2_BANDS)
-            norm = spec.get("normalise")
-            stats = H2CROP_NORMALISATION.to_dict() if norm == "reference" else norm
-            mean = std = None
-            if isinstance(stats, dict):
-                mean, std = stats["mean"]["S2"], stats["std"]["S2"]
-        else:
-            raise DataError(f"{run} is not a segmentation run (no segment.json or h2crop.json)")
-        if not ckpt.is_file():
-            raise DataError(f"no {ckpt.name} in {run}")
-        if not bands:
-            raise DataError("give the band names the network was trained on (bands=...)")
-        model = cls(network=network, source=sources[0], context=context, level=level,
-                    device=device)
-        net = model._build()
-        n_bands = _input_bands(net, sources[0])
-        if n_bands is not None and n_bands != len(bands):
-            raise DataError(f"the network takes {n_bands} bands but {len(bands)} names were "
-                            f"given: {bands}")
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)["model"]
-        net.load_state_dict(state)
-        model._network = net.eval()
-        model.card = ModelCard(
-            bands=list(bands), n_times=0, classes=[str(c) for c in classes],
-            input_layout="scene [T, C, H, W]", norm_mean=mean, norm_std=std,
-            extra={"run": str(run), "checkpoint": ckpt.name, "any_times": True})
-        return model
-
-    def _build(self) -> Any:
-        net_cfg = self.config["network"]
-        kind = net_cfg.get("kind")
-        if kind == "segment":
-            return build_network(net_cfg["spec"])
-        if kind == "h2crop":
-            from cropscope.models.h2crop import H2CropNet
-
-            return H2CropNet(**net_cfg["args"])
-        raise ModelError(f"unknown network kind {kind!r} in the model configuration")
-
-    # ------------------------------------------------------------------ Classifier
-    _NOT_FITTED_HERE = ("a segmentation map model is trained as a network (cropscope segment "
-                        "train / cropscope h2crop train) and exported with from_run")
-
-    def fit(self, train: TimeSeriesSet, val: TimeSeriesSet | None = None, *,
-            progress: bool = False) -> Classifier:
-        raise ModelError(self._NOT_FITTED_HERE)
-
-    def _fit(self, train: TimeSeriesSet, val: TimeSeriesSet | None, progress: bool) -> None:
-        raise ModelError(self._NOT_FITTED_HERE)
-
-    def _predict_proba(self, ts: TimeSeriesSet) -> np.ndarray:
-        raise ModelError("a segmentation map model labels images, not pixel series: map a "
-                         "cube with cropscope predict or run_map_job")
-
-    def _save_weights(self, directory: Path) -> None:
-        from safetensors.torch import save_file
-
-        if self._network is None:
-            raise ModelError("no network to save")
-        state = {k: v.detach().cpu().contiguous() for k, v in
-                 self._network.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_FILE))
-
-    def _load_weights(self, directory: Path) -> None:
+    def from_run(cls, run: RunDir | str | Path, **options: Any) -> SegmentationRunModel:
+        """The map model of a (verified) run directory; ``options``: ``context``, ``level``,
+        ``nan_fill``, ``device``."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        net = self._build()
-        net.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
-        self._network = net.eval()
+        if not isinstance(run, RunDir):
+            run = open_run(run)
+        if run.spec.kind not in ("segmentation", "h2crop"):
+            raise ModelError(f"{run.path} is a {run.spec.kind} run, not a segmentation run")
+        network = build_run_network(run.spec)
+        path = run.file(WEIGHTS_FILE)
+        assert path is not None
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise ModelError(f"{path} is not a readable safetensors file: {exc}") from None
+        try:
+            network.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise ModelError(f"{path} does not fit network {run.spec.name!r}: {first}") from None
+        return cls(network, run.spec, **options)
 
-    def predict_proba_scene(self, x: np.ndarray) -> np.ndarray:
-        """``x [T, C, H, W]`` (bands as the card, NaN = nodata) → ``[K, H, W]``."""
+    # ------------------------------------------------------------------ contract
+    @property
+    def classes(self) -> list[str]:
+        return list(self.spec.classes)
+
+    @property
+    def bands(self) -> list[str]:
+        return self.spec.bands(self.source)
+
+    @property
+    def time_grid(self) -> TimeGrid:
+        return self.spec.time_grid
+
+    @property
+    def halo(self) -> int:
+        return self.context
+
+    def predict_window(self, cube: xr.DataArray, core: tuple[slice, slice]
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        values = np.asarray(cube.values, dtype=np.float32)
+        return self.predict_scene(values), np.isfinite(values).any(axis=(0, 1))
+
+    def predict_scene(self, x: np.ndarray) -> np.ndarray:
+        """``x [T, C, H, W]`` (bands as :attr:`bands`, NaN = nodata) → ``[K, H, W]``."""
         import torch
 
-        card = self._require_card()
-        if x.ndim != 4 or x.shape[1] != len(card.bands):
-            raise DataError(f"expected [T, {len(card.bands)}, H, W], got {list(x.shape)}")
+        if x.ndim != 4 or x.shape[1] != len(self.bands):
+            raise DataError(f"expected [T, {len(self.bands)}, H, W], got {list(x.shape)}")
         values = x.astype(np.float32, copy=True)
-        if card.norm_mean is not None and card.norm_std is not None:
-            mean = np.asarray(card.norm_mean, np.float32)[None, :, None, None]
-            std = np.asarray(card.norm_std, np.float32)
+        norm = self.spec.normalisation
+        if norm is not None and self.source in norm["mean"]:
+            mean = np.asarray(norm["mean"][self.source], np.float32)[None, :, None, None]
+            std = np.asarray(norm["std"][self.source], np.float32)
             std = np.where(std > 0, std, 1.0).astype(np.float32)[None, :, None, None]
             values = (values - mean) / std
-        values = np.where(np.isfinite(values), values, np.float32(self.config["nan_fill"]))
-        device = torch.device(self.config["device"])
-        net = self._network.to(device)
+        values = np.where(np.isfinite(values), values, np.float32(self.nan_fill))
+        device = torch.device(self.device)
+        net = self.network.to(device)
         with torch.no_grad():
-            out = net({self.config["source"]: torch.from_numpy(values)[None].to(device)})
+            out = net({self.source: torch.from_numpy(values)[None].to(device)})
             if isinstance(out, list | tuple):
-                out = out[int(self.config["level"])]
+                out = out[self.level]
             proba = out.float().softmax(1)[0].cpu().numpy()
+        k = len(self.classes)
+        if proba.shape[0] != k:
+            raise ModelError(f"the network gives {proba.shape[0]} classes but the run names {k}")
         return proba.astype(np.float32)
-
-
-def _input_bands(net: Any, source: str) -> int | None:
-    """The band count a network's source takes, when it declares one (``in_chans``)."""
-    in_chans = getattr(net, "in_chans", None)
-    return in_chans.get(source) if isinstance(in_chans, dict) else None

@@ -17,6 +17,8 @@ import numpy as np
 from torch import Tensor, nn
 
 from cropscope.models._torch import ClassifierModule, TorchClassifier
+from cropscope.models.layers import AdaptiveAvgPool
+from cropscope.models.networks import create_network
 
 __all__ = ["SpectralCNN", "SpectralCNNModule"]
 
@@ -36,7 +38,7 @@ class SpectralCNNModule(ClassifierModule):
                        nn.BatchNorm1d(c_out), nn.ReLU(inplace=True),
                        nn.MaxPool1d(2, ceil_mode=True)]
             c_in = c_out
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool1d(pooled), nn.Flatten(),
+        self.features = nn.Sequential(*layers, AdaptiveAvgPool(pooled), nn.Flatten(),
                                       nn.Linear(c_in * pooled, hidden), nn.BatchNorm1d(hidden),
                                       nn.ReLU(inplace=True), nn.Dropout(dropout))
         self.feature_dim = hidden
@@ -72,9 +74,10 @@ class SpectralCNN(TorchClassifier):
 
     def build_module(self, n_bands: int, n_times: int, n_classes: int) -> nn.Module:
         c = self.config
-        return SpectralCNNModule(n_times, n_classes, int(c["filters"]), int(c["kernel_size"]),
-                                 int(c["n_conv"]), int(c["pooled"]), int(c["hidden"]),
-                                 float(c["dropout"]))
+        return create_network(
+            "spectral-cnn", n_channels=n_times, n_classes=n_classes, filters=int(c["filters"]),
+            kernel_size=int(c["kernel_size"]), n_conv=int(c["n_conv"]), pooled=int(c["pooled"]),
+            hidden=int(c["hidden"]), dropout=float(c["dropout"]))
 
     def to_input(self, x: np.ndarray) -> np.ndarray:
         return x  # [N, T, C]: time steps are the channels, bands the length

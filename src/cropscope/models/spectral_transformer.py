@@ -36,6 +36,8 @@ from torch import Tensor, nn
 from cropscope.errors import ModelError
 from cropscope.models._patch import PatchClassifier
 from cropscope.models._torch import ClassifierModule
+from cropscope.models.layers import AdaptiveAvgPool
+from cropscope.models.networks import create_network
 
 __all__ = [
     "PRESETS",
@@ -118,6 +120,8 @@ class TransformerEncoder(nn.Module):
     """Fixed sinusoidal position encoding over ``n_tokens`` + ``depth`` pre-norm blocks
     (no final norm)."""
 
+    pos: Tensor
+
     def __init__(self, n_tokens: int, dim: int, depth: int, heads: int,
                  mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
         super().__init__()
@@ -175,7 +179,7 @@ class SpectralSpatialTransformer(nn.Module):
         s = spatial_patch * upscale
         self.spatial_out = nn.Sequential(_conv3(spatial_dim, out_dim * s * s), nn.PixelShuffle(s))
         # spectral branch
-        self.spectral_pool = nn.AdaptiveAvgPool2d(spectral_grid)
+        self.spectral_pool = AdaptiveAvgPool(spectral_grid, ndim=2)  # exports for any grid
         token = spectral_grid * spectral_grid
         dim = token if spectral_dim is None else int(spectral_dim)
         self.spectral_embed = nn.Identity() if dim == token else nn.Linear(token, dim)
@@ -265,8 +269,9 @@ class SpectralTransformer(PatchClassifier):
         return arch
 
     def build_network(self, n_bands: int, patch_size: int, n_classes: int) -> nn.Module:
-        return SpectralTransformerNet(n_bands, patch_size, n_classes, pool=self.config["pool"],
-                                      **self.architecture())
+        return create_network("spectral-transformer", n_bands=n_bands, patch_size=patch_size,
+                              n_classes=n_classes, pool=self.config["pool"],
+                              **self.architecture())
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -14,6 +14,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from cropscope.models._torch import ClassifierModule, TorchClassifier
+from cropscope.models.networks import create_network
 
 __all__ = ["TempCNN", "TempCNNModule"]
 
@@ -85,10 +86,11 @@ class TempCNN(TorchClassifier):
 
     def build_module(self, n_bands: int, n_times: int, n_classes: int) -> nn.Module:
         cfg = self.config
-        return TempCNNModule(
-            n_bands,
-            n_times,
-            n_classes,
+        return create_network(
+            "tempcnn",
+            n_bands=n_bands,
+            n_times=n_times,
+            n_classes=n_classes,
             filters=int(cfg["filters"]),
             kernel_size=int(cfg["kernel_size"]),
             n_conv=int(cfg["n_conv"]),

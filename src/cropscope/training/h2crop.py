@@ -12,13 +12,14 @@ Two deliberate differences: weight decay is not applied to biases and norms, and
 epoch is chosen on the finest level's macro-F1 (the reference uses the mean over the four
 levels).
 
-A run directory holds ``h2crop.json`` (how to rebuild the model and read the data),
-``last.pt`` / ``best.pt``, ``history.json`` and ``test/levels.{json,csv}``.
+A run directory (:mod:`cropscope.runs`, kind ``h2crop``) holds ``run.json`` (the registered
+``h2crop`` network and its arguments, classes, bands, months, normalisation), the selected
+weights ``weights.safetensors``, the checkpoints of the engine, ``history.json`` and
+``test/levels.{json,csv}``; ``cropscope predict --model RUN`` maps with an ``S2`` run.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -27,16 +28,23 @@ from pathlib import Path
 from typing import Any
 
 from cropscope.errors import DataError, ModelError
+from cropscope.runs import RunSpec, TimeGrid, open_run
+from cropscope.training.segmentation_run import (
+    finish_network_run,
+    network_spec,
+    open_network_run,
+    start_network_run,
+)
 
 __all__ = [
     "H2CropRun",
+    "evaluate_h2crop_run",
     "h2crop_recipe",
     "load_h2crop_run",
     "temporal_window_experiment",
     "train_h2crop",
 ]
 
-SPEC_FILE = "h2crop.json"
 
 #: H2Crop's recipe as overrides of :class:`~cropscope.training.segmentation.SegmentationConfig`
 RECIPE: dict[str, Any] = {
@@ -194,15 +202,12 @@ def train_h2crop(
     torch.manual_seed(cfg.seed)
     model = H2CropNet(**model_args)
     out = None if out_dir is None else Path(out_dir)
-    spec = {"model": model_args, "root": str(root), "normalise": _normalise_spec(stats),
-            "training": cfg.to_dict()}
+    spec = h2crop_spec(root, model_args, stats, cfg.to_dict())
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / SPEC_FILE).write_text(json.dumps(spec, indent=2))
+        start_network_run(out, spec, resume=resume)
     t0 = time.perf_counter()
     result = train_segmentation(model, train, data.get("val"), config=cfg, out_dir=out,
-                                resume=resume, progress=progress, stop_after=stop_after,
-                                extra_state={"h2crop": spec})
+                                resume=resume, progress=progress, stop_after=stop_after)
     test = None
     finished = result.epochs_done == cfg.epochs
     if "test" in data and finished:
@@ -211,45 +216,85 @@ def train_h2crop(
                                progress=progress)
         if out is not None:
             write_levels_report(test, out / "test")
+    if out is not None and finished:
+        spec.training.update({"best_epoch": result.best_epoch,
+                              "epochs_done": result.epochs_done})
+        finish_network_run(out, spec, model)
     return H2CropRun(config=model.config, months=months, preset=preset,
                      params=sum(p.numel() for p in model.parameters()), test=test,
                      history=result.history, best_epoch=result.best_epoch,
                      seconds=time.perf_counter() - t0, out_dir=out)
 
 
-def _normalise_spec(stats: Any) -> Any:
-    if stats is None or isinstance(stats, str):
-        return stats
-    return stats.to_dict()
+def _h2crop_classes(root: Path, sizes: Sequence[int]) -> list[str]:
+    """Finest-level class names (background first) of an H2Crop-layout folder."""
+    path = root / "taxonomy.json"
+    if path.is_file():
+        from cropscope.taxonomy.sources import read_taxonomy
+
+        names = read_taxonomy(path).classes(-1)
+        if len(names) + 1 == sizes[-1]:
+            return ["background", *names]
+    return ["background", *(str(i) for i in range(1, sizes[-1]))]
 
 
-def load_h2crop_run(run_dir: str | Path, weights: str = "best") -> Any:
+def h2crop_spec(root: Path, model_args: Mapping[str, Any], stats: Any,
+                training: Mapping[str, Any]) -> RunSpec:
+    """The ``run.json`` of an H2Crop run: the registered ``h2crop`` network, the finest
+    level's classes, S2 (and EnMAP) bands, months, normalisation."""
+    from cropscope.data.readers.h2crop import H2CROP_NORMALISATION, H2CROP_S2_BANDS
+
+    mode = stats if isinstance(stats, str) or stats is None else "stats"
+    norm = (H2CROP_NORMALISATION if stats == "reference" else stats)
+    bands: dict[str, list[str]] = {"S2": list(H2CROP_S2_BANDS)}
+    if model_args.get("hyper_bands") and model_args.get("config", "S2") in ("S2+H", "S2+H+P"):
+        bands["EnMAP"] = [f"band_{i + 1}" for i in range(int(model_args["hyper_bands"]))]
+    sizes = list(model_args["levels"])
+    return network_spec(
+        "h2crop", "h2crop", model_args, classes=_h2crop_classes(root, sizes), bands=bands,
+        time_grid=TimeGrid(kind="steps", n_times=int(model_args["months"])),
+        normalisation=None if norm is None else norm.to_dict(), training=dict(training),
+        data=f"h2crop:{root}", extra={"root": str(root), "normalise": mode,
+                                       "levels": sizes})
+
+
+def load_h2crop_run(run_dir: str | Path, weights: str = "final") -> Any:
     """The trained :class:`~cropscope.models.h2crop.H2CropNet` of a run directory
-    (``weights``: ``"best"`` or ``"last"``), in eval mode."""
-    import torch
+    (``weights``: ``"final"`` — the selected weights — ``"best"`` or ``"last"``), in eval
+    mode."""
+    net, run = open_network_run(run_dir, weights)
+    if run.spec.kind != "h2crop":
+        raise DataError(f"{run_dir} is a {run.spec.kind} run, not an H2Crop run")
+    return net
 
-    from cropscope.models.h2crop import H2CropNet
 
-    run = Path(run_dir)
-    spec_path = run / SPEC_FILE
-    if not spec_path.is_file():
-        raise DataError(f"{run} is not an H2Crop run directory (no {SPEC_FILE})")
-    spec = json.loads(spec_path.read_text())
-    path = run / f"{weights}.pt"
-    if not path.is_file():
-        raise DataError(f"no {path.name} in {run}")
-    model = H2CropNet(**spec["model"])
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["model"])
-    return model.eval()
+def evaluate_h2crop_run(run_dir: str | Path, root: str | Path | None = None, *,
+                        split: str = "test", weights: str = "final", batch_size: int = 4,
+                        device: str = "auto") -> Any:
+    """Per-level scores (:func:`~cropscope.evaluation.levels.evaluate_levels`) of an H2Crop
+    run on ``split`` of ``root`` (default: the folder it was trained on)."""
+    from cropscope.data.readers.h2crop import H2CropDataset, sample_contents
+    from cropscope.evaluation.levels import evaluate_levels
+
+    model = load_h2crop_run(run_dir, weights)
+    spec = open_run(run_dir, verify=False).spec
+    data_root = Path(root) if root is not None else Path(str(spec.extra.get("root", ".")))
+    probe = H2CropDataset(data_root, split, with_hyper=False, normalise=None)
+    ds = H2CropDataset(data_root, split, months=model.months, with_hyper=model.use_hyper,
+                       with_priors="priors" in sample_contents(probe.files[0]),
+                       normalise=run_normalisation(run_dir))
+    return evaluate_levels(model, ds, batch_size=batch_size, device=device)
 
 
 def run_normalisation(run_dir: str | Path) -> Any:
     """The normalisation a run was trained with (``"reference"``, None or ``BandStats``)."""
     from cropscope.data.readers.h5patches import BandStats
 
-    spec = json.loads((Path(run_dir) / SPEC_FILE).read_text())
-    norm = spec.get("normalise")
-    return BandStats.from_dict(norm) if isinstance(norm, dict) else norm
+    spec = open_run(run_dir, verify=False).spec
+    mode = spec.extra.get("normalise")
+    if mode == "reference" or spec.normalisation is None:
+        return None if spec.normalisation is None else mode
+    return BandStats.from_dict(spec.normalisation)
 
 
 def temporal_window_experiment(

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from cropscope.data.readers.grid import Grid
 from cropscope.errors import DataError
 
 
@@ -69,6 +70,7 @@ __all__ = [
     "CubeLike",
     "CubeSource",
     "CubeWrapper",
+    "RenamedBandsCube",
     "date_from_name",
     "make_cube",
     "pixel_centres",
@@ -134,7 +136,7 @@ class GridShape:
         return self.shape[1]
 
 
-class CubeWrapper(GridShape):
+class CubeWrapper:
     """Base of cubes that wrap another (masking, alignment, compositing): every
     :class:`CubeLike` attribute is the wrapped ``source``'s unless a subclass overrides it."""
 
@@ -143,7 +145,15 @@ class CubeWrapper(GridShape):
 
     @property
     def shape(self) -> tuple[int, int]:
-        return tuple(self.source.shape)  # type: ignore[return-value]
+        return self.source.shape
+
+    @property
+    def height(self) -> int:
+        return self.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.shape[1]
 
     @property
     def crs(self) -> Any:
@@ -171,6 +181,26 @@ class CubeWrapper(GridShape):
 
     def read(self, window: Any = None) -> xr.DataArray:
         raise NotImplementedError
+
+
+class RenamedBandsCube(CubeWrapper):
+    """``source`` with some bands under other names (``{cube name: new name}``), e.g. a
+    NetCDF's ``S2-L2A-B02`` presented as the ``B02`` a model was trained on."""
+
+    def __init__(self, source: CubeLike, names: dict[str, str]) -> None:
+        absent = [b for b in names if b not in source.bands]
+        if absent:
+            raise DataError(f"band(s) {absent} are not in the cube; it has {source.bands}")
+        super().__init__(source)
+        self.names = dict(names)
+
+    @property
+    def bands(self) -> list[str]:
+        return [self.names.get(b, b) for b in self.source.bands]
+
+    def read(self, window: Any = None) -> xr.DataArray:
+        cube = self.source.read(window)
+        return cube.assign_coords(band=self.bands)
 
 
 def resolve_window(
@@ -412,8 +442,8 @@ class CubeSource(GridShape):
         ``band_names`` names the bands of every file (overriding descriptions and file-name
         tokens); a single file with ``len(dates) * len(band_names)`` bands holds several
         dates, date after date. ``target`` is the grid to align to: ``"first"`` (the first
-        file's), a :class:`~cropscope.data.readers.align.Grid` or anything
-        :meth:`Grid.of <cropscope.data.readers.align.Grid.of>` takes (a raster path, a
+        file's), a :class:`~cropscope.data.readers.grid.Grid` or anything
+        :meth:`Grid.of <cropscope.data.readers.grid.Grid.of>` takes (a raster path, a
         cube, another source); files on another grid are warped with ``resampling``
         (nearest for :data:`CATEGORICAL_BANDS`).
         """
@@ -433,7 +463,7 @@ class CubeSource(GridShape):
                     f"no date (YYYY-MM-DD or YYYYMMDD) in the file name {missing[0]}; "
                     "pass dates="
                 )
-            file_dates = [np.datetime64(d, "D") for d in parsed]
+            file_dates = [d for d in parsed if d is not None]
         elif per_file_dates is None:
             file_dates = [np.datetime64("NaT", "D")]
         else:
@@ -450,7 +480,7 @@ class CubeSource(GridShape):
                 entries.append([(d, name, i) for i, name in enumerate(layer["names"])])
                 continue
             names = [str(b) for b in band_names]
-            layer_dates = _as_dates(dates) if multi_date else [d]  # type: ignore[arg-type]
+            layer_dates = _as_dates(dates) if multi_date and dates is not None else [d]
             if count != len(names) * len(layer_dates):
                 raise DataError(
                     f"{layer['path'].name} has {count} bands, not {len(layer_dates)} dates x "
@@ -463,8 +493,6 @@ class CubeSource(GridShape):
 
         grid = None
         if target is not None:
-            from cropscope.data.readers.align import Grid
-
             g = Grid.of(layers[0]["path"]) if isinstance(target, str) and target == "first" \
                 else Grid.of(target)  # fmt: skip
             grid = (g.crs, g.transform, g.shape)
@@ -662,10 +690,15 @@ def _colormap(colormap: Mapping[int, Any]) -> dict[int, tuple[int, int, int, int
             hexa = colour.lstrip("#")
             if len(hexa) not in (6, 8):
                 raise DataError(f"colour {colour!r} for value {value} is not #rrggbb[aa]")
-            rgba = tuple(int(hexa[i : i + 2], 16) for i in range(0, len(hexa), 2))
+            parts = [int(hexa[i : i + 2], 16) for i in range(0, len(hexa), 2)]
         else:
-            rgba = tuple(int(c) for c in colour)
-        out[int(value)] = (*rgba, 255)[:4] if len(rgba) == 3 else rgba
+            parts = [int(c) for c in colour]
+        if len(parts) == 3:
+            parts.append(255)
+        if len(parts) != 4:
+            raise DataError(f"colour {colour!r} for value {value} needs 3 or 4 components")
+        r, g, b, a = parts
+        out[int(value)] = (r, g, b, a)
     return out
 
 

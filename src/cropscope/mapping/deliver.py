@@ -1,0 +1,139 @@
+"""Delivering a map product: what ``cropscope predict --input CUBE`` writes, as one call.
+
+:func:`deliver_map` runs the map job (:func:`~cropscope.mapping.job.run_map_job`: windowed,
+resumable, optionally on Dask) in a hidden work folder beside the output and then delivers,
+next to ``out`` (e.g. ``map.tif``):
+
+- ``map.tif`` (labels, colour table and class names), ``map_probabilities.tif`` (uint8 per
+  class), ``map_uncertainty.tif`` (normalised entropy) — Cloud-Optimized GeoTIFFs, each
+  moved into place atomically;
+- ``map.png``: a quick-look drawn from the labels' overviews (bounded memory);
+- ``map_areas.json``: pixels, share and hectares per class (pixel count x pixel area).
+
+``out`` must be a GeoTIFF path (``.tif``/``.tiff``): any other suffix would put the labels
+under a name another output uses.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cropscope.errors import DataError
+
+__all__ = ["MapProduct", "class_areas", "deliver_map", "map_output_paths"]
+
+#: the longest side of the PNG quick-look, in pixels
+PREVIEW_SIDE = 1024
+
+
+@dataclass
+class MapProduct:
+    """The files :func:`deliver_map` delivered and what they hold."""
+
+    paths: dict[str, Path]
+    classes: list[str]
+    areas: dict[str, dict[str, float]]
+    n_windows: int
+    n_resumed: int
+
+
+def map_output_paths(out_path: str | Path) -> dict[str, Path]:
+    """Where a map is delivered: ``map.tif`` → labels ``map.tif``, ``map_probabilities.tif``,
+    ``map_uncertainty.tif``, ``map.png``, ``map_areas.json``, ``map_parcels.parquet``."""
+    out_path = Path(out_path)
+    suffix = out_path.suffix.lower()
+    if suffix not in (".tif", ".tiff"):
+        raise DataError(f"--out {out_path}: a map is a GeoTIFF; give a .tif path (the PNG "
+                        "quick-look and the area table are written beside it)")
+    stem = out_path.name[: -len(out_path.suffix)]
+    return {
+        "labels": out_path,
+        "probabilities": out_path.with_name(f"{stem}_probabilities{out_path.suffix}"),
+        "uncertainty": out_path.with_name(f"{stem}_uncertainty{out_path.suffix}"),
+        "preview": out_path.with_name(f"{stem}.png"),
+        "areas": out_path.with_name(f"{stem}_areas.json"),
+        "parcels": out_path.with_name(f"{stem}_parcels.parquet"),
+    }
+
+
+def deliver_map(
+    model: Any,
+    source: Any,
+    out_path: str | Path,
+    *,
+    tile: int = 512,
+    halo: int | None = None,
+    batch_size: int = 65536,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> MapProduct:
+    """Map ``source`` (a cube source or a path :func:`~cropscope.data.readers.open.
+    open_cube_source` opens) with ``model`` (a map model or classifier) into the map product
+    at ``out_path`` (see the module docstring)."""
+    from cropscope.io import write_json
+    from cropscope.mapping.job import run_map_job
+
+    targets = map_output_paths(out_path)
+    targets["labels"].parent.mkdir(parents=True, exist_ok=True)
+    # the job's journal and intermediates live next to the output until it is delivered
+    work = targets["labels"].with_name(f".{targets['labels'].name}.mapjob")
+    result = run_map_job(model, source, work, tile=tile, halo=halo, batch_size=batch_size,
+                         progress=progress, resume=resume, workers=workers,
+                         scheduler=scheduler)
+    for name in ("labels", "probabilities", "uncertainty"):
+        os.replace(result.paths[name], targets[name])  # same folder: atomic
+    write_preview_from_cog(targets["labels"], result.classes, targets["preview"])
+    areas = class_areas(targets["labels"], result.classes)
+    write_json(targets["areas"], areas)
+    shutil.rmtree(work, ignore_errors=True)
+    delivered = {k: v for k, v in targets.items() if k != "parcels"}
+    return MapProduct(delivered, list(result.classes), areas, result.n_windows,
+                      result.n_resumed)
+
+
+def class_areas(labels_path: str | Path, classes: list[str]) -> dict[str, dict[str, float]]:
+    """Pixels, share and hectares per class, counted block by block from the labels COG."""
+    import rasterio
+
+    counts = np.zeros(256, dtype=np.int64)
+    with rasterio.open(labels_path) as src:
+        pixel_ha = abs(src.transform.a * src.transform.e) / 1e4
+        for _, window in src.block_windows(1):
+            counts += np.bincount(src.read(1, window=window).ravel(), minlength=256)
+    total = int(counts[: len(classes)].sum())
+    return {
+        name: {"pixels": int(counts[i]), "share": int(counts[i]) / total if total else 0.0,
+               "area_ha": int(counts[i]) * pixel_ha}
+        for i, name in enumerate(classes)
+    }
+
+
+def write_preview_from_cog(labels_path: Path, classes: list[str], path: Path) -> Path:
+    """The PNG quick-look, drawn from the labels COG read at reduced resolution (its
+    overviews), so memory stays bounded whatever the scene size."""
+    import rasterio
+    import xarray as xr
+    from affine import Affine
+    from rasterio.enums import Resampling
+
+    from cropscope.mapping.classify import CropMap, write_preview
+
+    with rasterio.open(labels_path) as src:
+        factor = max(1, math.ceil(max(src.height, src.width) / PREVIEW_SIDE))
+        shape = (math.ceil(src.height / factor), math.ceil(src.width / factor))
+        labels = src.read(1, out_shape=shape, resampling=Resampling.nearest)
+        transform = src.transform * Affine.scale(src.width / shape[1], src.height / shape[0])
+    frame = xr.DataArray(labels, dims=("y", "x"),
+                         attrs={"transform": tuple(float(v) for v in tuple(transform)[:6])})
+    crop_map = CropMap(labels=labels, confidence=np.full(shape, np.nan, dtype=np.float32),
+                       classes=classes, cube=frame)
+    return write_preview(crop_map, path)
