@@ -37,9 +37,10 @@ def test_generate_train_evaluate(tmp_path: Path) -> None:
     assert summary["config"] == "S2+H+P" and summary["months"] == 8
     assert (run / "test" / "levels.csv").is_file()
 
-    table = _ok(["h2crop", "evaluate", str(run), "--split", "val", "--device", "cpu"])
+    table = _ok(["h2crop", "evaluate", str(run), "--split", "val", "--device", "cpu",
+                 "--out", str(tmp_path / "val")])
     assert "level4" in table and "changed" in table
-    levels = json.loads((run / "val" / "levels.json").read_text())
+    levels = json.loads((tmp_path / "val" / "levels.json").read_text())
     assert len(levels["levels"]) == 4
 
 

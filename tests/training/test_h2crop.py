@@ -51,7 +51,8 @@ def test_every_configuration_trains_an_epoch_and_reports(root: Path, tmp_path: P
     assert run.config == config and len(run.history) == 1
     assert math.isfinite(run.history[0]["loss"]) and "val_macro_f1" in run.history[0]
     assert run.test is not None and len(run.test["levels"]) == 4
-    for name in ("last.pt", "best.pt", "history.json", "h2crop.json", "test/levels.json",
+    for name in ("weights.safetensors", "best.safetensors", "last.safetensors", "last.json",
+                 "history.json", "run.json", "manifest.json", "test/levels.json",
                  "test/levels.csv"):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader((out / "test" / "levels.csv").open()))
@@ -80,9 +81,11 @@ def test_run_reloads_and_predicts_the_same(root: Path, tmp_path: Path) -> None:
         a, b = model(batch), again(batch)
     for x, y in zip(a, b, strict=True):
         torch.testing.assert_close(x, y)
-    spec = json.loads((tmp_path / "h2crop.json").read_text())
-    assert spec["model"]["levels"] == list(read_level_sizes(root))
-    with pytest.raises(DataError, match="run directory"):
+    spec = json.loads((tmp_path / "run.json").read_text())
+    assert spec["kind"] == "h2crop" and spec["network"]["name"] == "h2crop"
+    assert spec["network"]["kwargs"]["levels"] == list(read_level_sizes(root))
+    assert spec["time_grid"] == {"kind": "steps", "n_times": 8}
+    with pytest.raises(ModelError, match="run directory|run.json"):
         load_h2crop_run(tmp_path / "test")
 
 
