@@ -75,9 +75,16 @@ class Ensemble(Classifier):
         return sum(w * m.predict_proba(ts) for w, m in zip(weights, self.members_, strict=True))
 
     def _member_dirs(self, directory: Path) -> list[Path]:
+        from cropscope.runs import check_name, inside
+
+        members = self.config["members"]
+        if not isinstance(members, list) or not all(
+            isinstance(spec, dict) for spec in members
+        ):
+            raise ModelError("ensemble members must be a list of {model, config} objects")
         return [
-            directory / f"member_{i}_{spec['model']}"
-            for i, spec in enumerate(self.config["members"])
+            inside(directory, f"member_{i}_{check_name(spec.get('model'), 'model name')}")
+            for i, spec in enumerate(members)
         ]
 
     def _save_weights(self, directory: Path) -> None:

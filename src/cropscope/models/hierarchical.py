@@ -170,10 +170,22 @@ class HierarchicalClassifier(Classifier):
         path = directory / _LAYOUT
         if not path.is_file():
             raise ModelError(f"{directory} has no {_LAYOUT}")
+        from cropscope.runs import inside
+
         self._models = {}
-        for entry in read_json(path)["models"]:
-            key = (int(entry["level"]), int(entry["parent"]))
-            if "constant" in entry:
-                self._models[key] = int(entry["constant"])
-            else:
-                self._models[key] = Classifier.load(directory / entry["dir"])
+        layout = read_json(path)
+        entries = layout.get("models") if isinstance(layout, dict) else None
+        if not isinstance(entries, list):
+            raise ModelError(f"{path} must hold {{'models': [...]}}")
+        for entry in entries:
+            try:
+                key = (int(entry["level"]), int(entry["parent"]))
+                if "constant" in entry:
+                    self._models[key] = int(entry["constant"])
+                    continue
+                sub = entry["dir"]
+            except (KeyError, TypeError, ValueError):
+                raise ModelError(f"{path}: malformed entry {entry!r}") from None
+            if not isinstance(sub, str):
+                raise ModelError(f"{path}: 'dir' must be a folder name, got {sub!r}")
+            self._models[key] = Classifier.load(inside(directory, sub))
