@@ -83,6 +83,15 @@ class ClassifierMapModel:
         self.patch_size = int(card.extra.get("patch_size", 1)) if kind == "patches" else 1
         # a patch model trained on 1 x 1 patches reads pixel series
         self.input_kind = "patches" if self.patch_size > 1 else "pixels"
+        # a patch model of a time series names its channels "<band>@t<i>" (time-major)
+        names = list(card.bands)
+        self._bands = names
+        self._patch_times: int | None = None
+        if kind == "patches" and names and all("@t" in b for b in names):
+            base = list(dict.fromkeys(b.rsplit("@t", 1)[0] for b in names))
+            if len(names) % len(base) == 0:
+                self._bands = base
+                self._patch_times = len(names) // len(base)
 
     @property
     def classes(self) -> list[str]:
@@ -90,11 +99,13 @@ class ClassifierMapModel:
 
     @property
     def bands(self) -> list[str]:
-        return list(self.model._require_card().bands)
+        return list(self._bands)
 
     @property
     def time_grid(self) -> TimeGrid:
         card = self.model._require_card()
+        if self._patch_times is not None:
+            return TimeGrid(kind="steps", n_times=self._patch_times)
         if card.time_grid:
             return TimeGrid.from_dict(card.time_grid)
         return TimeGrid(kind="steps", n_times=card.n_times) if card.n_times else TimeGrid.any()
