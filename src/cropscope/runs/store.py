@@ -38,6 +38,7 @@ __all__ = [
     "begin_run",
     "file_sha256",
     "finish_run",
+    "first_process",
     "inside",
     "is_run_dir",
     "open_run",
@@ -68,6 +69,13 @@ def inside(root: Path, relative: str | Path) -> Path:
     if target != base and base not in target.parents:
         raise ModelError(f"path {str(relative)!r} leaves the run directory {root}")
     return root / rel
+
+
+def first_process() -> bool:
+    """Whether this is the first process of a (possibly distributed, DDP) training: only it
+    writes run directories. Read from the launcher's environment (``RANK``, ``LOCAL_RANK``,
+    ``NODE_RANK``), so it is right before the process group exists too."""
+    return all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
 def is_run_dir(path: str | Path) -> bool:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cropscope.errors import DataError, ModelError
-from cropscope.runs import RunSpec, TimeGrid, open_run
+from cropscope.runs import RunSpec, TimeGrid, first_process, open_run
 from cropscope.training.segmentation_run import (
     finish_network_run,
     network_spec,
@@ -216,7 +216,7 @@ def train_h2crop(
                                progress=progress)
         if out is not None:
             write_levels_report(test, out / "test")
-    if out is not None and finished:
+    if out is not None and finished and first_process():
         spec.training.update({"best_epoch": result.best_epoch,
                               "epochs_done": result.epochs_done})
         finish_network_run(out, spec, model)

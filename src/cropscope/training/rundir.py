@@ -21,7 +21,7 @@ from cropscope.errors import ModelError
 from cropscope.models.base import Classifier
 from cropscope.models.registry import create_model, get_model_class
 from cropscope.models.runs import load_classifier_run, save_classifier_run
-from cropscope.runs import RUN_FILE, RunSpec
+from cropscope.runs import RUN_FILE, RunSpec, first_process
 
 __all__ = ["RunResult", "load_run", "run_info", "train_run", "training_record"]
 
@@ -81,9 +81,10 @@ def train_run(
         "n_holdout": 0 if test is None else test.n_samples, "holdout": holdout, "seed": seed,
         "class_counts": train.class_counts(),
     }, duration)
-    save_classifier_run(model, out, training=record, metrics=metrics, data=source,
-                        write_extra=None if report is None
-                        else (lambda folder: write_report(report, folder)))
+    if first_process():  # under DDP every process trains; the first one writes the run
+        save_classifier_run(model, out, training=record, metrics=metrics, data=source,
+                            write_extra=None if report is None
+                            else (lambda folder: write_report(report, folder)))
     return RunResult(run_dir=out, model=model, metrics=metrics, duration_s=duration)
 
 

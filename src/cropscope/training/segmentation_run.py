@@ -21,7 +21,15 @@ from typing import Any
 
 from cropscope.errors import ModelError
 from cropscope.models.runs import package_versions
-from cropscope.runs import RUN_FILE, RunDir, RunSpec, TimeGrid, begin_run, finish_run
+from cropscope.runs import (
+    RUN_FILE,
+    RunDir,
+    RunSpec,
+    TimeGrid,
+    begin_run,
+    finish_run,
+    first_process,
+)
 
 __all__ = ["SegmentationRun", "finish_network_run", "start_network_run",
            "train_segmentation_run"]
@@ -53,6 +61,8 @@ def start_network_run(out_dir: str | Path, spec: RunSpec, *, resume: bool) -> Pa
     refuses to resume a run of another network, and records ``spec`` as ``run.json``.
     """
     out = Path(out_dir)
+    if not first_process():
+        return out  # under DDP only the first process writes
     previous = out / RUN_FILE
     if resume and previous.is_file():
         old = RunSpec.read(previous)
@@ -149,7 +159,7 @@ def train_segmentation_run(
         load_pretrained(net, pretrained_weights(pretrained))
     result = train_segmentation(net, train_dataset, val_dataset, config=cfg, out_dir=out,
                                 resume=resume, progress=progress, stop_after=stop_after)
-    if result.epochs_done < cfg.epochs:
+    if result.epochs_done < cfg.epochs or not first_process():
         return SegmentationRun(None, result, net)
     if val_dataset is not None and len(val_dataset) > 0:
         from cropscope.training.checkpoints import read_checkpoint_weights
@@ -355,7 +365,7 @@ def pretrain_encoder_run(
     res = pretrain_segmentation(net, cube, codes, out, size=tile_size, stride=stride,
                                 objective=objective, config=cfg, normalise=stats,
                                 ignore_codes=ignore_codes, resume=resume, progress=progress)
-    if res.training.epochs_done < cfg.epochs:
+    if res.training.epochs_done < cfg.epochs or not first_process():
         return PretrainRun(None, res)
     spec.training.update(_jsonable({"epochs_done": res.training.epochs_done,
                                     "head_prefixes": res.head_prefixes,
