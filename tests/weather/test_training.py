@@ -44,6 +44,9 @@ def test_save_load_sample_export(tmp_path):
     for name in ("model.safetensors", "context.safetensors", "field.json",
                  "optimizer.safetensors"):
         assert (tmp_path / "f" / name).is_file()
+    from cropscope.runs import open_run
+
+    assert open_run(tmp_path / "f").spec.kind == "weather-field"
     loaded = WeatherField.load(tmp_path / "f")
     lat, lon = np.array([10.3, -45.0]), np.array([200.0, -20.5])  # 200E = -160
     a = field.sample("u", lat, lon, level=500)
@@ -82,9 +85,20 @@ def test_resume_continues_to_the_same_result(tmp_path, monkeypatch):
         fit_field(values, grid, names, slices, cfg, out_dir=tmp_path / "run")
     monkeypatch.setattr(training, "_save_checkpoint", real_save)
     assert calls["n"] == 1
+    with pytest.raises(ModelError, match="not a complete run"):
+        WeatherField.load(tmp_path / "run")  # interrupted: not loadable
     resumed = fit_field(values, grid, names, slices, cfg, out_dir=tmp_path / "run", resume=True)
     for k, v in full.net.state_dict().items():
         torch.testing.assert_close(resumed.net.state_dict()[k], v)
+
+
+def test_damaged_field_is_refused(tmp_path):
+    values, names, slices, grid = _data()
+    fit_field(values, grid, names, slices, {**FAST, "steps": 4}, out_dir=tmp_path / "f")
+    path = tmp_path / "f" / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-4] + b"0000")
+    with pytest.raises(ModelError, match="checksum"):
+        WeatherField.load(tmp_path / "f")
 
 
 def test_bad_config():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -148,7 +148,7 @@ class WeatherField:
         dims = self.dims
         coords: dict[str, Any] = {}
         for d in dims:
-            vals = []
+            vals: list[Any] = []
             for s in self.slices:
                 if not any(_match(s[d], x) for x in vals):
                     vals.append(s[d])
@@ -167,6 +167,7 @@ class WeatherField:
     def to_netcdf(self, path: str | Path, resolution: float | None = None) -> Path:
         """Write the field at ``resolution`` degrees to NetCDF, atomically."""
         ds = self.to_dataset(resolution)
+        engine: Literal["h5netcdf", "scipy"]
         try:
             import h5netcdf  # noqa: F401
 
@@ -203,6 +204,12 @@ class WeatherField:
         from safetensors.torch import load_file
 
         directory = Path(directory)
+        if (directory / "run.json").is_file():
+            from cropscope.runs import open_run
+
+            run = open_run(directory)  # complete, checksums verified
+            if run.spec.kind != "weather-field":
+                raise ModelError(f"{directory} is a {run.spec.kind} run, not a weather field")
         meta_path = directory / FIELD_JSON
         if not meta_path.is_file():
             raise ModelError(f"no weather field in {directory} (missing {FIELD_JSON})")

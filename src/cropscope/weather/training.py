@@ -147,7 +147,8 @@ class _Sampler:
         return self.ctx, s, cy, cx, yy.float(), (cx[:, None] + b).float(), target
 
     def collocation(self, gen: torch.Generator, cells: int, points: int, lat_band: tuple,
-                    ) -> tuple[torch.Tensor, ...]:
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                               torch.Tensor]:
         g = self.grid
         lat = torch.as_tensor(g.lat, dtype=torch.float32)
         ok = torch.nonzero((lat[:-1].abs() >= lat_band[0]) & (lat[1:].abs() >= lat_band[0])
@@ -304,6 +305,12 @@ def fit_field(values: np.ndarray, grid: RegularGrid, variables: Sequence[str],
         pde_norm = {e.name: max(history["pde_rms_before"][e.name] ** 2, 1e-30)
                     for e in equations}
 
+    if out_dir is not None:
+        from cropscope.io import write_json
+        from cropscope.runs import RUN_FILE, begin_run
+
+        begin_run(out_dir)  # not a loadable field until the fit finishes
+        write_json(out_dir / RUN_FILE, _field_spec(variables, tc).to_dict())
     if resume and out_dir is not None and (out_dir / FIELD_JSON).is_file() \
             and (out_dir / OPTIMIZER).is_file():
         meta = _load_checkpoint(out_dir, net, opt, gen)
@@ -378,4 +385,23 @@ def fit_field(values: np.ndarray, grid: RegularGrid, variables: Sequence[str],
                              info(tc.steps))
     if out_dir is not None:
         _save_checkpoint(out_dir, net, opt, values, field_obj.state(), gen)
+        _finish_field_run(out_dir, variables, tc)
     return field_obj
+
+
+def _field_spec(variables: Sequence[str], tc: TrainConfig) -> Any:
+    """The ``run.json`` of a weather field (kind ``weather-field``)."""
+    from cropscope.models.runs import package_versions
+    from cropscope.runs import RunSpec
+
+    return RunSpec(kind="weather-field", sources={"field": {"bands": list(variables),
+                                                             "wavelengths": None}},
+                   training={"config": json.loads(json.dumps(asdict(tc), default=str))},
+                   versions=package_versions(), extra={"field": FIELD_JSON})
+
+
+def _finish_field_run(out_dir: Path, variables: Sequence[str], tc: TrainConfig) -> None:
+    """``run.json`` and the manifest: the field is complete."""
+    from cropscope.runs import finish_run
+
+    finish_run(out_dir, _field_spec(variables, tc))
