@@ -272,3 +272,53 @@ def test_a_window_that_fails_midway_is_never_marked_done(
     got, want = read_outputs(resumed.paths), read_outputs(reference.paths)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_resume_refuses_changed_inputs_scale_or_model(scene: Path, model, tmp_path: Path
+                                                     ) -> None:
+    import shutil
+
+    from cropscope.data.readers.open import open_cube_source
+
+    cube = tmp_path / "cube"
+    shutil.copytree(scene, cube)
+    out = tmp_path / "job"
+
+    def crash(window) -> None:
+        raise Crash
+
+    def start(source: object, with_model: object = model) -> None:
+        with pytest.raises(Crash):
+            run_map_job(with_model, source, out, tile=16, progress=False, on_window=crash,
+                        resume=False)
+
+    # an input file rewritten (other values, same name and size)
+    start(cube)
+    first = sorted(cube.glob("*.tif"))[0]
+    with rasterio.open(first, "r+") as dst:
+        data = dst.read()
+        dst.write(np.flip(data, axis=-1))
+    with pytest.raises(DataError, match="other inputs"):
+        run_map_job(model, cube, out, tile=16, progress=False)
+    # another scale of the same files
+    start(open_cube_source(cube, scale=1.0))
+    with pytest.raises(DataError, match="other inputs"):
+        run_map_job(model, open_cube_source(cube, scale=0.5), out, tile=16, progress=False)
+    # another model with the same name and classes
+    other = create_model("rf", n_estimators=10, n_jobs=1, seed=7).fit(
+        make_toy_set(n_per_class=15, n_times=N_TIMES, bands=("B4", "B8"), seed=3))
+    start(cube)
+    with pytest.raises(DataError, match="other inputs"):
+        run_map_job(other, cube, out, tile=16, progress=False)
+
+
+def test_two_jobs_on_one_output_are_refused(scene: Path, model, tmp_path: Path) -> None:
+    import fcntl
+
+    out = tmp_path / "job"
+    out.mkdir()
+    with open(out / ".lock", "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # a job is running
+        with pytest.raises(DataError, match="another map job"):
+            run_map_job(model, scene, out, tile=16, progress=False)
+    assert run_map_job(model, scene, out, tile=16, progress=False).n_windows == 20

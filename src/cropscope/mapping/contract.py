@@ -75,6 +75,8 @@ class ClassifierMapModel:
         self.model = model
         self.name = model.name
         self.batch_size = int(batch_size)
+        #: sha256 of the run manifest the classifier was loaded from (None: in memory)
+        self.run_digest: str | None = getattr(model, "run_digest", None)
         kind = getattr(model, "input_kind", "pixels")
         if kind not in ("pixels", "patches"):
             raise DataError(f"model {model.name!r} takes {kind!r} inputs, which maps cannot "

@@ -49,6 +49,7 @@ from cropscope.mapping.predictors import (
     window_predictor,
 )
 from cropscope.mapping.windows import MapWindow, plan_windows
+from cropscope.threads import THREADS_ENV, current_threads
 
 if TYPE_CHECKING:
     from cropscope.models.base import Classifier
@@ -96,19 +97,62 @@ def _check_model(model: MapModel, source: CubeLike) -> None:
 
 
 def _fingerprint(model: MapModel, source: CubeLike, tile: int, halo: int) -> dict[str, Any]:
+    """Everything a finished window depends on: a resumed job must prove it is unchanged.
+
+    Besides the settings and the grid: each input file's size and modification time, a digest
+    of the values of a small probe window (catches another scale, nodata, mask or variable
+    selection), and the model's identity: the sha256 of its run manifest when it was loaded
+    from a run, else a digest of its configuration and of its outputs on the probe window.
+    """
+    files = []
+    for p in source.files:
+        path = Path(p)
+        try:
+            st = path.stat()
+            files.append([str(path.resolve()), st.st_size, st.st_mtime_ns])
+        except OSError:
+            files.append([str(path), None, None])
+    probe, model_digest = _probe(model, source)
     return {
         "input_kind": model.input_kind,
-        "files": [str(p.resolve()) for p in source.files],
+        "files": files,
         "shape": list(source.shape),
         "transform": [float(v) for v in tuple(source.transform)[:6]],
         "crs": source.crs.to_wkt() if source.crs is not None else None,
         "bands": list(source.bands),
         "dates": [str(d) for d in source.times],
         "model": model.name,
+        "model_digest": model_digest,
         "classes": list(model.classes),
+        "probe": probe,
         "tile": tile,
         "halo": halo,
     }
+
+
+def _probe(model: MapModel, source: CubeLike) -> tuple[str, str]:
+    """Digests of a small corner window's input values and of the model's identity."""
+    import hashlib
+
+    size = min(16, source.height), min(16, source.width)
+    with source.opened():
+        cube = source.read(((0, size[0]), (0, size[1])))
+    values = np.asarray(cube.values, dtype=np.float32)
+    values = np.where(np.isfinite(values), values, np.float32(np.nan))
+    data_digest = hashlib.sha256(values.tobytes()).hexdigest()
+    run_digest = getattr(model, "run_digest", None)
+    if isinstance(run_digest, str):
+        return data_digest, run_digest
+    h = hashlib.sha256(repr((model.name, model.classes, model.bands)).encode())
+    inner = getattr(model, "model", None)
+    config = getattr(inner, "config", None)
+    if config is not None:
+        h.update(repr(sorted(config.items())).encode())
+    if model.input_kind != "scene":  # scene networks may need more than the probe's pixels
+        proba, _ = model.predict_window(cube.sel(band=model.bands),
+                                        (slice(0, size[0]), slice(0, size[1])))
+        h.update(np.round(np.asarray(proba, dtype=np.float64), 3).tobytes())
+    return data_digest, h.hexdigest()
 
 
 def _create_intermediates(
@@ -193,7 +237,8 @@ def _dask_predictions(
 ) -> Iterator[tuple[MapWindow, dict[str, np.ndarray]]]:
     """Predict the windows on a Dask cluster and yield them as they finish.
 
-    With ``workers`` a local cluster of that many single-threaded processes is started (and
+    With ``workers`` a local cluster of that many processes is started (one Dask thread
+    each, :func:`~cropscope.threads.current_threads` shared out among them for torch/OpenMP;
     closed at the end); with ``scheduler`` the cluster at that address is used. The model
     and the source are sent to every worker once. At most two windows per worker are in
     flight, so finished arrays never pile up faster than the caller writes them.
@@ -213,9 +258,15 @@ def _dask_predictions(
         else:
             # workers get a small GDAL block cache too (the default is 5 % of RAM each)
             cache = os.environ.get("GDAL_CACHEMAX", "256")
+            # the process's thread count shared out: each worker's torch/OpenMP/GDAL
+            # threads, so the workers together do not oversubscribe the cores
+            per_worker = str(max(1, current_threads() // max(1, workers or 1)))
+            env = {"GDAL_CACHEMAX": cache, THREADS_ENV: per_worker,
+                   **{var: per_worker for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                  "OPENBLAS_NUM_THREADS", "GDAL_NUM_THREADS")}}
             cluster = distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True,
-                dashboard_address=None, env={"GDAL_CACHEMAX": cache},
+                dashboard_address=None, env=env,
             )  # fmt: skip
             stack.callback(cluster.close)
             client = distributed.Client(cluster)
@@ -406,7 +457,53 @@ def run_map_job(
     processes; ``scheduler="tcp://host:port"`` uses a running Dask cluster (its workers
     must see the cube's files). Either way this process alone writes the outputs and the
     journal, and the outputs are identical to a run without Dask.
+
+    A lock on ``out_dir`` keeps two jobs from writing one output: a second job started on
+    the same folder while one runs fails at once with a clear message.
     """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with _output_lock(out):
+        return _run_map_job(model, cube_source, out, tile=tile, halo=halo,
+                            batch_size=batch_size, progress=progress, resume=resume,
+                            on_window=on_window, workers=workers, scheduler=scheduler)
+
+
+@contextlib.contextmanager
+def _output_lock(out_dir: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``out_dir/.lock`` for the duration of a job."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no advisory locks on this platform
+        yield
+        return
+    with open(out_dir / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise DataError(f"another map job is writing to {out_dir}; wait for it to finish "
+                            "or choose another output") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _run_map_job(
+    model: MapModel | Classifier,
+    cube_source: CubeLike | str | Path | Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    tile: int = 512,
+    halo: int | None = None,
+    batch_size: int = 65536,
+    progress: bool = True,
+    resume: bool = True,
+    on_window: Callable[[MapWindow], None] | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+) -> MapJobResult:
+    """:func:`run_map_job` under its output lock."""
     from tqdm.auto import tqdm
 
     if isinstance(cube_source, CubeLike):

@@ -15,20 +15,30 @@ An estimator in the scikit-learn spirit, but on :class:`~cropscope.data.TimeSeri
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
+from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 
 from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import DataError, ModelError
 from cropscope.io import write_json
+from cropscope.threads import ensure_threads
 
 if TYPE_CHECKING:
     from cropscope.taxonomy.tree import Taxonomy
 
-__all__ = ["Classifier", "ModelCard"]
+__all__ = [
+    "Classifier",
+    "ModelCard",
+    "create_model",
+    "get_model_class",
+    "list_models",
+    "register_model",
+]
 
 MODEL_FILE = "model.json"
 
@@ -107,10 +117,12 @@ def _read_model_json(path: Path) -> dict[str, Any]:
 class Classifier(ABC):
     """Base class of all registered models."""
 
-    #: registry name, set by :func:`cropscope.models.registry.register_model`
+    #: registry name, set by :func:`register_model`
     name: ClassVar[str] = ""
     #: the optional dependency group needed, for error messages (e.g. "torch")
     requires: ClassVar[tuple[str, ...]] = ()
+    #: sha256 of the run manifest this model was loaded from (None: not loaded from a run)
+    run_digest: str | None = None
 
     def __init__(self, **config: Any) -> None:
         defaults = self.default_config()
@@ -154,13 +166,15 @@ class Classifier(ABC):
         progress: bool = False,
     ) -> Classifier:
         """Fit on labelled samples; ``val`` (optional) is used for model selection only."""
-        if train.labels is None:
+        labels = train.labels
+        if labels is None:
             raise DataError("training data have no labels")
-        if (train.labels < 0).any():
-            train = train.subset(train.labels >= 0)
+        if (labels < 0).any():
+            train = train.subset(labels >= 0)
+            labels = labels[labels >= 0]
         if train.n_samples == 0:
             raise DataError("training data have no labelled samples")
-        present = np.unique(train.labels)
+        present = np.unique(labels)
         if present.size < 2:
             raise DataError("training data need at least two classes")
         train.check_no_empty_series()
@@ -170,12 +184,14 @@ class Classifier(ABC):
             self.card.taxonomy = train.taxonomy.to_dict()
         if val is not None:
             val = self._conform(val)
+        ensure_threads()  # torch/OpenMP/BLAS capped to cropscope's thread count
         self._fit(train, val, progress)
         return self
 
     def predict_proba(self, ts: TimeSeriesSet) -> np.ndarray:
         """Class probabilities ``float32 [N, K]`` in the order of ``self.classes``."""
         ts = self._conform(ts)
+        ensure_threads()
         proba = np.asarray(self._predict_proba(ts), dtype=np.float32)
         return proba
 
@@ -238,8 +254,6 @@ class Classifier(ABC):
     @classmethod
     def load(cls, directory: str | Path) -> Classifier:
         """Load any registered model from a directory written by :meth:`save`."""
-        from cropscope.models.registry import get_model_class
-
         directory = Path(directory)
         meta_path = directory / MODEL_FILE
         if not meta_path.is_file():
@@ -282,3 +296,82 @@ class Classifier(ABC):
         changed = {k: v for k, v in self.config.items() if self.default_config().get(k) != v}
         args = ", ".join(f"{k}={v!r}" for k, v in changed.items())
         return f"{type(self).__name__}({args})"
+
+
+# ---------------------------------------------------------------------------- registry
+# The registry lives with the interface: :meth:`Classifier.load` finds a saved model's class
+# by name, and the registry hands out Classifier subclasses (cropscope.models.registry
+# re-exports it). Built-in models are listed by import path so the core import stays light;
+# third-party code adds its own with :func:`register_model`.
+
+#: built-in models: name -> (module, class name, one-line description)
+_BUILTIN: dict[str, tuple[str, str, str]] = {
+    "cropnet": ("cropscope.models.cropnet", "CropNet",
+                "CropNet: 2-D CNN over the bands x time image (Tong & Wang, CropGlobe)"),
+    "tempcnn": ("cropscope.models.tempcnn", "TempCNN",
+                "TempCNN: 1-D temporal convolutions (Pelletier et al. 2019)"),
+    "ltae": ("cropscope.models.attention", "TemporalAttention",
+             "Lightweight temporal attention encoder (L-TAE style, master-query pooling)"),
+    "rf": ("cropscope.models.forest", "RandomForest",
+           "Random forest (scikit-learn) on engineered features"),
+    "logreg": ("cropscope.models.linear", "LogisticRegression",
+               "Multinomial logistic regression on engineered features (fast baseline)"),
+    "lightgbm": ("cropscope.models.boosting", "LightGBM",
+                 "Gradient-boosted trees (LightGBM) on engineered features"),
+    "hierarchical": ("cropscope.models.hierarchical", "HierarchicalClassifier",
+                     "Per-level or per-parent base models over a class hierarchy"),
+    "ensemble": ("cropscope.models.ensemble", "Ensemble",
+                 "Soft-voting ensemble of registered models (default: lightgbm + tempcnn)"),
+    "spectral-transformer": ("cropscope.models.spectral_transformer", "SpectralTransformer",
+                             "Spectral-spatial Transformer on hyperspectral patches "
+                             "(H2Crop EnMAP stream)"),
+    "spectral-cnn": ("cropscope.models.spectral_cnn", "SpectralCNN",
+                     "1-D CNN along the spectrum of a pixel"),
+}
+_REGISTERED: dict[str, type[Classifier]] = {}
+
+C = TypeVar("C", bound=type[Classifier])
+
+
+def register_model(name: str) -> Callable[[C], C]:
+    """Class decorator adding a :class:`Classifier` subclass under ``name``."""
+
+    def wrap(cls: C) -> C:
+        cls.name = name
+        _REGISTERED[name] = cls
+        return cls
+
+    return wrap
+
+
+def list_models() -> dict[str, str]:
+    """Registered model names with a one-line description."""
+    out = {name: desc for name, (_, _, desc) in _BUILTIN.items()}
+    for name, cls in _REGISTERED.items():
+        out.setdefault(name, (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "")
+    return dict(sorted(out.items()))
+
+
+def get_model_class(name: str) -> type[Classifier]:
+    """The class registered under ``name`` (imports its module on first use)."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    if name not in _BUILTIN:
+        raise ModelError(f"unknown model {name!r}; available models: {', '.join(list_models())}")
+    module, attr, _ = _BUILTIN[name]
+    try:
+        mod = import_module(module)
+    except ImportError as exc:
+        raise ModelError(
+            f"model {name!r} needs the optional dependency {exc.name!r}; "
+            "install it with: pip install 'cropscope[all]'"
+        ) from None
+    cls = getattr(mod, attr)
+    cls.name = name
+    _REGISTERED[name] = cls
+    return cls
+
+
+def create_model(name: str, **config: Any) -> Classifier:
+    """Instantiate the model ``name`` with ``config`` over its defaults."""
+    return get_model_class(name)(**config)

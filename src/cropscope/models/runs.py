@@ -25,7 +25,16 @@ from typing import Any
 
 from cropscope.errors import ModelError
 from cropscope.models.base import MODEL_FILE, Classifier
-from cropscope.runs import RunDir, RunSpec, TimeGrid, finish_run, open_run, staged_run
+from cropscope.runs import (
+    MANIFEST_FILE,
+    RunDir,
+    RunSpec,
+    TimeGrid,
+    file_sha256,
+    finish_run,
+    open_run,
+    staged_run,
+)
 
 __all__ = [
     "classifier_spec",
@@ -117,14 +126,18 @@ def load_run_model(run_dir: str | Path) -> Any:
             return Classifier.load(root)  # a bare model directory (or an older run)
         raise ModelError(f"{root} is not a cropscope run directory (no run.json)")
     run = open_run(root)
+    digest = file_sha256(root / MANIFEST_FILE)
     if run.spec.kind == "classifier":
         model = Classifier.load(root)
         if model.name != run.spec.name:
             raise ModelError(f"{root}: run.json names model {run.spec.name!r} but model.json "
                              f"holds {model.name!r}")
+        model.run_digest = digest
         return model
     if run.spec.kind in ("segmentation", "h2crop"):
         from cropscope.models.segmentation_map import SegmentationRunModel
 
-        return SegmentationRunModel.from_run(run)
+        seg = SegmentationRunModel.from_run(run)
+        seg.run_digest = digest
+        return seg
     raise ModelError(f"{root} is a {run.spec.kind} run: it cannot be used as a model here")

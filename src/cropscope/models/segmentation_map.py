@@ -76,6 +76,8 @@ class SegmentationRunModel:
         self.nan_fill = float(nan_fill)
         self.device = device
         self.network = network.eval()
+        #: sha256 of the run's manifest (set by load_run_model): the map job's model identity
+        self.run_digest: str | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
