@@ -73,7 +73,7 @@ def test_inside_refuses_paths_that_leave(tmp_path) -> None:
 def test_a_run_is_loadable_only_once_finished(tmp_path) -> None:
     out = begin_run(tmp_path / "run")
     (out / "weights.bin").write_bytes(b"123")
-    with pytest.raises(ModelError, match="not a cropscope run|not a complete run"):
+    with pytest.raises(ModelError, match=r"not a cropscope run|not a complete run"):
         open_run(out)
     finish_run(out, _spec())
     assert set(open_run(out).files) == {"run.json", "weights.bin"}
@@ -87,10 +87,10 @@ def test_tampered_and_missing_files_are_refused(tmp_path) -> None:
     (out / "weights.bin").write_bytes(b"123")
     finish_run(out, _spec())
     (out / "weights.bin").write_bytes(b"124")
-    with pytest.raises(ModelError, match="checksum of weights.bin"):
+    with pytest.raises(ModelError, match=r"checksum of weights\.bin"):
         open_run(out)
     (out / "weights.bin").unlink()
-    with pytest.raises(ModelError, match="weights.bin is missing"):
+    with pytest.raises(ModelError, match=r"weights\.bin is missing"):
         open_run(out)
 
 

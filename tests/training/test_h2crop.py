@@ -85,7 +85,7 @@ def test_run_reloads_and_predicts_the_same(root: Path, tmp_path: Path) -> None:
     assert spec["kind"] == "h2crop" and spec["network"]["name"] == "h2crop"
     assert spec["network"]["kwargs"]["levels"] == list(read_level_sizes(root))
     assert spec["time_grid"] == {"kind": "steps", "n_times": 8}
-    with pytest.raises(ModelError, match="run directory|run.json"):
+    with pytest.raises(ModelError, match=r"run directory|run\.json"):
         load_h2crop_run(tmp_path / "test")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -10,8 +11,8 @@ from typing import Any
 
 import click
 
-from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import CropscopeError, DataError
+from cropscope.threads import THREADS_ENV, set_threads
 
 F = Callable[..., Any]
 
@@ -19,6 +20,55 @@ F = Callable[..., Any]
 def log(message: str) -> None:
     """Progress and information go to stderr, never stdout (stdout is for results)."""
     click.echo(message, err=True)
+
+
+_THREADS_META = "cropscope.threads"
+_THREADS_HELP = (f"CPU threads for torch, LightGBM, scikit-learn, OpenMP/BLAS and GDAL "
+                 f"(default: ${THREADS_ENV}, else the cores not busy with other processes).")
+
+
+def threads_option(command: F | click.Command) -> Any:
+    """``--threads N`` on a command (a function before ``@click.command``, or a command).
+
+    On a group the value is kept for its subcommands (``cropscope --threads 2 demo``); on a
+    command :func:`cropscope.threads.set_threads` is applied before it runs (its own value
+    first, then a group's, then ``$CROPSCOPE_THREADS``, then the load-aware default). A bad
+    value is a :class:`~cropscope.errors.SettingsError` (one ``error:`` line).
+    """
+    if not isinstance(command, click.Command):
+        return click.option("--threads", default=None, metavar="N",
+                            help=_THREADS_HELP)(_with_threads(command, group=False))
+    if any(p.name == "threads" for p in command.params):
+        return command
+    command.params.append(
+        click.Option(["--threads"], default=None, metavar="N", help=_THREADS_HELP))
+    if command.callback is not None:
+        command.callback = _with_threads(command.callback,
+                                         group=isinstance(command, click.Group))
+    elif isinstance(command, click.Group):
+        command.callback = _with_threads(lambda: None, group=True)
+    return command
+
+
+def _with_threads(func: F, group: bool) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, threads: str | None = None, **kwargs: Any) -> Any:
+        meta = click.get_current_context().meta
+        if threads is not None:
+            meta[_THREADS_META] = threads
+        if not group:
+            set_threads(meta.get(_THREADS_META))
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def add_threads_option(command: click.Command) -> None:
+    """:func:`threads_option` on ``command`` and, for a group, on every subcommand."""
+    threads_option(command)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            add_threads_option(sub)
 
 
 def table_options(func: F) -> F:
@@ -80,40 +130,18 @@ def option_overrides(settings: tuple[str, ...], **options: Any) -> dict[str, Any
     return config
 
 
-def load_table(
-    path: Path, id_col: str, time_col: str, label_col: str | None, bands: str | None
-) -> TimeSeriesSet:
-    from cropscope.data.readers.table import read_table
-
-    band_list = [b.strip() for b in bands.split(",")] if bands else None
-    return read_table(path, id_col=id_col, time_col=time_col, label_col=label_col,
-                      bands=band_list)
+def comma_list(text: str | None) -> list[str] | None:
+    """``"a, b,c"`` -> ``["a", "b", "c"]``; ``None`` (or nothing listed) stays ``None``."""
+    items = [t.strip() for t in text.split(",") if t.strip()] if text else []
+    return items or None
 
 
-def load_input(
-    dataset: str | None,
-    table: Path | None,
-    split: str | None,
-    id_col: str,
-    time_col: str,
-    label_col: str,
-    bands: str | None,
-) -> tuple[TimeSeriesSet, str]:
-    """The samples named by ``--dataset`` or ``--table`` and a description of the source."""
-    if (dataset is None) == (table is None):
-        raise DataError("give exactly one of --dataset NAME or --table FILE")
-    if dataset is not None:
-        from cropscope.data.registry import load_dataset
-
-        ts = load_dataset(dataset, split=split)
-        source = f"dataset:{dataset}" + (f":{split}" if split else "")
-    else:
-        assert table is not None
-        ts = load_table(table, id_col, time_col, label_col, bands)
-        source = f"table:{table}"
-    if bands and dataset is not None:
-        ts = ts.select_bands([b.strip() for b in bands.split(",")])
-    return ts, source
+def table_columns(id_col: str, time_col: str, label_col: str, bands: str | None
+                  ) -> dict[str, Any]:
+    """The :func:`table_options` as keyword arguments of :func:`cropscope.data.load_samples`
+    (and the workflows that take its inputs)."""
+    return {"id_col": id_col, "time_col": time_col, "label_col": label_col,
+            "bands": comma_list(bands)}
 
 
 def fail(exc: CropscopeError) -> None:
@@ -143,38 +171,3 @@ def hierarchy_options(func: F) -> F:
     for option in reversed(options):
         func = option(func)
     return func
-
-
-def attach_taxonomy(ts: TimeSeriesSet, dataset: str | None, source: str | None) -> TimeSeriesSet:
-    """``ts`` with the hierarchy from ``source`` (file or shipped name), else the one
-    shipped with ``dataset``; restricted to the classes present when they are leaves."""
-    from cropscope.taxonomy.sources import builtin_taxonomy, read_taxonomy
-
-    if source is not None:
-        path = Path(source)
-        tax = read_taxonomy(path) if path.suffix else builtin_taxonomy(source)
-    elif dataset is not None:
-        from cropscope.data.registry import get_dataset
-
-        name = get_dataset(dataset).taxonomy
-        if name is None:
-            raise DataError(f"no class hierarchy is shipped for {dataset!r}; give --taxonomy")
-        tax = builtin_taxonomy(name)
-    else:
-        raise DataError("per-level evaluation needs --taxonomy FILE for your own table")
-    tax = tax.complete()
-    if set(ts.classes) <= set(tax.classes(-1)):
-        tax = tax.subtree(ts.classes)
-    return ts.with_taxonomy(tax)
-
-
-def hierarchical_model(name: str, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The model to build for ``--hierarchical``: deep models get cascade heads
-    (``hierarchical=true``); any other is wrapped in the ``hierarchical`` per-level model."""
-    from cropscope.models.registry import get_model_class
-
-    if "hierarchical" in get_model_class(name).default_config():
-        return name, {**config, "hierarchical": True}
-    if name == "hierarchical":
-        return name, config
-    return "hierarchical", {"base": name, "base_config": config}

@@ -16,7 +16,7 @@ def list_cmd() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from cropscope.data.registry import dataset_status, list_datasets
+    from cropscope.data import dataset_status, list_datasets
     from cropscope.settings import data_dir
 
     table = Table(title=f"datasets (data directory: {data_dir()})")
@@ -38,7 +38,7 @@ def list_cmd() -> None:
 @click.option("--split", default=None, help="Split to load (if the dataset has splits).")
 def show_cmd(name: str, split: str | None) -> None:
     """Load a dataset and summarise it (shape, bands, classes, dates)."""
-    from cropscope.data.registry import load_dataset
+    from cropscope.data import load_dataset
 
     ts = load_dataset(name, split=split)
     click.echo(repr(ts))

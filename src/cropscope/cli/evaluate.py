@@ -8,17 +8,12 @@ from pathlib import Path
 import click
 
 from cropscope.cli._common import (
-    attach_taxonomy,
-    hierarchical_model,
     hierarchy_options,
-    load_input,
-    load_table,
-    log,
     model_config_options,
     parse_config,
+    table_columns,
     table_options,
 )
-from cropscope.errors import DataError
 
 
 @click.command()
@@ -56,57 +51,16 @@ def evaluate(
     background: str | None,
 ) -> None:
     """Evaluate a model by k-fold (or leave-group-out) CV, or on a fixed split."""
-    from cropscope.evaluation import (
-        cross_validate,
-        evaluate_split,
-        format_metrics_table,
-        write_report,
-    )
-    from cropscope.evaluation.hierarchical import format_levels_table
-    from cropscope.models.registry import create_model, get_model_class
+    from cropscope.evaluation import format_levels_table, format_metrics_table
+    from cropscope.workflows import evaluate_model
 
-    config = parse_config(config_file, settings)
-    if "seed" in get_model_class(model_name).default_config():
-        config.setdefault("seed", seed)
-    levels = hierarchical or per_level
-    if hierarchical:
-        model_name, config = hierarchical_model(model_name, config)
-    create_model(model_name, **config)  # fail fast on a bad option
-    level_args = {"levels": levels, "decoding": decoding, "background": background}
-
-    def factory():
-        return create_model(model_name, **config)
-
-    if (train_table is None) != (test_table is None):
-        raise DataError("--train-table and --test-table go together")
-    from cropscope.hyperspectral.scene import evaluate_scene, load_scene_input
-
-    scene = load_scene_input(dataset, scene_path, labels_path, table or train_table)
-    if scene is not None:  # hyperspectral scene: spatially disjoint split (--split)
-        log(f"scene evaluation of {model_name} on {scene}")
-        result = evaluate_scene(model_name, scene, split, seed=seed, config=config, progress=True)
-    elif train_table is not None and test_table is not None:
-        if dataset or table:
-            raise DataError("use either --train-table/--test-table or --dataset/--table")
-        train = load_table(train_table, id_col, time_col, label_col, bands)
-        test = load_table(test_table, id_col, time_col, label_col, bands)
-        if levels:
-            train = attach_taxonomy(train, None, taxonomy_src)
-            test = attach_taxonomy(test, None, taxonomy_src)
-        log(f"fixed split: train {train} / test {test}")
-        result = evaluate_split(factory, train, test, **level_args)
-    else:
-        ts, source = load_input(dataset, table, split, id_col, time_col, label_col, bands)
-        if levels:
-            ts = attach_taxonomy(ts, dataset, taxonomy_src)
-        log(f"{cv}-fold CV of {model_name} on {source}: {ts}"
-            + (f", leave-{group}-out" if group else ""))
-        result = cross_validate(factory, ts, cv=cv, seed=seed, group=group, progress=True,
-                                **level_args)
-    result.config.update({"model": model_name, "model_config": config})
-    if out_dir is not None:
-        write_report(result, out_dir)
-        log(f"report written to {out_dir}")
+    result = evaluate_model(
+        model_name, dataset=dataset, split=split, table=table, train_table=train_table,
+        test_table=test_table, scene=scene_path, labels=labels_path,
+        config=parse_config(config_file, settings), cv=cv, seed=seed, group=group,
+        hierarchical=hierarchical, levels=per_level, taxonomy=taxonomy_src, decoding=decoding,
+        background=background, out_dir=out_dir, progress=True,
+        **table_columns(id_col, time_col, label_col, bands))
     if as_json:
         click.echo(json.dumps(result.to_dict(), default=float))
     else:

@@ -67,15 +67,12 @@ def h2crop() -> None:
 def generate(root: Path, samples: int, size: int, hyper_size: int, hyper_bands: int,
              taxonomy_name: str, keys: str, seed: int) -> None:
     """Write a synthetic dataset in the H2Crop layout (for trying the pipeline)."""
-    from cropscope.data.readers.h2crop import generate_h2crop
+    from cropscope.data import generate_h2crop
+    from cropscope.taxonomy import load_h2crop
 
-    taxonomy = None
-    if taxonomy_name == "h2crop":
-        from cropscope.taxonomy.sources import load_h2crop
-
-        taxonomy = load_h2crop()
     out = generate_h2crop(root, samples, size=size, hyper_size=hyper_size,
-                          hyper_bands=hyper_bands, taxonomy=taxonomy, seed=seed, keys=keys)
+                          hyper_bands=hyper_bands, seed=seed, keys=keys,
+                          taxonomy=load_h2crop() if taxonomy_name == "h2crop" else None)
     log(f"wrote {samples} samples to {out}")
 
 
@@ -84,7 +81,7 @@ def generate(root: Path, samples: int, size: int, hyper_size: int, hyper_bands: 
 @click.option("--months", type=int, default=12, show_default=True)
 def from_enmap(root: Path, months: int) -> None:
     """Build H2Crop-layout samples from the real EnMAP Potsdam tiles (S2 simulated)."""
-    from cropscope.hyperspectral.to_h2crop import build_h2crop_from_enmap
+    from cropscope.hyperspectral import build_h2crop_from_enmap
 
     out = build_h2crop_from_enmap(root, months=months)
     log(f"wrote the EnMAP Potsdam samples to {out}")
@@ -104,8 +101,8 @@ def train(root: Path, out_dir: Path, config: str, months: int, resume: bool, pre
           epochs: int | None, batch_size: int | None, device: str | None, normalise: str,
           settings: tuple[str, ...], model_settings: tuple[str, ...], progress: bool) -> None:
     """Train one configuration, test it, print the level means as JSON."""
-    from cropscope.evaluation.levels import format_levels_report
-    from cropscope.training.h2crop import train_h2crop
+    from cropscope.evaluation import format_levels_report
+    from cropscope.training import train_h2crop
 
     run = train_h2crop(root, config, months=months, preset=preset, out_dir=out_dir,
                        training=option_overrides(settings, epochs=epochs, batch_size=batch_size,
@@ -155,7 +152,7 @@ def experiment(root: Path, out_dir: Path, configs: str, months_list: str, preset
                normalise: str, settings: tuple[str, ...], model_settings: tuple[str, ...],
                progress: bool) -> None:
     """The temporal-window experiment: every configuration at every window."""
-    from cropscope.training.h2crop import temporal_window_experiment
+    from cropscope.training import temporal_window_experiment
 
     names = [c.strip() for c in configs.split(",") if c.strip()]
     bad = [c for c in names if c not in _CONFIGS]
@@ -178,12 +175,7 @@ def experiment(root: Path, out_dir: Path, configs: str, months_list: str, preset
 @click.option("--months", type=int, default=6, show_default=True)
 def params(preset: str, months: int) -> None:
     """Parameter counts of the four configurations (built without allocating weights)."""
-    import torch
+    from cropscope.models import h2crop_parameter_counts
 
-    from cropscope.models.h2crop import H2CropNet
-
-    for config in _CONFIGS:
-        with torch.device("meta"):
-            model = H2CropNet(config=config, preset=preset, months=months)
-        n = sum(p.numel() for p in model.parameters())
+    for config, n in h2crop_parameter_counts(preset, months, _CONFIGS).items():
         click.echo(f"{config:<8} {n / 1e6:8.2f} M")

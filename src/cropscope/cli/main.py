@@ -9,7 +9,7 @@ import warnings
 import click
 
 from cropscope import __version__
-from cropscope.cli._common import fail
+from cropscope.cli._common import add_threads_option, fail
 from cropscope.errors import CropscopeError
 
 
@@ -50,6 +50,8 @@ def _register() -> None:
     cli.add_command(transfer.transfer)
     cli.add_command(segment.segment)
     cli.add_command(h2crop.h2crop)
+    # --threads N on every command and group, applied before the command runs
+    add_threads_option(cli)
 
 
 _register()

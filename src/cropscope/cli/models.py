@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cropscope.models.registry import get_model_class, list_models
+from cropscope.models import get_model_class, list_models
 
 
 @click.group()

@@ -73,9 +73,9 @@ def predict(
     summary of the area per class. With --parcels, a parcel table (class, probability,
     pixel count, per-class probabilities) is written too.
     """
-    from cropscope.workflows.predict import predict as run_predict
+    from cropscope.workflows import predict_run
 
-    result = run_predict(
+    result = predict_run(
         run_dir, input_path, out_path, id_col=id_col, time_col=time_col, scale=scale,
         variables=variables, nodata=nodata, mask_band=mask_band,
         bands=[b.strip() for b in bands.split(",") if b.strip()] if bands else None,

@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from cropscope.cli._common import log
-
-if TYPE_CHECKING:
-    from cropscope.taxonomy import Taxonomy
-
-
-def _load(source: str) -> Taxonomy:
-    from cropscope.taxonomy import builtin_taxonomy, read_taxonomy
-
-    return read_taxonomy(Path(source)) if Path(source).suffix else builtin_taxonomy(source)
 
 
 @click.group()
@@ -28,9 +18,9 @@ def taxonomy() -> None:
 @taxonomy.command("list")
 def list_() -> None:
     """Names of the shipped hierarchies (plus h2crop, HCAT3, HCAT2 from the data folder)."""
-    from cropscope.taxonomy import list_builtin_taxonomies
+    from cropscope.taxonomy import list_taxonomies
 
-    for name in [*list_builtin_taxonomies(), "h2crop", "HCAT3", "HCAT2"]:
+    for name in list_taxonomies():
         click.echo(name)
 
 
@@ -39,17 +29,10 @@ def list_() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole tree as JSON.")
 def show(source: str, as_json: bool) -> None:
     """Levels and class counts of SOURCE (a shipped name or a YAML/JSON/CSV file)."""
-    tax = _load(source)
-    if as_json:
-        click.echo(json.dumps(tax.to_dict()))
-        return
-    click.echo(repr(tax))
-    for k, level in enumerate(tax.levels):
-        names = tax.classes(k)
-        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-        click.echo(f"  {level}: {len(names)} classes ({shown})")
-    if not tax.is_complete:
-        click.echo("  (ragged: some leaves sit above the finest level)")
+    from cropscope.taxonomy import load_taxonomy
+
+    tax = load_taxonomy(source)
+    click.echo(json.dumps(tax.to_dict()) if as_json else tax.describe())
 
 
 @taxonomy.command()
@@ -62,26 +45,10 @@ def show(source: str, as_json: bool) -> None:
 def crosswalk(country: str, target: str, out_path: Path | None, as_json: bool) -> None:
     """Map a national legend (EuroCrops table name such as fr_2018, or a CSV with an
     HCAT3_code column) through HCAT3 to the target's levels; report what does not map."""
-    from cropscope.errors import DataError
-    from cropscope.io import atomic_path
-    from cropscope.taxonomy import crosswalk_country, h2crop_hcat_codes, load_h2crop, load_hcat
+    from cropscope.taxonomy import crosswalk_legend
 
-    if target != "h2crop":
-        raise DataError(f"no HCAT codes are known for the classes of {target!r}; use h2crop")
-    result = crosswalk_country(country, load_h2crop(), h2crop_hcat_codes(), hcat=load_hcat())
+    result = crosswalk_legend(country, target)
     if out_path is not None:
-        with atomic_path(out_path) as tmp:
-            result.table.to_csv(tmp, index=False)
+        result.write_csv(out_path)
         log(f"mapping written to {out_path}")
-    summary = result.to_dict()
-    if as_json:
-        click.echo(json.dumps(summary))
-        return
-    c = result.counts
-    click.echo(f"{country} -> {target}: {summary['rows']} codes; exact {c['exact']}, broader "
-               f"{c['broader']}, unmapped {c['unmapped']}")
-    for level, n in sorted(summary["mapped_by_level"].items()):
-        click.echo(f"  mapped to {level}: {n}")
-    if summary["unmapped_codes"]:
-        click.echo(f"  unmapped: {', '.join(map(str, summary['unmapped_codes'][:20]))}"
-                   + (" ..." if len(summary["unmapped_codes"]) > 20 else ""))
+    click.echo(json.dumps(result.to_dict()) if as_json else result.describe(country))

@@ -7,12 +7,10 @@ from pathlib import Path
 import click
 
 from cropscope.cli._common import (
-    attach_taxonomy,
-    hierarchical_model,
-    load_input,
     log,
     model_config_options,
     parse_config,
+    table_columns,
     table_options,
 )
 
@@ -50,31 +48,13 @@ def train(
 ) -> None:
     """Train a model; the run directory holds weights, config, card and metrics."""
     from cropscope.evaluation import format_metrics_table
-    from cropscope.training.rundir import train_run
+    from cropscope.workflows import train_model
 
-    config = parse_config(config_file, settings)
-    from cropscope.hyperspectral.scene import load_scene_input, train_scene
-
-    scene = load_scene_input(dataset, scene_path, labels_path, table)
-    if scene is not None:  # hyperspectral scene; --split is spatial (no split: all pixels)
-        log(f"training {model_name} on {scene}")
-        run = train_scene(model_name, scene, out_dir, split=split, config=config, seed=seed,
-                          source=dataset or str(scene_path), progress=True)
-        if run.metrics is not None:
-            log(format_metrics_table(run.metrics))
-        log(f"run directory: {run.run_dir} ({run.duration_s:.1f} s)")
-        return
-    ts, source = load_input(dataset, table, split, id_col, time_col, label_col, bands)
-    if hierarchical:
-        from cropscope.models.registry import get_model_class
-
-        if "seed" in get_model_class(model_name).default_config():
-            config.setdefault("seed", seed)
-        ts = attach_taxonomy(ts, dataset, taxonomy_src)
-        model_name, config = hierarchical_model(model_name, config)
-    log(f"training {model_name} on {source}: {ts}")
-    result = train_run(ts, model_name, out_dir, config=config, holdout=holdout, seed=seed,
-                       source=source, progress=True)
+    result = train_model(
+        model_name, out_dir, dataset=dataset, split=split, table=table, scene=scene_path,
+        labels=labels_path, config=parse_config(config_file, settings), holdout=holdout,
+        seed=seed, hierarchical=hierarchical, taxonomy=taxonomy_src, progress=True,
+        **table_columns(id_col, time_col, label_col, bands))
     if result.metrics is not None:
         log(format_metrics_table(result.metrics))
     log(f"run directory: {result.run_dir} ({result.duration_s:.1f} s)")

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from cropscope.cli._common import log, parse_config
+from cropscope.cli._common import comma_list, log, parse_config
 from cropscope.errors import DataError
 
 _config_options = [
@@ -24,17 +24,6 @@ def _with_config(func: Any) -> Any:
     for option in reversed(_config_options):
         func = option(func)
     return func
-
-
-def _variables(text: str | None) -> list[str] | None:
-    return [v.strip() for v in text.split(",") if v.strip()] if text else None
-
-
-def _threads(threads: int | None) -> None:
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 def _selectors(items: tuple[str, ...]) -> dict[str, Any]:
@@ -63,37 +52,19 @@ def weather() -> None:
 @click.option("--variables", default=None, help="Comma-separated variables (default: all).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Directory for the fitted field (checkpoint) and metrics.json.")
-@click.option("--threads", type=int, default=None, help="Torch threads (default: torch's).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @_with_config
 def evaluate(input_path: Path, coarsen: int, seed: int, variables: str | None,
-             out_dir: Path | None, threads: int | None, as_json: bool,
+             out_dir: Path | None, as_json: bool,
              config_file: Path | None, settings: tuple[str, ...]) -> None:
     """Fit on a coarsened grid; score RMSE/MAE at the held-out points vs bilinear/bicubic."""
-    from cropscope.weather.evaluate import evaluate_file
+    from cropscope.weather import evaluate_file, format_evaluation
 
-    _threads(threads)
     config = parse_config(config_file, settings)
     log(f"weather evaluate: {input_path}, coarsen factor {coarsen}, seed {seed}")
-    result = evaluate_file(input_path, coarsen, seed, _variables(variables), config,
+    result = evaluate_file(input_path, coarsen, seed, comma_list(variables), config,
                            progress=True, out_dir=out_dir)
-    if out_dir is not None:
-        from cropscope.io import write_json
-
-        write_json(Path(out_dir) / "metrics.json", result)
-    if as_json:
-        click.echo(json.dumps(result))
-        return
-    click.echo(f"{'variable':<10}{'rmse_model':>14}{'rmse_bilinear':>15}{'rmse_bicubic':>14}"
-               f"{'mae_model':>12}")
-    for v in result["variables"]:
-        e = result[v]
-        click.echo(f"{v:<10}{e['rmse_model']:>14.5g}{e['rmse_bilinear']:>15.5g}"
-                   f"{e['rmse_bicubic']:>14.5g}{e['mae_model']:>12.5g}")
-    for eq, stats in result["residuals"].items():
-        click.echo(f"{eq} residual RMS: " + ", ".join(
-            f"{k} {v['rms']:.4g}" for k, v in stats.items() if isinstance(v, dict)))
-    click.echo(f"total {result['timings_s']['total']} s")
+    click.echo(json.dumps(result) if as_json else format_evaluation(result))
 
 
 @weather.command()
@@ -103,27 +74,18 @@ def evaluate(input_path: Path, coarsen: int, seed: int, variables: str | None,
 @click.option("--variables", default=None, help="Comma-separated variables (default: all).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
-@click.option("--threads", type=int, default=None)
 @click.option("--json", "as_json", is_flag=True)
 @_with_config
 def fit(input_path: Path, out_dir: Path, variables: str | None, seed: int, resume: bool,
-        threads: int | None, as_json: bool, config_file: Path | None,
+        as_json: bool, config_file: Path | None,
         settings: tuple[str, ...]) -> None:
     """Fit a continuous field to every grid point of a file and save it."""
-    from cropscope.weather.evaluate import stack_fields
-    from cropscope.weather.geometry import RegularGrid
-    from cropscope.weather.readers import open_weather
-    from cropscope.weather.training import fit_field
+    from cropscope.weather import fit_file
 
-    _threads(threads)
-    config = {"seed": seed, **parse_config(config_file, settings)}
-    ds = open_weather(input_path, _variables(variables))
-    values, names, slices, _ = stack_fields(ds)
-    grid = RegularGrid.from_coords(ds["latitude"].values, ds["longitude"].values)
-    log(f"fitting {names} on {len(slices)} slice(s) of {grid.ny}×{grid.nx}")
-    field = fit_field(values, grid, names, slices, config, out_dir=out_dir, resume=resume,
-                      progress=True)
-    summary = {"field": str(out_dir), "variables": names, "slices": len(slices),
+    field = fit_file(input_path, out_dir, variables=comma_list(variables), seed=seed,
+                     config=parse_config(config_file, settings), resume=resume, progress=True)
+    summary = {"field": str(out_dir), "variables": field.variables,
+               "slices": len(field.slices),
                "pde_rms_before": field.info["history"].get("pde_rms_before"),
                "pde_rms_after": field.info["history"].get("pde_rms_after"),
                "fit_seconds": field.info["history"].get("fit_seconds")}
@@ -144,7 +106,7 @@ def sample(field_dir: Path, variable: str, lats: str, lons: str, select: tuple[s
     """Values of a fitted field at points."""
     import numpy as np
 
-    from cropscope.weather.field import WeatherField
+    from cropscope.weather import WeatherField
 
     try:
         lat = np.array([float(x) for x in lats.split(",")])
@@ -172,7 +134,7 @@ def sample(field_dir: Path, variable: str, lats: str, lons: str, select: tuple[s
               help="Output grid spacing in degrees (default: the fitted grid).")
 def export(field_dir: Path, out_path: Path, resolution: float | None) -> None:
     """Write a fitted field to NetCDF at any resolution."""
-    from cropscope.weather.field import WeatherField
+    from cropscope.weather import WeatherField
 
     field = WeatherField.load(field_dir)
     field.to_netcdf(out_path, resolution)

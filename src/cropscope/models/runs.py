@@ -102,7 +102,9 @@ def save_classifier_run(
             write_extra(stage)
         finish_run(stage, classifier_spec(model, training=training, metrics=metrics,
                                           data=data))
-    return open_run(out_dir, verify=False)
+    run = open_run(out_dir, verify=False)
+    model.run_digest = file_sha256(run.path / MANIFEST_FILE)  # the model is now this run
+    return run
 
 
 def load_classifier_run(run_dir: str | Path) -> Classifier:

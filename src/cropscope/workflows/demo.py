@@ -3,7 +3,7 @@ run directory, and map the Sinop MODIS cube through the same road as ``cropscope
 
 :func:`run_demo` cross-validates several models on the sits Mato Grosso MODIS NDVI samples
 (reports in ``OUT/cv/<model>``), trains the best one on every sample (``OUT/run``, a complete
-run directory), then calls :func:`cropscope.workflows.predict.predict` with that run on the
+run directory), then calls :func:`cropscope.workflows.predict_run` with that run on the
 real 12-date MODIS NDVI cube over Sinop: ``OUT/sinop_crop_map.tif`` (+ probabilities,
 uncertainty, PNG quick-look and area table), the same product ``cropscope predict`` delivers.
 ``OUT/summary.json`` records the CV table, the chosen model and the areas.
@@ -11,6 +11,7 @@ uncertainty, PNG quick-look and area table), the same product ``cropscope predic
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -55,7 +56,7 @@ def run_demo(out_dir: str | Path, *, models: Sequence[str] = DEMO_MODELS, cv: in
     from cropscope.models.registry import create_model
     from cropscope.settings import data_dir
     from cropscope.training.rundir import train_run
-    from cropscope.workflows.predict import predict
+    from cropscope.workflows.predict import predict_run
 
     started = time.perf_counter()
     out = Path(out_dir)
@@ -67,7 +68,7 @@ def run_demo(out_dir: str | Path, *, models: Sequence[str] = DEMO_MODELS, cv: in
         config = {**DEMO_CONFIGS.get(name, {}), "seed": seed}
         t0 = time.perf_counter()
         log.info("%d-fold CV: %s", cv, name)
-        result = cross_validate(lambda n=name, c=config: create_model(n, **c), ts, cv=cv,
+        result = cross_validate(functools.partial(create_model, name, **config), ts, cv=cv,
                                 seed=seed, progress=progress)
         result.config.update({"model": name, "model_config": config})
         write_report(result, out / "cv" / name)
@@ -79,7 +80,7 @@ def run_demo(out_dir: str | Path, *, models: Sequence[str] = DEMO_MODELS, cv: in
     log.info("training %s on all %d samples", best["model"], ts.n_samples)
     run = train_run(ts, best["model"], out / "run", config=best["config"], holdout=0.0,
                     seed=seed, source=f"dataset:{DEMO_DATASET}", progress=progress)
-    mapped = predict(run.run_dir, data_dir() / DEMO_CUBE, out / "sinop_crop_map.tif",
+    mapped = predict_run(run.run_dir, data_dir() / DEMO_CUBE, out / "sinop_crop_map.tif",
                      tile=256, progress=progress)
     product = mapped.product
     seconds = time.perf_counter() - started

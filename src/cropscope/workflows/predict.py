@@ -1,6 +1,6 @@
 """``cropscope predict`` as one Python call: a run applied to samples or to an image cube.
 
-:func:`predict` loads any run directory (:func:`cropscope.models.load_run_model`: pixel and
+:func:`predict_run` loads any run directory (:func:`cropscope.models.load_run_model`: pixel and
 patch classifiers, AgriFM / H2Crop segmentation runs) and
 
 - for a long table (CSV / Parquet) writes one row per sample: prediction, confidence, one
@@ -23,7 +23,7 @@ from typing import Any
 
 from cropscope.errors import DataError
 
-__all__ = ["PredictResult", "is_table", "predict", "predict_table"]
+__all__ = ["PredictResult", "is_table", "predict_run", "predict_table"]
 
 _TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 log = logging.getLogger("cropscope")
@@ -36,7 +36,7 @@ def is_table(path: str | Path) -> bool:
 
 @dataclass
 class PredictResult:
-    """What :func:`predict` wrote."""
+    """What :func:`predict_run` wrote."""
 
     kind: str  # "table", "map" or "parcels"
     paths: dict[str, Path]
@@ -82,7 +82,7 @@ def predict_table(model: Any, input_path: str | Path, out_path: str | Path, *,
     return len(out)
 
 
-def predict(
+def predict_run(
     run_dir: str | Path,
     input_path: str | Path,
     out_path: str | Path,
