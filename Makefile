@@ -21,6 +21,8 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
+	$(BIN)/mypy src/cropscope
 	$(BIN)/python -m pytest -n 2 --durations=15
 
 test-fast: $(STAMP)
@@ -28,6 +30,8 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
+	$(BIN)/mypy src/cropscope
 	$(BIN)/ruff format --check src tests benchmarks
 
 demo: $(STAMP)
@@ -37,4 +41,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_features.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache .mypy_cache .import_linter_cache

@@ -118,7 +118,7 @@ def time_shift(
     full = np.asarray(full)
     start, end = _check_window(full, window)
     n, t_full, _ = full.shape
-    shift = rng.integers(-max_shift_steps, max_shift_steps + 1, size=n)
+    shift = rng.integers(-max_shift_steps, max_shift_steps + 1, size=int(n))
     starts, ends = _clip_windows(start + shift, end + shift, t_full)
     return crop_resample(full, starts, ends, n_out or end - start)
 
@@ -136,8 +136,8 @@ def time_scale(
     full = np.asarray(full)
     start, end = _check_window(full, window)
     n, t_full, _ = full.shape
-    d_start = rng.integers(-max_offset_steps, max_offset_steps + 1, size=n)
-    d_end = rng.integers(-max_offset_steps, max_offset_steps + 1, size=n)
+    d_start = rng.integers(-max_offset_steps, max_offset_steps + 1, size=int(n))
+    d_end = rng.integers(-max_offset_steps, max_offset_steps + 1, size=int(n))
     starts, ends = _clip_windows(start + d_start, end + d_end, t_full)
     return crop_resample(full, starts, ends, n_out or end - start)
 
@@ -260,13 +260,15 @@ def augment_training_set(
         dates = dates[start:end] if dates.ndim == 1 else np.tile(dates[:, start:end], (reps, 1))
     labels = None if train.labels is None else np.tile(train.labels, reps)
     meta = pd.concat([train.meta] * reps, ignore_index=True)
+    ids = train.ids
+    assert ids is not None  # set by TimeSeriesSet.__post_init__
     return TimeSeriesSet(
         values=values,
         bands=list(train.bands),
         dates=dates,
         labels=labels,
         classes=list(train.classes),
-        ids=np.tile(train.ids, reps),
+        ids=np.tile(ids, reps),
         meta=meta,
         taxonomy=train.taxonomy,
         level_labels=None if train.level_labels is None else np.tile(train.level_labels, (reps, 1)),

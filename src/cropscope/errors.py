@@ -26,3 +26,7 @@ class ModelError(CropscopeError):
 
 class EvaluationError(CropscopeError):
     """An evaluation cannot be run as asked (e.g. fewer samples in a class than folds)."""
+
+
+class SettingsError(CropscopeError):
+    """An option or environment setting has an invalid value (e.g. a thread count)."""

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cropscope.cli.hsi import band_ranges
 from cropscope.cli.main import cli
+from cropscope.hyperspectral import band_ranges
 from tests.cli.test_cli import assert_one_line_error, run_cli
 from tests.hyperspectral.test_readers import _brace, write_emit_netcdf, write_envi
 

@@ -106,7 +106,7 @@ def test_mask_errors(scl_folder: tuple[Path, dict]) -> None:
 
 @pytest.mark.filterwarnings("ignore:Mean of empty slice:RuntimeWarning")
 def test_masked_then_composited(scl_folder: tuple[Path, dict]) -> None:
-    from cropscope.data.readers.composite import CompositedCube
+    from cropscope.features.cube import CompositedCube
 
     folder, _ = scl_folder
     source = CubeSource.scan(folder, scale=1e-4)

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cropscope.data.download import fetch, sha256_file
 from cropscope.data.readers.table import read_table, write_table
 from cropscope.data.registry import (
     DatasetSpec,
@@ -24,6 +23,7 @@ from cropscope.data.registry import (
     unregister_dataset,
 )
 from cropscope.errors import DataError, DatasetNotFoundError
+from cropscope.remote import fetch, sha256_file
 from tests.conftest import make_toy_set
 
 BUILTIN = {

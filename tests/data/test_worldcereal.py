@@ -100,4 +100,4 @@ def test_agrifm_overfits_the_patch(folder: Path, tmp_path: Path) -> None:
     assert losses[-1] < 0.25 * losses[0]
     scores = evaluate_segmentation(model, data, device="cpu")
     assert scores["overall_accuracy"] > 0.93
-    assert (tmp_path / "last.pt").is_file()
+    assert (tmp_path / "last.safetensors").is_file() and (tmp_path / "last.json").is_file()

@@ -38,7 +38,9 @@ def test_every_deep_model_supports_hierarchical_heads() -> None:
 @pytest.mark.parametrize("name", DEEP)
 def test_deep_model_with_cascade_heads(name: str, tmp_path) -> None:
     train, test = hier_sets()
-    model = create_model(name, **FAST[name], hierarchical=True).fit(train)
+    # lr 1e-2: at 3e-3 fifteen epochs leave CropNet short of the bar for some seeds (the
+    # result depended on a batching bug that trained one batch twice, issue 20)
+    model = create_model(name, **{**FAST[name], "lr": 1e-2}, hierarchical=True).fit(train)
     probas = model.predict_proba_levels(test)
     assert [p.shape for p in probas] == [(30, 2), (30, 3), (30, 3)]
     for p in probas:

@@ -8,7 +8,7 @@ import torch
 
 from cropscope.data import TimeSeriesSet
 from cropscope.models import Classifier, create_model
-from cropscope.models._torch import ClassifierModule
+from cropscope.models.modules import ClassifierModule
 from cropscope.models.spectral_cnn import SpectralCNNModule
 from tests.models.test_spectral_transformer import make_patches
 

@@ -11,7 +11,7 @@ import torch
 from cropscope.data.patches import PatchSet
 from cropscope.errors import DataError, ModelError
 from cropscope.models import Classifier, create_model
-from cropscope.models._torch import ClassifierModule
+from cropscope.models.modules import ClassifierModule
 from cropscope.models.spectral_transformer import (
     PRESETS,
     REFERENCE_STREAM,

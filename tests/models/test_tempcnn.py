@@ -12,7 +12,8 @@ torch = pytest.importorskip("torch")
 from cropscope.data import TimeSeriesSet  # noqa: E402
 from cropscope.errors import DataError, ModelError  # noqa: E402
 from cropscope.models import Classifier, create_model  # noqa: E402
-from cropscope.models._torch import WEIGHTS_FILE, EnsembleModule  # noqa: E402
+from cropscope.models._torch import WEIGHTS_FILE  # noqa: E402
+from cropscope.models.modules import EnsembleModule  # noqa: E402
 from cropscope.models.tempcnn import TempCNN, TempCNNModule  # noqa: E402
 from tests.conftest import make_toy_set  # noqa: E402
 

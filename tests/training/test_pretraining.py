@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from cropscope.training.pretraining import (
     load_pretrained,
     pretrain_segmentation,
     read_class_raster,
+    read_pretrained,
 )
 from tests.training.test_segmentation import TinySeg
 
@@ -85,8 +87,12 @@ def test_pretrain_then_load_into_a_new_head(tmp_path: Path, objective: str) -> N
     assert res.head_prefixes == ["heads.0."]
     hist = res.training.history
     assert hist[-1]["loss"] < hist[0]["loss"]
-    saved = torch.load(res.encoder_path, weights_only=False)
-    assert not any(k.startswith("heads.") for k in saved["state_dict"])
+    assert res.encoder_path.name == "encoder.safetensors"
+    saved = read_pretrained(res.encoder_path)
+    assert saved and not any(k.startswith("heads.") for k in saved)
+    meta = json.loads((tmp_path / "pre" / "encoder.json").read_text())
+    assert meta["class_codes"] == [10, 20, 30] and meta["excluded_prefixes"] == ["heads.0."]
+    assert read_pretrained(tmp_path / "pre").keys() == saved.keys()  # the folder
 
     fine = TinySeg({"S2": 2}, levels=5)
     head_before = fine.heads[0].weight.clone()
@@ -96,9 +102,9 @@ def test_pretrain_then_load_into_a_new_head(tmp_path: Path, objective: str) -> N
     assert torch.equal(fine.heads[0].weight, head_before)
     assert set(report.missing) == {"heads.0.weight", "heads.0.bias"}
     # a whole-model checkpoint: the head is skipped by shape, or by the exclude prefix
-    report = load_pretrained(fine, tmp_path / "pre" / "last.pt", exclude=())
+    report = load_pretrained(fine, tmp_path / "pre" / "last.safetensors", exclude=())
     assert sorted(report.shape_mismatch) == ["heads.0.bias", "heads.0.weight"]
-    report = load_pretrained(fine, tmp_path / "pre" / "last.pt", exclude=("heads.",))
+    report = load_pretrained(fine, tmp_path / "pre" / "last.json", exclude=("heads.",))
     assert report.excluded == ["heads.0.weight", "heads.0.bias"]
     assert "excluded 2" in report.summary()
 

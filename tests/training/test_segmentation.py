@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from cropscope.data.readers.h5patches import ArrayPatchDataset
 from cropscope.errors import ModelError
+from cropscope.training.checkpoints import read_last, read_weights
 from cropscope.training.segmentation import (
     SegmentationConfig,
     augment_batch,
@@ -117,6 +118,7 @@ def test_augment_keeps_sources_and_label_aligned() -> None:
 def test_training_learns_and_writes_checkpoints(tmp_path: Path) -> None:
     train = ArrayPatchDataset(toy_samples(6, seed=0))
     val = ArrayPatchDataset(toy_samples(2, seed=1))
+    torch.manual_seed(0)  # the initial weights do not depend on the tests run before
     model = TinySeg({"S2": 2, "S1": 1})
     before = evaluate_segmentation(model, val, device="cpu")
     res = train_segmentation(model, train, val, config={**FAST, "epochs": 8},
@@ -130,12 +132,13 @@ def test_training_learns_and_writes_checkpoints(tmp_path: Path) -> None:
         assert math.isfinite(res.history[-1][key])
     hist = json.loads((tmp_path / "history.json").read_text())
     assert len(hist["history"]) == 8 and hist["best_epoch"] == res.best_epoch
-    last = torch.load(tmp_path / "last.pt", weights_only=False)
+    last = read_last(tmp_path)
     assert {"model", "optimizer", "scheduler", "scaler", "epoch", "rng", "config"} <= set(last)
     assert last["epoch"] == 8
-    best = torch.load(tmp_path / "best.pt", weights_only=False)
-    assert best["epoch"] == res.best_epoch
-    assert not list(tmp_path.glob("*.tmp"))
+    assert (tmp_path / "last.safetensors").is_file() and (tmp_path / "last.json").is_file()
+    best, meta = read_weights(tmp_path / "best.safetensors")
+    assert meta["epoch"] == res.best_epoch and set(best) == set(model.state_dict())
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob("*.pt"))
 
 
 def _weights(model: nn.Module) -> dict[str, Tensor]:
@@ -187,6 +190,19 @@ def test_hierarchical_levels_and_level_weights() -> None:
                            ArrayPatchDataset(toy_samples(2)), config=FAST, progress=False)
 
 
+def test_best_epoch_on_the_mean_over_levels(tmp_path: Path) -> None:
+    data = ArrayPatchDataset(toy_samples(4, levels=2))
+    torch.manual_seed(0)
+    model = TinySeg({"S2": 2, "S1": 1}, levels=[2, 3])
+    res = train_segmentation(model, data, data, config={**FAST, "select_on": "mean"},
+                             out_dir=tmp_path, progress=False)
+    means = [h["val_macro_f1_mean"] for h in res.history]
+    assert res.best_score == max(means) and res.best_epoch == means.index(max(means)) + 1
+    assert all(math.isfinite(h["val_macro_f1"]) for h in res.history)  # the finest level
+    with pytest.raises(ModelError, match="select_on"):
+        SegmentationConfig.from_dict({"select_on": "coarsest"})
+
+
 def test_class_weights_change_the_loss() -> None:
     data = ArrayPatchDataset(toy_samples(2))
     losses = []
@@ -213,8 +229,8 @@ def test_checkpoint_every_and_no_best_without_validation(tmp_path: Path) -> None
                              out_dir=tmp_path, progress=False, stop_after=1)
     assert res.epochs_done == 1
     # the last epoch of a call is always saved, even off the checkpoint interval
-    assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 1
-    assert not (tmp_path / "best.pt").exists()
+    assert read_last(tmp_path)["epoch"] == 1
+    assert not (tmp_path / "best.safetensors").exists()
     assert len(json.loads((tmp_path / "history.json").read_text())["history"]) == 1
 
 

@@ -134,3 +134,81 @@ def test_seed_everything_seeds_python_numpy_torch() -> None:
     seed_everything(11)
     b = (random.random(), np.random.rand(), torch.rand(1).item())  # noqa: NPY002
     assert a == b
+
+
+class _Recorder(nn.Module):
+    """A linear classifier that records which samples (the first feature is the sample's
+    index) each training batch holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(2, 3)
+        self.norm = nn.BatchNorm1d(3)
+        self.seen: list[list[int]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.seen.append([int(v) for v in x[:, 0]])
+        return self.norm(self.lin(x))
+
+
+@pytest.mark.parametrize(("n", "batch_size"), [(21, 20), (61, 20), (9, 4), (40, 20)])
+def test_a_lone_last_sample_is_folded_and_no_sample_trains_twice(n: int, batch_size: int) -> None:
+    """Issue 20 item 3: with ``n = k * batch_size + 1`` the former loop folded the lone
+    sample into the wrong batch (one batch trained twice, one never) or raised IndexError
+    (``k = 1``). Every epoch must see every sample exactly once, in batches of >= 2."""
+    x = np.stack([np.arange(n), np.ones(n)], axis=1).astype(np.float32)
+    y = np.arange(n) % 3
+    module = _Recorder()
+    epochs = 3
+    train_classifier(module, x, y, None, None, 3, epochs=epochs, batch_size=batch_size,
+                     lr=1e-2, weight_decay=0.0, seed=0)
+    per_epoch = -(-n // batch_size) - (n % batch_size == 1)
+    assert len(module.seen) == epochs * per_epoch
+    for e in range(epochs):
+        batches = module.seen[e * per_epoch:(e + 1) * per_epoch]
+        assert all(len(b) >= 2 for b in batches)
+        assert sorted(i for b in batches for i in b) == list(range(n))
+
+
+def test_tempcnn_trains_on_one_more_than_a_multiple_of_the_batch_size() -> None:
+    from cropscope.models import create_model
+    from tests.conftest import make_toy_set
+
+    full = make_toy_set(n_per_class=21)  # 63 samples
+    order = np.random.default_rng(0).permutation(full.n_samples)
+    for n, batch_size in ((21, 20), (61, 20), (61, 60)):
+        ts = full.subset(np.sort(order[:n]))
+        model = create_model("tempcnn", filters=4, hidden=8, epochs=2, batch_size=batch_size,
+                             val_fraction=0.0, device="cpu")
+        model.fit(ts)
+        assert model.predict_proba(ts).shape == (n, 3)
+
+
+class _TwoLevels(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 16), nn.ReLU())
+        self.heads = nn.ModuleList([nn.Linear(16, 2), nn.Linear(16, 3)])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h = self.body(x)
+        return [head(h) for head in self.heads]
+
+
+@pytest.mark.parametrize("select_on", ["finest", "mean"])
+def test_hierarchical_selection_on_the_finest_level_or_the_mean(select_on: str) -> None:
+    x, y = _blobs()
+    levels = np.stack([(y > 0).astype(np.int64), y], axis=1)
+    levels[::7, 0] = -1  # unknown coarse labels are ignored
+    res = train_classifier(_TwoLevels(), x[:90], levels[:90], x[90:], levels[90:], [2, 3],
+                           epochs=5, batch_size=16, lr=1e-2, weight_decay=0.0, seed=0,
+                           select_on=select_on)
+    key = "val_macro_f1_mean" if select_on == "mean" else "val_macro_f1"
+    assert ("val_macro_f1_mean" in res.history[0]) == (select_on == "mean")
+    scores = [h[key] for h in res.history]
+    assert res.best_val_macro_f1 == max(scores)
+    assert res.best_epoch == scores.index(max(scores)) + 1
+    with pytest.raises(Exception, match="select_on"):
+        train_classifier(_TwoLevels(), x, levels, x, levels, [2, 3], epochs=1, batch_size=16,
+                         lr=1e-2, weight_decay=0.0, seed=0, select_on="coarsest")

@@ -12,16 +12,24 @@ from cropscope.data.timeseries import TimeSeriesSet
 
 __all__ = [
     "TimeSeriesSet",
+    "attach_taxonomy",
     "dataset_status",
+    "generate_h2crop",
     "get_dataset",
     "list_datasets",
     "load_dataset",
+    "load_samples",
     "read_cube",
     "read_table",
+    "sample_source",
     "write_table",
 ]
 
 _LAZY = {
+    "load_samples": "cropscope.data.samples",
+    "sample_source": "cropscope.data.samples",
+    "attach_taxonomy": "cropscope.data.samples",
+    "generate_h2crop": "cropscope.data.readers.h2crop",
     "read_table": "cropscope.data.readers.table",
     "write_table": "cropscope.data.readers.table",
     "read_cube": "cropscope.data.readers.cube",

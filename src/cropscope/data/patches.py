@@ -20,7 +20,7 @@ with one time step and one "band" per spectral band); patch models take the patc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -46,7 +46,7 @@ class PatchSet(LabelledSamples):
     bands: list[str]
     wavelengths: np.ndarray | None = None
     labels: np.ndarray | None = None
-    classes: list[str] | None = None
+    classes: list[str] = field(default_factory=list)
     ids: np.ndarray | None = None
     meta: pd.DataFrame | None = None
     #: optional class hierarchy and per-level labels ``[N, L]``, as on a TimeSeriesSet
@@ -90,10 +90,16 @@ class PatchSet(LabelledSamples):
             self.meta = self.meta.reset_index(drop=True)
         if (self.taxonomy is None) != (self.level_labels is None):
             raise DataError("a patch set's taxonomy and level_labels go together")
-        if self.level_labels is not None:
+        if self.taxonomy is not None and self.level_labels is not None:
             self.level_labels = np.asarray(self.level_labels, dtype=np.int64)
-            if self.level_labels.shape != (n, self.taxonomy.n_levels):  # type: ignore[union-attr]
+            if self.level_labels.shape != (n, self.taxonomy.n_levels):
                 raise DataError(f"level_labels must be [N, L], got {self.level_labels.shape}")
+
+    def _normalised(self) -> tuple[np.ndarray, pd.DataFrame]:
+        """``ids`` and ``meta``, which ``__post_init__`` always sets."""
+        if self.ids is None or self.meta is None:
+            raise DataError("ids and meta of a patch set must not be set to None")
+        return self.ids, self.meta
 
     # ------------------------------------------------------------------ shape and access
     @property
@@ -113,14 +119,15 @@ class PatchSet(LabelledSamples):
     def subset(self, index: np.ndarray | Sequence[int] | slice) -> PatchSet:
         """Patches selected by integer positions, boolean mask or slice."""
         idx = np.arange(self.n_samples)[index]
+        ids, meta = self._normalised()
         return PatchSet(
             values=self.values[idx],
             bands=list(self.bands),
             wavelengths=self.wavelengths,
             labels=None if self.labels is None else self.labels[idx],
             classes=list(self.classes),
-            ids=self.ids[idx],
-            meta=self.meta.iloc[idx].reset_index(drop=True),
+            ids=ids[idx],
+            meta=meta.iloc[idx].reset_index(drop=True),
             taxonomy=self.taxonomy,
             level_labels=None if self.level_labels is None else self.level_labels[idx],
         )

@@ -9,18 +9,16 @@ importing this module stays light.
 
 from __future__ import annotations
 
-import os
-import stat
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import DataError, DatasetNotFoundError
-from cropscope.settings import DATA_DIR_ENV, data_dir
+from cropscope.remote import RemoteFile, Status, cache_dir, files_status, locate_files, search_roots
+from cropscope.taxonomy.sources import builtin_taxonomy
 
 __all__ = [
     "DatasetSpec",
@@ -35,18 +33,6 @@ __all__ = [
     "register_dataset",
     "unregister_dataset",
 ]
-
-Status = Literal["local", "missing", "corrupt"]
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """One file of a dataset: local path (relative to the data directory) and its origin."""
-
-    path: str
-    url: str
-    sha256: str
-    size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -133,133 +119,15 @@ def get_dataset(name: str) -> DatasetSpec:
         ) from None
 
 
-def cache_dir() -> Path:
-    """Download folder used when the data directory is read-only."""
-    return Path.home() / ".cache" / "cropscope" / "data"
-
-
-def _search_roots(root: str | Path | None) -> list[Path]:
-    if root is not None:
-        return [Path(root).expanduser()]
-    roots = [data_dir(), cache_dir()]
-    return [r for i, r in enumerate(roots) if r not in roots[:i]]
-
-
-def _file_status(root: Path, rf: RemoteFile, verify: bool) -> Status:
-    path = root / rf.path
-    if not path.is_file():
-        return "missing"
-    if rf.size is not None and path.stat().st_size != rf.size:
-        return "corrupt"
-    if verify:
-        from cropscope.data.download import sha256_file
-
-        if sha256_file(path) != rf.sha256.lower():
-            return "corrupt"
-    return "local"
-
-
-def _root_status(root: Path, files: list[RemoteFile], verify: bool) -> Status:
-    states = [_file_status(root, rf, verify) for rf in files]
-    if "corrupt" in states:
-        return "corrupt"
-    if "missing" in states:
-        return "missing"
-    return "local"
-
-
 def dataset_status(name: str, root: str | Path | None = None, verify: bool = False) -> Status:
     """``"local"`` when every file is present (in ``root``, or in the data directory or the
     download cache), ``"missing"`` when one is absent, ``"corrupt"`` when one has the wrong
     size (or, with ``verify=True``, the wrong SHA-256)."""
     spec = get_dataset(name)
-    states = [_root_status(r, spec.files, verify) for r in _search_roots(root)]
+    states = [files_status(r, spec.files, verify) for r in search_roots(root)]
     if "local" in states:
         return "local"
     return "corrupt" if "corrupt" in states else "missing"
-
-
-def _is_writable(folder: Path) -> bool:
-    """True if files can be created in ``folder`` (created if needed).
-
-    A folder without write permission bits counts as read-only even for the superuser.
-    """
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    try:
-        mode = existing.stat().st_mode
-    except OSError:
-        return False
-    if not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) or not os.access(existing, os.W_OK):
-        return False
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError:
-        return False
-    return True
-
-
-def _download(
-    name: str, files: list[RemoteFile], target: Path, searched: list[Path], progress: bool
-) -> None:
-    from cropscope.data.download import fetch
-
-    for rf in files:
-        if _file_status(target, rf, verify=False) == "local":
-            continue
-        if not rf.url:
-            raise DatasetNotFoundError(
-                f"dataset {name!r}: {rf.path} has no public download URL; put it in {target} "
-                "(see the dataset's description)"
-            )
-        try:
-            fetch(rf.url, target / rf.path, rf.sha256, progress=progress)
-        except DatasetNotFoundError as exc:
-            where = ", ".join(str(r) for r in searched)
-            raise DatasetNotFoundError(
-                f"dataset {name!r}: {rf.path} not found locally (looked in {where}; "
-                f"set ${DATA_DIR_ENV} to a folder that has it) and the download failed: {exc}"
-            ) from None
-
-
-def locate_files(
-    name: str,
-    files: list[RemoteFile],
-    root: str | Path | None = None,
-    download: bool = True,
-    progress: bool = True,
-) -> Path:
-    """The folder holding every one of ``files`` (their ``path`` is relative to it).
-
-    Looks in ``root`` if given, else in the data directory (``$CROPSCOPE_DATA_DIR``) and the
-    download cache. With ``download=True`` missing files are fetched and SHA-256-checked into
-    ``root`` or the data directory, or into the cache when that directory is read-only.
-    ``name`` only labels error messages.
-    """
-    files = list(files)
-    roots = _search_roots(root)
-    for candidate in roots:
-        if _root_status(candidate, files, verify=False) == "local":
-            return candidate
-    missing = [rf.path for rf in files if _file_status(roots[0], rf, False) != "local"]
-    where = ", ".join(str(r) for r in roots)
-    if not download:
-        raise DatasetNotFoundError(
-            f"dataset {name!r} is not available locally: {', '.join(missing)} missing or "
-            f"incomplete in {where}; set ${DATA_DIR_ENV} or call with download=True"
-        )
-    target = Path(root).expanduser() if root is not None else data_dir()
-    if not _is_writable(target):
-        if root is not None:
-            raise DatasetNotFoundError(
-                f"dataset {name!r}: {', '.join(missing)} missing in {target}, which is read-only"
-            )
-        target = cache_dir()
-    _download(name, files, target, roots, progress)
-    return target
 
 
 def load_dataset(
@@ -293,8 +161,6 @@ def load_dataset(
     folder = locate_files(name, spec.files, root, download, progress)
     ts = spec.reader(folder, split)
     if hierarchical:
-        from cropscope.taxonomy.sources import builtin_taxonomy
-
         tax = builtin_taxonomy(str(spec.taxonomy))
         ts = ts.with_taxonomy(tax.subtree(ts.classes))
     return ts

@@ -86,7 +86,7 @@ class TimeSeriesSet(LabelledSamples):
         self.dates = _as_dates(self.dates)
         if self.dates is not None and self.dates.shape not in {(t,), (n, t)}:
             raise DataError(f"dates must be [T] or [N, T], got {self.dates.shape} for {(n, t)}")
-        finite = np.isfinite(values).all(axis=2)
+        finite = np.asarray(np.isfinite(values).all(axis=2))
         if self.mask is None:
             self.mask = finite
         else:
@@ -147,9 +147,10 @@ class TimeSeriesSet(LabelledSamples):
                 raise DataError(f"level_labels hold a code outside level {tax.levels[k]!r}")
         bad = ~tax.check_consistent(ll)
         if bad.any():
+            _, ids, _ = self._normalised()
             raise DataError(
                 f"{int(bad.sum())} samples have level labels that contradict the taxonomy, "
-                f"e.g. sample id {self.ids[bad][0]}"
+                f"e.g. sample id {ids[bad][0]}"
             )
         self.level_labels = ll
         if self.labels is None:
@@ -187,15 +188,22 @@ class TimeSeriesSet(LabelledSamples):
     def at_level(self, level: int | str) -> TimeSeriesSet:
         """The same samples with ``labels``/``classes`` at another taxonomy level (a
         roll-up to a coarser level, or back to a finer one)."""
-        tax = self._require_taxonomy()
+        tax, level_labels = self._require_taxonomy()
         k = tax.level_index(level)
-        return self.replace(labels=self.level_labels[:, k].copy(), classes=tax.classes(k),
-                            level_labels=self.level_labels)
+        return self.replace(labels=level_labels[:, k].copy(), classes=tax.classes(k),
+                            level_labels=level_labels)
 
-    def _require_taxonomy(self) -> Taxonomy:
+    def _require_taxonomy(self) -> tuple[Taxonomy, np.ndarray]:
+        """The taxonomy and the per-level labels, or a clear error."""
         if self.taxonomy is None or self.level_labels is None:
             raise DataError("this set has no class hierarchy; attach one with with_taxonomy()")
-        return self.taxonomy
+        return self.taxonomy, self.level_labels
+
+    def _normalised(self) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+        """``mask``, ``ids`` and ``meta``, which ``__post_init__`` always sets."""
+        if self.mask is None or self.ids is None or self.meta is None:
+            raise DataError("mask, ids and meta of a time-series set must not be set to None")
+        return self.mask, self.ids, self.meta
 
     # ------------------------------------------------------------------ construction
     @staticmethod
@@ -230,7 +238,8 @@ class TimeSeriesSet(LabelledSamples):
         **kwargs: Any,
     ) -> TimeSeriesSet:
         """Build a set from label *names* (strings) instead of integer codes."""
-        labels, cls_list = (None, [])
+        labels: np.ndarray | None = None
+        cls_list: list[str] = []
         if label_names is not None:
             labels, cls_list = cls.encode_labels(label_names, classes)
         return cls(values=values, bands=list(bands), labels=labels, classes=cls_list, **kwargs)
@@ -292,15 +301,16 @@ class TimeSeriesSet(LabelledSamples):
         dates = self.dates
         if dates is not None and dates.ndim == 2:
             dates = dates[idx]
+        mask, ids, meta = self._normalised()
         return TimeSeriesSet(
             values=self.values[idx],
             bands=list(self.bands),
             dates=dates,
-            mask=self.mask[idx],
+            mask=mask[idx],
             labels=None if self.labels is None else self.labels[idx],
             classes=list(self.classes),
-            ids=self.ids[idx],
-            meta=self.meta.iloc[idx].reset_index(drop=True),
+            ids=ids[idx],
+            meta=meta.iloc[idx].reset_index(drop=True),
             taxonomy=self.taxonomy,
             level_labels=None if self.level_labels is None else self.level_labels[idx],
         )
@@ -312,7 +322,7 @@ class TimeSeriesSet(LabelledSamples):
         ``labels`` or ``classes`` change and no ``level_labels`` are given, the per-level
         labels are derived again from the new labels.
         """
-        fields = {
+        fields: dict[str, Any] = {
             "values": self.values,
             "bands": self.bands,
             "dates": self.dates,
@@ -331,17 +341,19 @@ class TimeSeriesSet(LabelledSamples):
 
     def group_values(self, column: str) -> np.ndarray:
         """One metadata column (e.g. ``region``, ``year``) as an array, with a clear error."""
-        if column not in self.meta.columns:
+        _, _, meta = self._normalised()
+        if column not in meta.columns:
             raise DataError(
-                f"no column {column!r} in sample metadata; available: {list(self.meta.columns)}"
+                f"no column {column!r} in sample metadata; available: {list(meta.columns)}"
             )
-        return self.meta[column].to_numpy()
+        return meta[column].to_numpy()
 
     def check_no_empty_series(self) -> None:
         """Raise if any series has no valid observation at all."""
-        empty = ~self.mask.any(axis=1)
+        mask, ids, _ = self._normalised()
+        empty = ~mask.any(axis=1)
         if empty.any():
-            bad = [str(i) for i in self.ids[empty][:5]]
+            bad = [str(i) for i in ids[empty][:5]]
             raise DataError(
                 f"{int(empty.sum())} series have no valid observation (all NaN), e.g. sample ids "
                 f"{', '.join(bad)}; drop them or fill them before training"
@@ -361,15 +373,17 @@ class TimeSeriesSet(LabelledSamples):
         """One row per (sample, time step): ``sample_id``, ``date`` or ``time``, bands, ``label``,
         metadata columns. Invalid steps keep their row with NaN band values."""
         n, t, _ = self.values.shape
-        out: dict[str, Any] = {"sample_id": np.repeat(self.ids, t)}
-        if self.dates is None:
+        mask, ids, meta = self._normalised()
+        out: dict[str, Any] = {"sample_id": np.repeat(ids, t)}
+        dates = self.per_sample_dates
+        if dates is None:
             out["time"] = np.tile(np.arange(t), n)
         else:
-            out["date"] = self.per_sample_dates.reshape(-1)
+            out["date"] = dates.reshape(-1)
         flat = self.values.reshape(n * t, -1)
         for i, b in enumerate(self.bands):
             out[b] = flat[:, i]
-        out["valid"] = self.mask.reshape(-1)
+        out["valid"] = mask.reshape(-1)
         if self.labels is not None:
             out["label"] = np.repeat(self.label_names, t)
         if self.taxonomy is not None and self.level_labels is not None:
@@ -377,8 +391,8 @@ class TimeSeriesSet(LabelledSamples):
                 names = np.array([*self.taxonomy.classes(k), ""], dtype=object)
                 out[f"label@{level}"] = np.repeat(names[self.level_labels[:, k]], t)
         df = pd.DataFrame(out)
-        for col in self.meta.columns:
-            df[col] = np.repeat(self.meta[col].to_numpy(), t)
+        for col in meta.columns:
+            df[col] = np.repeat(meta[col].to_numpy(), t)
         return df
 
     # ------------------------------------------------------------------ xarray
@@ -386,11 +400,12 @@ class TimeSeriesSet(LabelledSamples):
         """An ``xarray.Dataset`` with ``values(sample, time, band)`` and per-sample coords."""
         import xarray as xr
 
-        coords: dict[str, Any] = {"sample": self.ids, "band": list(self.bands)}
+        mask, ids, meta = self._normalised()
+        coords: dict[str, Any] = {"sample": ids, "band": list(self.bands)}
         ds = xr.Dataset(
             {
                 "values": (("sample", "time", "band"), self.values),
-                "valid": (("sample", "time"), self.mask),
+                "valid": (("sample", "time"), mask),
             },
             coords=coords,
         )
@@ -400,8 +415,8 @@ class TimeSeriesSet(LabelledSamples):
         if self.labels is not None:
             ds = ds.assign_coords(label=("sample", self.labels))
             ds.attrs["classes"] = list(self.classes)
-        for col in self.meta.columns:
-            ds = ds.assign_coords({f"{_META_PREFIX}{col}": ("sample", self.meta[col].to_numpy())})
+        for col in meta.columns:
+            ds = ds.assign_coords({f"{_META_PREFIX}{col}": ("sample", meta[col].to_numpy())})
         return ds
 
     @classmethod
@@ -412,11 +427,11 @@ class TimeSeriesSet(LabelledSamples):
         da = ds["values"].transpose("sample", "time", "band")
         dates = None
         if "date" in ds.coords:
-            dates = ds["date"].transpose(*[d for d in ("sample", "time") if d in ds["date"].dims])
-            dates = dates.to_numpy()
+            dims = [d for d in ("sample", "time") if d in ds["date"].dims]
+            dates = ds["date"].transpose(*dims).to_numpy()
         meta = pd.DataFrame(
             {
-                name[len(_META_PREFIX) :]: ds.coords[name].to_numpy()
+                str(name)[len(_META_PREFIX) :]: ds.coords[name].to_numpy()
                 for name in ds.coords
                 if str(name).startswith(_META_PREFIX)
             }
@@ -453,7 +468,7 @@ class TimeSeriesSet(LabelledSamples):
             "n_times": self.n_times,
             "has_dates": self.dates is not None,
             "has_labels": self.labels is not None,
-            "meta_columns": list(self.meta.columns),
+            "meta_columns": list(self._normalised()[2].columns),
             "taxonomy": None if self.taxonomy is None else self.taxonomy.to_dict(),
         }
         schema_meta = dict(table.schema.metadata or {})

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from cropscope.data.splits import make_folds
 from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import CropscopeError, EvaluationError
 from cropscope.evaluation.metrics import SUMMARY_KEYS, classification_metrics
-from cropscope.evaluation.splits import make_folds
 from cropscope.models.base import Classifier
 
 __all__ = ["EvaluationResult", "cross_validate", "evaluate_predictions", "evaluate_split"]
@@ -164,9 +164,9 @@ def _check_levels(ts: TimeSeriesSet) -> None:
         )
 
 
-def _fit(model: Classifier, train: TimeSeriesSet, context: str) -> None:
+def _fit(model: Classifier, train: TimeSeriesSet, context: str, progress: bool = False) -> None:
     try:
-        model.fit(train)
+        model.fit(train, progress=progress)
     except CropscopeError as exc:
         raise type(exc)(f"{context}: {exc}") from None
 
@@ -190,7 +190,8 @@ def cross_validate(
     training part only (no ``val``: models split their own inner validation set) and predicts
     the test part. Unlabelled samples are dropped. Every class of ``ts`` stays in the class
     list, so a fold whose training part lacks a class still works. ``progress`` shows a tqdm
-    bar ("fold i/k") on stderr.
+    bar ("fold i/k") on stderr, and the fold's training progress (epochs of deep models)
+    below it.
 
     ``levels=True`` (a set with a taxonomy) also scores every taxonomy level: out-of-fold
     per-level predictions decoded by ``decoding`` go into ``result.hierarchy`` (see
@@ -219,7 +220,7 @@ def cross_validate(
             bar.set_description(f"fold {i + 1}/{k}")
             t0 = time.perf_counter()
             model = model_factory()
-            _fit(model, lab.subset(tr), f"fold {i + 1}/{k}")
+            _fit(model, lab.subset(tr), f"fold {i + 1}/{k}", progress)
             pred_names[te] = _predict_names(model, lab.subset(te))
             if levels:
                 lv_pred[te], lv_ind[te] = _level_predictions(model, lab.subset(te), decoding)
@@ -237,6 +238,7 @@ def cross_validate(
             bar.update(1)
 
     classes = _extend_classes(lab.classes, sorted(set(pred_names)))
+    assert lab.labels is not None and lab.ids is not None  # _labelled; ids are always set
     y_true = lab.labels.copy()
     y_pred = _names_to_codes(pred_names, classes)
     fold_metrics = []
@@ -320,6 +322,7 @@ def evaluate_split(
         pred, ind = _level_predictions(clf, test, decoding)
         hierarchy = _hierarchy(test, pred, ind, decoding, background)
     classes = _extend_classes(model_classes, [*unseen, *sorted(set(pred_names))])
+    assert test.ids is not None  # set by TimeSeriesSet.__post_init__
     y_true = _names_to_codes(true_names, classes)
     y_pred = _names_to_codes(pred_names, classes)
     return EvaluationResult(

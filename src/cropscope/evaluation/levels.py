@@ -134,7 +134,7 @@ def level_confusions(
                 raise DataError(f"{prior_key!r} is in some batches' inputs but not in others")
             priors = _label_levels(x[prior_key], len(outs)) if with_priors else None
             for i, (o, t) in enumerate(zip(outs, ys, strict=True)):
-                pred = _fit_size(o.float(), tuple(t.shape[-2:])).argmax(1)
+                pred = _fit_size(o.float(), (int(t.shape[-2]), int(t.shape[-1]))).argmax(1)
                 parts = {"all": t}
                 if priors is not None:
                     prior = priors[i]

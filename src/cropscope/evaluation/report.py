@@ -133,7 +133,7 @@ def _title(result: EvaluationResult) -> str:
 def _folds_table(result: EvaluationResult) -> pd.DataFrame:
     rows = []
     for f in result.fold_metrics:
-        row = {k: f[k] for k in ("fold", "n_train", "n_test") if k in f}
+        row: dict[str, Any] = {k: f[k] for k in ("fold", "n_train", "n_test") if k in f}
         row.update({k: f[k] for k in (*SUMMARY_KEYS, "duration_s") if k in f})
         if "test_groups" in f:
             row["test_groups"] = ";".join(map(str, f["test_groups"]))

@@ -312,7 +312,7 @@ def composite_median(
     start_day = None if start is None else _as_day(start, "start")
     dates = ts.dates
     if align != "none":
-        dates = _align_dates(ts.per_sample_dates, align, start_day)
+        dates = _align_dates(np.broadcast_to(dates, ts.values.shape[:2]), align, start_day)
     if np.isnat(dates).all():
         raise DataError("all dates are missing (NaT)")
     first = start_day if start_day is not None else np.nanmin(dates)

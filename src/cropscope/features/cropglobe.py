@@ -48,7 +48,9 @@ def _median_composite(
         raise DataError("CropGlobe median features need calendar dates; this set has dates=None")
     windows = median_windows(window_days, start_doy, end_doy)
     per_year = 365 // int(window_days) + 1
-    win = (ts.day_of_year - 1) // int(window_days)
+    doy = ts.day_of_year
+    assert doy is not None and ts.ids is not None  # dates checked above; ids always set
+    win = (doy - 1) // int(window_days)
     rel = (win - windows[0]) % per_year
     rel[rel >= len(windows)] = -1
     rel[np.isnat(ts.dates)] = -1

@@ -92,6 +92,7 @@ def time_axis_days(ts: TimeSeriesSet) -> np.ndarray:
 
 
 def _check_not_empty(ts: TimeSeriesSet, what: str) -> None:
+    assert ts.mask is not None and ts.ids is not None  # set by TimeSeriesSet.__post_init__
     empty = ~ts.mask.any(axis=1)
     if empty.any():
         ids = ", ".join(str(i) for i in ts.ids[empty][:10])
@@ -110,6 +111,7 @@ def interpolate_gaps(ts: TimeSeriesSet) -> TimeSeriesSet:
     series with no valid observation at all.
     """
     _check_not_empty(ts, "cannot interpolate gaps")
+    assert ts.mask is not None  # set by TimeSeriesSet.__post_init__
     values = np.where(ts.mask[:, :, None], ts.values, np.float32(np.nan))
     filled = interpolate_gaps_array(values, time_axis_days(ts))
     return ts.replace(values=filled)

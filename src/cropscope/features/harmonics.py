@@ -30,6 +30,7 @@ import numpy as np
 from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import DataError
 from cropscope.features._arrays import check_series_arrays
+from cropscope.threads import available_cpus, current_threads
 
 try:
     from threadpoolctl import threadpool_limits as _threadpool_limits
@@ -288,7 +289,8 @@ def fit_harmonics_array(
 
     Samples are processed in chunks (``chunk`` samples; default: about 4 MiB of values) with
     BLAS limited to one thread: the products are small, and threaded BLAS only adds
-    synchronisation cost there. Chunks run in ``n_jobs`` threads (default: every core).
+    synchronisation cost there. Chunks run in ``n_jobs`` threads (default: cropscope's thread count,
+    :func:`cropscope.threads.current_threads`).
     """
     order = _check_order(order)
     if period_days <= 0:
@@ -324,12 +326,11 @@ def fit_harmonics_array(
 
 
 def _n_workers(n_jobs: int | None) -> int:
-    """Threads to use: ``n_jobs`` (``None``/-1 = every available core)."""
-    import os
-
-    if n_jobs is None or n_jobs < 0:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-            os.cpu_count() or 1)
+    """Threads to use: ``n_jobs`` (``None``: cropscope's thread count; -1: every core)."""
+    if n_jobs is None:
+        return current_threads()
+    if n_jobs < 0:
+        return available_cpus()
     return max(1, n_jobs)
 
 

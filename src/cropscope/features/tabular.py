@@ -53,7 +53,9 @@ def _indices_block(filled: TimeSeriesSet, sensor: str) -> tuple[np.ndarray, list
 
 def _stats_block(ts: TimeSeriesSet) -> tuple[np.ndarray, list[str]]:
     """Per band over valid steps: mean, std, min, max, time of max (0-1), amplitude."""
-    valid = ts.mask[:, :, None]
+    mask = ts.mask
+    assert mask is not None  # set by TimeSeriesSet.__post_init__
+    valid = mask[:, :, None]
     vals = np.where(valid, ts.values, np.nan).astype(np.float64)
     count = valid.sum(axis=1)  # [N, 1]
     mean = np.where(valid, vals, 0.0).sum(axis=1) / count
@@ -61,9 +63,9 @@ def _stats_block(ts: TimeSeriesSet) -> tuple[np.ndarray, list[str]]:
     vmin = np.where(valid, vals, np.inf).min(axis=1)
     vmax = np.where(valid, vals, -np.inf).max(axis=1)
     arg = np.where(valid, vals, -np.inf).argmax(axis=1)  # [N, C], first maximum
-    t = np.broadcast_to(time_axis_days(ts), ts.mask.shape)
-    t_first = np.where(ts.mask, t, np.inf).min(axis=1)[:, None]
-    t_last = np.where(ts.mask, t, -np.inf).max(axis=1)[:, None]
+    t = np.broadcast_to(time_axis_days(ts), mask.shape)
+    t_first = np.where(mask, t, np.inf).min(axis=1)[:, None]
+    t_last = np.where(mask, t, -np.inf).max(axis=1)[:, None]
     t_max = np.take_along_axis(t, arg, axis=1)
     span = t_last - t_first
     frac = np.where(span > 0, (t_max - t_first) / np.where(span > 0, span, 1.0), 0.0)
@@ -106,14 +108,15 @@ def build_features(
     blocks: list[np.ndarray] = []
     names: list[str] = []
     for item in dict.fromkeys(items):
-        if item in {"values", "indices", "diff"} and filled is None:
-            filled = interpolate_gaps(ts)
-        if item == "values":
-            block, cols = _flatten(filled.values, ts.bands, "t")
-        elif item == "indices":
-            block, cols = _indices_block(filled, sensor)
-        elif item == "diff":
-            block, cols = _flatten(np.diff(filled.values, axis=1), ts.bands, "d", start=1)
+        if item in {"values", "indices", "diff"}:
+            if filled is None:
+                filled = interpolate_gaps(ts)
+            if item == "values":
+                block, cols = _flatten(filled.values, ts.bands, "t")
+            elif item == "indices":
+                block, cols = _indices_block(filled, sensor)
+            else:
+                block, cols = _flatten(np.diff(filled.values, axis=1), ts.bands, "d", start=1)
         elif item == "harmonics":
             block = harmonic_coefficients(ts, order=harmonic_order)
             cols = harmonic_feature_names(ts.bands, harmonic_order)

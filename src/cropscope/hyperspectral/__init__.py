@@ -10,6 +10,7 @@ when the file is georeferenced; ``attrs`` also hold ``sensor``, ``units`` and ``
 Heavy libraries (rasterio, h5py, scipy.io) are imported inside the readers.
 """
 
+from cropscope.hyperspectral.info import band_ranges, format_scene_info, scene_info
 from cropscope.hyperspectral.normalisation import BandStatistics, band_statistics
 from cropscope.hyperspectral.readers import detect_format, open_hyperspectral, open_labels
 from cropscope.hyperspectral.sentinel2 import simulate_sentinel2
@@ -23,20 +24,25 @@ from cropscope.hyperspectral.spectral import (
     resampling_matrix,
     spectral_derivative,
 )
+from cropscope.hyperspectral.to_h2crop import build_h2crop_from_enmap
 
 __all__ = [
     "BandStatistics",
     "bad_band_mask",
+    "band_ranges",
     "band_statistics",
+    "build_h2crop_from_enmap",
     "continuum_removal",
     "detect_format",
     "drop_bad_bands",
+    "format_scene_info",
     "gaussian_response",
     "open_hyperspectral",
     "open_labels",
     "resample",
     "resample_like",
     "resampling_matrix",
+    "scene_info",
     "simulate_sentinel2",
     "spectral_derivative",
 ]

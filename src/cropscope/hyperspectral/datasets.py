@@ -21,22 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from cropscope.data.registry import (
-    DatasetSpec,
-    RemoteFile,
-    get_dataset,
-    list_datasets,
-    locate_files,
-    register_dataset,
-)
+from cropscope.data.registry import DatasetSpec, get_dataset, list_datasets, register_dataset
 from cropscope.errors import DataError, DatasetNotFoundError
-from cropscope.hyperspectral.scene import Scene
+from cropscope.hyperspectral.scene import Scene, open_scene
+from cropscope.remote import RemoteFile, locate_files
 
 __all__ = [
     "get_scene_dataset",
     "is_scene_dataset",
     "list_scene_datasets",
     "load_scene_dataset",
+    "load_scene_input",
 ]
 
 
@@ -66,9 +61,30 @@ def load_scene_dataset(name: str, root: str | Path | None = None, download: bool
                        progress: bool = True) -> Scene:
     """Load a registered scene from ``root``, the data directory or the download cache
     (missing files are downloaded and SHA-256-checked when ``download``; see
-    :func:`cropscope.data.registry.locate_files`)."""
+    :func:`cropscope.remote.locate_files`)."""
     spec = get_scene_dataset(name)
     return spec.reader(locate_files(name, spec.files, root, download, progress), None)
+
+
+def load_scene_input(
+    dataset: str | None,
+    scene: str | Path | None,
+    labels: str | Path | None,
+    other: Any = None,
+) -> Scene | None:
+    """The scene named on a command line: ``--scene IMAGE --labels LABELS`` or a registered
+    scene dataset; ``None`` when the input is not a scene (``other``: a competing input)."""
+    if scene is None and labels is None:
+        if dataset is None or not is_scene_dataset(dataset):
+            return None
+        if other is not None:
+            raise DataError("use either a scene dataset or a table, not both")
+        return load_scene_dataset(dataset)
+    if scene is None or labels is None:
+        raise DataError("--scene and --labels go together")
+    if dataset is not None or other is not None:
+        raise DataError("use either --scene/--labels or --dataset/--table")
+    return open_scene(scene, labels)
 
 
 def _scene(name: str, loader: Callable[[Path], Scene], **fields: Any) -> None:
@@ -84,7 +100,7 @@ _IP_CLASSES = {1: "corn-notill", 2: "grass-trees", 3: "soybean-notill", 4: "soyb
 
 
 def _load_indian_pines(root: Path) -> Scene:
-    from cropscope.hyperspectral import open_hyperspectral, open_labels
+    from cropscope.hyperspectral.readers import open_hyperspectral, open_labels
 
     folder = root / _IP_DIR
     mat = folder / "Indian_part.mat"
@@ -111,7 +127,7 @@ def _tile_lists(folder: Path) -> dict[str, str]:
 
 def _load_enmap_potsdam(root: Path) -> Scene:
     """Tiles placed on the scene grid by their geotransform; ``regions`` = tile index."""
-    from cropscope.hyperspectral import open_hyperspectral, open_labels
+    from cropscope.hyperspectral.readers import open_hyperspectral, open_labels
 
     folder = root / _EP_DIR
     roles = _tile_lists(folder)

@@ -132,7 +132,9 @@ def band_statistics(
     :func:`~cropscope.hyperspectral.spectral.bad_band_mask`) get NaN statistics.
     Uses float64 sums, so many scenes can be combined.
     """
-    items = [scenes] if hasattr(scenes, "dims") else list(scenes)
+    import xarray as xr
+
+    items = [scenes] if isinstance(scenes, xr.DataArray) else list(scenes)
     if not items:
         raise DataError("no scenes given for band statistics")
     first = items[0]
@@ -169,7 +171,7 @@ def band_statistics(
     unusable = bad | (count == 0)
     mean[unusable] = np.nan
     std[unusable] = np.nan
-    n_pixels = int(sum(int(np.prod([s.sizes[d] for d in s.dims if d != "band"])) for s in items))
+    n_pixels = sum(math.prod(s.sizes[d] for d in s.dims if d != "band") for s in items)
     return BandStatistics(
         wavelength=tuple(float(v) for v in wl),
         mean=tuple(float(v) for v in mean),

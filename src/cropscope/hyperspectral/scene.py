@@ -32,7 +32,6 @@ __all__ = [
     "Scene",
     "create_scene_model",
     "evaluate_scene",
-    "load_scene_input",
     "open_scene",
     "train_scene",
 ]
@@ -165,7 +164,7 @@ def open_scene(
 ) -> Scene:
     """A user's scene: any file :func:`~cropscope.hyperspectral.open_hyperspectral` reads
     (``FILE.mat:VAR`` for .mat) and a label raster or matrix (0 = unlabelled)."""
-    from cropscope.hyperspectral import open_hyperspectral, open_labels
+    from cropscope.hyperspectral.readers import open_hyperspectral, open_labels
 
     da = open_hyperspectral(image, wavelengths=wavelengths)
     lab = open_labels(labels)
@@ -174,29 +173,6 @@ def open_scene(
                         f"{image} is {da.shape[1]} x {da.shape[2]} px")
     return Scene.from_dataarrays(da, lab, classes=classes, drop_bad_bands=drop_bad_bands,
                                  name=Path(str(image)).name)
-
-
-def load_scene_input(
-    dataset: str | None,
-    scene: str | Path | None,
-    labels: str | Path | None,
-    other: Any = None,
-) -> Scene | None:
-    """The scene named on a command line: ``--scene IMAGE --labels LABELS`` or a registered
-    scene dataset; ``None`` when the input is not a scene (``other``: a competing input)."""
-    from cropscope.hyperspectral.datasets import is_scene_dataset, load_scene_dataset
-
-    if scene is None and labels is None:
-        if dataset is None or not is_scene_dataset(dataset):
-            return None
-        if other is not None:
-            raise DataError("use either a scene dataset or a table, not both")
-        return load_scene_dataset(dataset)
-    if scene is None or labels is None:
-        raise DataError("--scene and --labels go together")
-    if dataset is not None or other is not None:
-        raise DataError("use either --scene/--labels or --dataset/--table")
-    return open_scene(scene, labels)
 
 
 def create_scene_model(name: str, **config: Any) -> Classifier:
@@ -326,7 +302,11 @@ def train_scene(
     record = training_record({"source": source, "scene": scene.name, "split": split,
                               "n_train": int(n_train), "seed": seed}, duration)
     report = result
+
+    def write_extra(folder: Path) -> None:
+        if report is not None:
+            write_report(report, folder)
+
     save_classifier_run(clf, out, training=record, metrics=metrics, data=source,
-                        write_extra=None if report is None
-                        else (lambda folder: write_report(report, folder)))
+                        write_extra=write_extra)
     return RunResult(run_dir=out, model=clf, metrics=metrics, duration_s=duration)

@@ -236,10 +236,10 @@ def resample(
         "bad_band": ("band", poor | np.isnan(out).reshape(target.size, -1).all(axis=1)),
     }
     for dim in other_dims:
-        coords[dim] = src[dim].values
+        coords[str(dim)] = src[dim].values
     for name, coord in src.coords.items():  # lat/lon, spatial_ref, ...
-        if name not in coords and "band" not in coord.dims:
-            coords[name] = coord
+        if str(name) not in coords and "band" not in coord.dims:
+            coords[str(name)] = coord
     result = xr.DataArray(out, dims=("band", *other_dims), coords=coords, name=scene.name)
     result.attrs = dict(scene.attrs)
     result.attrs["resampled_from"] = str(scene.attrs.get("sensor", "unknown"))

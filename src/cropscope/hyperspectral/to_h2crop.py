@@ -88,11 +88,11 @@ def build_h2crop_from_enmap(
     are the tile stems (``enmap_potsdam_tile_128_0``).
     """
     from cropscope.data.readers.h2crop import write_h2crop_sample, write_split_lists
-    from cropscope.data.registry import locate_files
     from cropscope.hyperspectral.datasets import _EP_DIR, _tile_lists, get_scene_dataset
     from cropscope.hyperspectral.readers import open_hyperspectral, open_labels
     from cropscope.hyperspectral.sentinel2 import DEFAULT_BANDS, simulate_sentinel2
     from cropscope.hyperspectral.spectral import drop_bad_bands
+    from cropscope.remote import locate_files
     from cropscope.taxonomy.sources import write_taxonomy
 
     if months < 1 or upscale < 1:

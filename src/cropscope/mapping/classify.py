@@ -90,7 +90,8 @@ def classify_cube(
     for y0 in tqdm(starts, desc="classifying", unit="block", disable=not progress):
         rows = slice(y0, min(ny, y0 + block_rows))
         pixels = cube_pixels(cube, rows)
-        has_data = pixels.mask.any(axis=1)
+        assert pixels.mask is not None  # set by TimeSeriesSet.__post_init__
+        has_data = np.asarray(pixels.mask.any(axis=1))
         if not has_data.any():
             continue
         proba = model.predict_proba(pixels.subset(has_data))
@@ -111,7 +112,7 @@ def _colours(n: int) -> list[str]:
 def class_colormap(n: int) -> dict[int, tuple[int, int, int, int]]:
     """GeoTIFF colour table ``code -> (r, g, b, 255)`` for ``n`` classes."""
     return {
-        i: (*tuple(int(h[k : k + 2], 16) for k in (1, 3, 5)), 255)
+        i: (int(h[1:3], 16), int(h[3:5], 16), int(h[5:7], 16), 255)
         for i, h in enumerate(_colours(n))
     }
 

@@ -41,7 +41,7 @@ from cropscope.mapping.windows import MapWindow, plan_windows
 if TYPE_CHECKING:
     import geopandas as gpd
 
-    from cropscope.data.readers.cube import CubeSource
+    from cropscope.data.readers.cube import CubeLike
     from cropscope.data.timeseries import TimeSeriesSet
     from cropscope.models.base import Classifier
 
@@ -437,7 +437,7 @@ def aggregate_parcels(
 # ---------------------------------------------------------------------------- parcel series
 def parcel_series(
     parcels: gpd.GeoDataFrame | str | Path,
-    source: CubeSource | str | Path,
+    source: CubeLike | str | Path,
     *,
     window_size: int = 1024,
     stat: str = "mean",
@@ -461,7 +461,7 @@ def parcel_series(
     if stat not in ("mean", "median"):
         raise DataError(f"stat must be 'mean' or 'median', got {stat!r}")
     gdf, id_column = _as_parcels(parcels, id_column)
-    if not isinstance(source, CubeSource):
+    if isinstance(source, str | Path):
         source = CubeSource.scan(source)
     n, t, c = len(gdf), len(source.times), len(source.bands)
     members = _Membership(_to_raster_crs(gdf, source.crs), source.transform, source.shape,
@@ -532,7 +532,7 @@ def parcel_series(
 def predict_parcels(
     model: Classifier,
     parcels: gpd.GeoDataFrame | str | Path,
-    source: CubeSource | str | Path,
+    source: CubeLike | str | Path,
     *,
     window_size: int = 1024,
     stat: str = "mean",
@@ -550,11 +550,12 @@ def predict_parcels(
     from cropscope.data.readers.cube import CubeSource
 
     card = model._require_card()
-    if getattr(model, "input_kind", "pixels") != "pixels":
-        raise DataError(f"model {model.name!r} takes {model.input_kind}, not parcel series")
+    input_kind = getattr(model, "input_kind", "pixels")
+    if input_kind != "pixels":
+        raise DataError(f"model {model.name!r} takes {input_kind}, not parcel series")
     if batch_size <= 0:
         raise DataError(f"batch_size must be positive, got {batch_size}")
-    if not isinstance(source, CubeSource):
+    if isinstance(source, str | Path):
         source = CubeSource.scan(source)
     absent = [b for b in card.bands if b not in source.bands]
     if absent:
@@ -573,6 +574,7 @@ def predict_parcels(
     )  # fmt: skip
     classes = list(model.classes)
     proba = np.full((series.n_samples, len(classes)), np.nan, dtype=np.float64)
+    assert series.mask is not None and series.meta is not None  # set by __post_init__
     valid = np.flatnonzero(series.mask.any(axis=1))
     for start in range(0, valid.size, batch_size):
         idx = valid[start : start + batch_size]

@@ -72,7 +72,7 @@ def plan_windows(height: int, width: int, tile: int = 512, halo: int = 0) -> lis
         raise DataError(f"tile must be a positive number of pixels, got {tile}")
     if halo < 0:
         raise DataError(f"halo must be >= 0 pixels, got {halo}")
-    windows = []
+    windows: list[MapWindow] = []
     for row in range(0, height, tile):
         h = min(tile, height - row)
         r0, r1 = max(0, row - halo), min(height, row + h + halo)

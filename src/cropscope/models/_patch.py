@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from cropscope.data.patches import PatchSet
+from cropscope.data.splits import train_val_split
 from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import DataError, ModelError
 from cropscope.models._torch import TorchClassifier, _gap_free
@@ -85,11 +86,15 @@ class PatchClassifier(TorchClassifier):
     ) -> Classifier:
         """Fit on a :class:`PatchSet` (or a time-series set, as ``1 x 1`` patches)."""
         if not isinstance(train, PatchSet):
+            if isinstance(val, PatchSet):
+                raise DataError("validation data must be a time-series set like the training "
+                                "data")
             return super().fit(train, val, progress=progress)
-        if train.labels is None:
+        labels = train.labels
+        if labels is None:
             raise DataError("training data have no labels")
-        train = train.subset(train.labels >= 0)
-        if np.unique(train.labels).size < 2:
+        train = train.subset(labels >= 0)
+        if np.unique(labels[labels >= 0]).size < 2:
             raise DataError("training data need at least two labelled classes")
         wl = None if train.wavelengths is None else [float(v) for v in train.wavelengths]
         self.card = ModelCard(
@@ -127,7 +132,7 @@ class PatchClassifier(TorchClassifier):
         logits = logits if isinstance(logits, list) else [logits]
         return [torch.softmax(z, dim=1).numpy().astype(np.float32) for z in logits]
 
-    def predict_proba_levels(self, data: TimeSeriesSet | PatchSet) -> list[np.ndarray]:  # type: ignore[override]
+    def predict_proba_levels(self, data: TimeSeriesSet | PatchSet) -> list[np.ndarray]:
         if not isinstance(data, PatchSet):
             return super().predict_proba_levels(data)
         if not self.hierarchical:
@@ -137,9 +142,16 @@ class PatchClassifier(TorchClassifier):
         data = self._conform_patches(data)
         return self._patch_probas(data)
 
-    def predict(self, data: TimeSeriesSet | PatchSet) -> np.ndarray:  # type: ignore[override]
+    def predict_levels(self, data: TimeSeriesSet | PatchSet,
+                       decoding: str = "consistent") -> np.ndarray:
+        """Class codes per level ``[N, L]`` of patches (or of a time-series set)."""
+        from cropscope.taxonomy.decoding import decode
+
+        return decode(self._require_taxonomy(), self.predict_proba_levels(data), decoding)
+
+    def predict(self, data: TimeSeriesSet | PatchSet) -> np.ndarray:
         if self.hierarchical:
-            return self.predict_levels(data, self.config["decoding"])[:, -1]  # type: ignore[arg-type]
+            return self.predict_levels(data, self.config["decoding"])[:, -1]
         return self.predict_proba(data).argmax(axis=1)
 
     # ------------------------------------------------------------------ internals
@@ -193,8 +205,6 @@ class PatchClassifier(TorchClassifier):
         card = self._require_card()
         tax = train.taxonomy if self.hierarchical else None
         if val is None and float(cfg["val_fraction"]) > 0:
-            from cropscope.evaluation.splits import train_val_split
-
             tr, va = train_val_split(train.centre_set(), float(cfg["val_fraction"]), seed)
             train, val = train.subset(tr), train.subset(va)
         y_val = None
@@ -212,6 +222,8 @@ class PatchClassifier(TorchClassifier):
 
         x_train = self._normalise(train.values)
         y_train = train.labels if tax is None else train.level_labels
+        if y_train is None:
+            raise DataError("the training patches have no (per-level) labels")
         x_val = None if val is None else self._normalise(val.values)
         augment = flip_rotate if cfg["augment"] and train.patch_size > 1 else None
         self._train_members(lambda _seed: (x_train, y_train, None), x_val, y_val, None, tax,

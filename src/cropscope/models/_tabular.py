@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 
 from cropscope.data.timeseries import TimeSeriesSet
+from cropscope.errors import DataError
 from cropscope.models.base import Classifier
+from cropscope.threads import current_threads
 
 __all__ = ["FeatureClassifier"]
 
@@ -29,7 +31,8 @@ class FeatureClassifier(Classifier):
             "features": list(cls.default_features),
             "harmonic_order": 2,
             "seed": 0,
-            "n_jobs": -1,
+            # None: cropscope's thread count (--threads, $CROPSCOPE_THREADS, load-aware)
+            "n_jobs": None,
             **cls.estimator_defaults(),
         }
 
@@ -48,6 +51,11 @@ class FeatureClassifier(Classifier):
     def _estimator_proba(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities and the class codes of their columns."""
 
+    def n_jobs(self) -> int:
+        """Threads for the estimator: the ``n_jobs`` option, else cropscope's thread count."""
+        n = self.config.get("n_jobs")
+        return current_threads() if n is None else int(n)
+
     def features(self, ts: TimeSeriesSet) -> tuple[np.ndarray, list[str]]:
         """The feature table ``[N, D]`` and column names for ``ts``."""
         from cropscope.features.tabular import build_features
@@ -62,6 +70,8 @@ class FeatureClassifier(Classifier):
         if val is not None and val.labels is not None:
             x_val, _ = self.features(val)
             y_val = val.labels
+        if train.labels is None:  # Classifier.fit checked; kept for the type
+            raise DataError("training data have no labels")
         self._fit_estimator(x, train.labels, x_val, y_val)
         assert self.card is not None
         self.card.extra["feature_names"] = names

@@ -9,12 +9,11 @@ safetensors weights. A subclass supplies :meth:`~TorchClassifier.build_module` a
 
 from __future__ import annotations
 
-import math
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -22,11 +21,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from cropscope.augment import TemporalAugmentation, augment_training_set, infer_step_days
+from cropscope.data.splits import train_val_split
 from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import DataError, ModelError
 from cropscope.features.gapfill import interpolate_gaps_array
 from cropscope.io import atomic_path
 from cropscope.models.base import Classifier
+from cropscope.models.cascade import HierarchicalNet, default_level_weights
+from cropscope.models.modules import EnsembleModule
 from cropscope.training.seeding import seed_everything
 from cropscope.training.trainer import AugmentFn, predict_logits, train_classifier
 
@@ -35,25 +37,22 @@ if TYPE_CHECKING:
 
 __all__ = [
     "WEIGHTS_FILE",
-    "ClassifierModule",
-    "EnsembleModule",
     "TorchClassifier",
     "resolve_device",
 ]
 
 WEIGHTS_FILE = "weights.safetensors"
 _AUGMENT_KEYS = {f.name for f in fields(TemporalAugmentation)}
-#: a labelled sample container a deep model validates on (TimeSeriesSet or PatchSet)
-V = TypeVar("V")
 #: what one ensemble member trains on: inputs, labels ([N] or [N, L]), optional priors
 TrainData = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
 
 
 def _valid_values(ts: TimeSeriesSet) -> np.ndarray:
     """``ts.values`` with NaN at invalid steps (``~ts.mask``)."""
-    if ts.mask.all():
+    mask = ts.mask
+    if mask is None or mask.all():
         return ts.values
-    return np.where(ts.mask[:, :, None], ts.values, np.float32(np.nan))
+    return np.where(mask[:, :, None], ts.values, np.float32(np.nan))
 
 
 def _gap_free(ts: TimeSeriesSet) -> np.ndarray:
@@ -77,44 +76,6 @@ def resolve_device(device: str) -> torch.device:
         return torch.device(device)
     except RuntimeError as exc:
         raise ModelError(f"unusable device {device!r}: {exc}") from None
-
-
-class ClassifierModule(nn.Module):
-    """A deep classifier network split in two: a shared feature extractor and a linear head.
-
-    Every deep model in the registry builds one of these, so that heads can be swapped
-    (e.g. for the hierarchical cascade heads of :mod:`cropscope.models.hierarchical`).
-    Subclasses set ``feature_dim`` and ``head`` and implement :meth:`forward_features`.
-    """
-
-    feature_dim: int
-    head: nn.Module
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Shared features ``[B, feature_dim]`` of the input batch."""
-        raise NotImplementedError
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
-
-
-class EnsembleModule(nn.Module):
-    """Members trained with different seeds; returns the log of their mean class
-    probabilities (so a softmax of the output is the averaged probability)."""
-
-    def __init__(self, members: list[nn.Module]) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def forward(self, x: torch.Tensor, *extra: torch.Tensor) -> Any:
-        outs = [m(x, *extra) for m in self.members]
-        if isinstance(outs[0], list):  # hierarchical members: average level by level
-            return [self._mean([o[k] for o in outs]) for k in range(len(outs[0]))]
-        return self._mean(outs)
-
-    def _mean(self, logits: list[torch.Tensor]) -> torch.Tensor:
-        logp = torch.stack([torch.log_softmax(z, dim=1) for z in logits])
-        return torch.logsumexp(logp, dim=0) - math.log(len(self.members))
 
 
 class TorchClassifier(Classifier):
@@ -142,6 +103,11 @@ class TorchClassifier(Classifier):
             )
         if self.config["priors"] and not self.config["hierarchical"]:
             raise ModelError("priors feed the hierarchical heads: set hierarchical=true too")
+        if self.config["select_on"] not in ("finest", "mean"):
+            raise ModelError(f"select_on must be 'finest' or 'mean', got "
+                             f"{self.config['select_on']!r}")
+        if int(self.config["num_nodes"]) < 1 or not isinstance(self.config["strategy"], str):
+            raise ModelError("num_nodes must be >= 1 and strategy a name (e.g. 'ddp')")
         self._module: nn.Module | None = None
 
     @classmethod
@@ -160,12 +126,18 @@ class TorchClassifier(Classifier):
             "augment_params": {},
             "n_models": 1,
             "device": "auto",
+            # scale-out on the Lightning engine: processes per node, strategy ("ddp"), nodes
+            "devices": 1,
+            "strategy": "auto",
+            "num_nodes": 1,
             # hierarchical cascade heads (needs a training set with a taxonomy)
             "hierarchical": False,
             "level_weights": None,
             "priors": False,
             "decoding": "consistent",
             "head_hidden": True,
+            # best epoch on the finest level's validation macro-F1, or the mean over levels
+            "select_on": "finest",
         }
 
     # ------------------------------------------------------------------ to implement
@@ -194,12 +166,10 @@ class TorchClassifier(Classifier):
         frac = float(self.config["val_fraction"])
         if frac == 0:
             return train, None
-        from cropscope.evaluation.splits import train_val_split
-
         tr, va = train_val_split(train, frac, int(self.config["seed"]))
         return train.subset(tr), train.subset(va)
 
-    def _val_labels(self, val: V, tax: Taxonomy | None = None) -> tuple[V, np.ndarray]:
+    def _val_labels(self, val: Any, tax: Taxonomy | None = None) -> tuple[Any, np.ndarray]:
         """Validation samples (a time-series or patch set) with labels, and those labels coded
         in the model's class order, or per level ``[N, L]`` with the training ``tax``."""
         if val.labels is None:
@@ -249,8 +219,6 @@ class TorchClassifier(Classifier):
             return None
         weights = self.config["level_weights"]
         if weights is None:
-            from cropscope.models.cascade import default_level_weights
-
             return default_level_weights(tax.n_levels)
         if len(weights) != tax.n_levels:
             raise ModelError(f"level_weights needs {tax.n_levels} values, got {weights!r}")
@@ -266,8 +234,9 @@ class TorchClassifier(Classifier):
             return None
         tax = self._require_taxonomy()
         blocks = []
-        missing = [f"prior@{lv}" for lv in tax.levels if f"prior@{lv}" not in ts.meta.columns]
-        if missing:
+        columns = set() if ts.meta is None else set(ts.meta.columns)
+        missing = [f"prior@{lv}" for lv in tax.levels if f"prior@{lv}" not in columns]
+        if missing or ts.meta is None:
             raise DataError(
                 f"priors=true needs the metadata columns {missing} (class names per level)"
             )
@@ -286,8 +255,6 @@ class TorchClassifier(Classifier):
         module = self.build_module(n_bands, n_times, len(card.classes))
         if not self.hierarchical:
             return module
-        from cropscope.models.cascade import HierarchicalNet
-
         assert tax is not None
         return HierarchicalNet(module, tax.sizes, self._prior_sizes(tax),  # type: ignore[arg-type]
                                hidden=bool(self.config["head_hidden"]))
@@ -322,6 +289,8 @@ class TorchClassifier(Classifier):
                 aug = replace(self.augmentation(), step_days=step_days)
                 fit_set = augment_training_set(base_set, None, aug, member_seed)
             y = fit_set.labels if tax is None else fit_set.level_labels
+            if y is None:
+                raise DataError("the training set has no labels")
             return self._prepare(fit_set), y, self._priors(fit_set)
 
         x_val = None if val is None else self._prepare(val)
@@ -380,6 +349,10 @@ class TorchClassifier(Classifier):
                 level_weights=self._level_weights(tax),
                 extra_train=extra_train,
                 extra_val=extra_val,
+                select_on=str(cfg["select_on"]),
+                devices=cfg["devices"],
+                strategy=str(cfg["strategy"]),
+                num_nodes=int(cfg["num_nodes"]),
             )
             members.append(module)
             f1 = result.best_val_macro_f1

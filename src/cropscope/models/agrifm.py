@@ -38,7 +38,7 @@ resized to the reference input ``H x W``, where the head runs.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -264,14 +264,14 @@ class AgriFM(nn.Module):
             return Swin3D(1, preset, window_size=window_size, drop_path_rate=drop_path_rate,
                           use_checkpoint=use_checkpoint, stem=False, **kw)
 
+        self.backbone: Swin3D | None = None
+        self.backbones: nn.ModuleDict | None = None
         if self.shared_backbone:
-            self.backbone = body()
-            self.backbones = None
-            ref = self.backbone
+            self.backbone = ref = body()
         else:
-            self.backbone = None
-            self.backbones = nn.ModuleDict({name: body() for name in self.source_names})
-            ref = self.backbones[self.source_names[0]]
+            bodies = {name: body() for name in self.source_names}
+            self.backbones = nn.ModuleDict(bodies)
+            ref = bodies[self.source_names[0]]
         self.dims: tuple[int, ...] = ref.dims
         self.temporal_merge: tuple[bool, ...] = ref.temporal_merge
         n_stages = len(self.dims)
@@ -285,13 +285,13 @@ class AgriFM(nn.Module):
         # levels fed to the decoder: stem, post-merge 1..n-2 (skips), deepest (normed last)
         level_dims = [self.dims[0], *self.dims[1:n_stages - 1], self.dims[-1]]
         self.temporal = nn.ModuleDict()
+        widths: dict[str, list[int]] = {}
         for name in self.source_names:
             frames = self._level_frames(name, num_frames) if temporal == "flatten" else None
-            self.temporal[name] = nn.ModuleList(
-                TemporalPool(c, temporal, None if frames is None else frames[i])
-                for i, c in enumerate(level_dims))
-        widths = {name: [p.out_channels for p in self.temporal[name]]
-                  for name in self.source_names}
+            pools = [TemporalPool(c, temporal, None if frames is None else frames[i])
+                     for i, c in enumerate(level_dims)]
+            self.temporal[name] = nn.ModuleList(pools)
+            widths[name] = [p.out_channels for p in pools]
         deep = [widths[name][-1] for name in self.source_names]
         skips = [[widths[name][k] for name in self.source_names]
                  for k in reversed(range(n_stages - 1))]
@@ -318,7 +318,7 @@ class AgriFM(nn.Module):
         vals = tuple(int(v) for v in value)
         if len(vals) != 3 or min(vals) < 1:
             raise ModelError(f"patch size of {name!r} must be three positive ints, got {value!r}")
-        return vals  # type: ignore[return-value]
+        return vals[0], vals[1], vals[2]
 
     def _level_frames(self, name: str, num_frames: int | Mapping[str, int] | None
                       ) -> list[int]:
@@ -339,7 +339,7 @@ class AgriFM(nn.Module):
         if self.backbone is not None:
             return self.backbone
         assert self.backbones is not None
-        return self.backbones[name]
+        return cast(Swin3D, self.backbones[name])  # one Swin3D per source
 
     def encode(self, name: str, x: Tensor) -> list[Tensor]:
         """One source ``[B, T, C, H, W]`` → the decoder levels ``[B, C_l, H_l, W_l]``: the
@@ -362,7 +362,7 @@ class AgriFM(nn.Module):
                 h = body.merges[i](h)
                 if i < n - 2:
                     levels.append(rearrange(h, "b d h w c -> b c d h w"))
-        pools = self.temporal[name]
+        pools = cast(nn.ModuleList, self.temporal[name])  # built as a ModuleList per source
         return [pool(level) for pool, level in zip(pools, levels, strict=True)]
 
     def _as_dict(self, inputs: Mapping[str, Tensor] | Tensor) -> dict[str, Tensor]:
@@ -393,7 +393,7 @@ class AgriFM(nn.Module):
                                               for k in reversed(range(n_skip))]
         deep = [levels[-1] for levels in encoded]
         skips = [[levels[k] for levels in encoded] for k in reversed(range(n_skip))]
-        return self.decoder(deep, skips, sizes, out_size)  # type: ignore[arg-type]
+        return self.decoder(deep, skips, sizes, out_size)
 
     def forward(self, inputs: Mapping[str, Tensor] | Tensor) -> Tensor | list[Tensor]:
         """Logits ``[B, K, H, W]`` (a list of per-level logits if hierarchical; the features

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from cropscope.errors import ModelError
-from cropscope.models._torch import ClassifierModule, TorchClassifier
+from cropscope.models._torch import TorchClassifier
+from cropscope.models.modules import ClassifierModule
 from cropscope.models.networks import create_network
 
 __all__ = ["TemporalAttention", "TemporalAttentionModule", "sinusoidal_encoding"]

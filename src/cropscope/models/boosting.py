@@ -40,7 +40,7 @@ class LightGBM(FeatureClassifier):
             subsample_freq=1,
             colsample_bytree=c["colsample_bytree"],
             class_weight=c["class_weight"],
-            n_jobs=c["n_jobs"],
+            n_jobs=self.n_jobs(),  # explicit: LightGBM ignores OMP_NUM_THREADS
             random_state=c["seed"],
             verbose=-1,
         )
@@ -49,7 +49,7 @@ class LightGBM(FeatureClassifier):
         self.codes_ = np.asarray(self.estimator_.classes_)
 
     def _estimator_proba(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        raw = self.booster_.predict(x)
+        raw = np.asarray(self.booster_.predict(x, num_threads=self.n_jobs()))
         if raw.ndim == 1:  # binary objective: probability of the positive class
             raw = np.stack([1 - raw, raw], axis=1)
         return raw, self.codes_

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from cropscope.models._torch import ClassifierModule
+from cropscope.models.modules import ClassifierModule
 
 __all__ = ["CascadeHeads", "HierarchicalNet", "default_level_weights"]
 

@@ -17,7 +17,8 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from cropscope.errors import ModelError
-from cropscope.models._torch import ClassifierModule, TorchClassifier
+from cropscope.models._torch import TorchClassifier
+from cropscope.models.modules import ClassifierModule
 from cropscope.models.networks import create_network
 
 __all__ = ["ConvBlock", "CropNet", "CropNetModule"]

@@ -37,13 +37,14 @@ class RandomForest(FeatureClassifier):
             max_features=c["max_features"],
             min_samples_leaf=c["min_samples_leaf"],
             class_weight=c["class_weight"],
-            n_jobs=c["n_jobs"],
+            n_jobs=self.n_jobs(),
             random_state=c["seed"],
         )
         # scikit-learn's forests accept NaN (missing values) since 1.4
         self.estimator_.fit(x, y)
 
     def _estimator_proba(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.estimator_.n_jobs = self.n_jobs()  # the count in force now, not the one at fit
         return self.estimator_.predict_proba(x), self.estimator_.classes_
 
     def _save_weights(self, directory: Path) -> None:

@@ -56,6 +56,7 @@ __all__ = [
     "H2CROP_LEVEL_SIZES",
     "H2CROP_PRESETS",
     "H2CropNet",
+    "h2crop_parameter_counts",
     "one_hot_priors",
     "pool_by_parcel",
     "temporal_merges",
@@ -295,3 +296,15 @@ class H2CropNet(nn.Module):
             maps.append(out)
             tables.append(mean)
         return maps, tables
+
+
+def h2crop_parameter_counts(preset: str = "reference", months: int = 6,
+                            configs: Sequence[str] = tuple(H2CROP_CONFIGS)) -> dict[str, int]:
+    """Parameters of :class:`H2CropNet` per configuration (networks built on the ``meta``
+    device: no weights are allocated)."""
+    counts: dict[str, int] = {}
+    for config in configs:
+        with torch.device("meta"):
+            model = H2CropNet(config=config, preset=preset, months=months)
+        counts[config] = sum(p.numel() for p in model.parameters())
+    return counts

@@ -16,8 +16,9 @@ from typing import Any, ClassVar
 import numpy as np
 from torch import Tensor, nn
 
-from cropscope.models._torch import ClassifierModule, TorchClassifier
+from cropscope.models._torch import TorchClassifier
 from cropscope.models.layers import AdaptiveAvgPool
+from cropscope.models.modules import ClassifierModule
 from cropscope.models.networks import create_network
 
 __all__ = ["SpectralCNN", "SpectralCNNModule"]

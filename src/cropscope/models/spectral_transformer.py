@@ -35,8 +35,8 @@ from torch import Tensor, nn
 
 from cropscope.errors import ModelError
 from cropscope.models._patch import PatchClassifier
-from cropscope.models._torch import ClassifierModule
 from cropscope.models.layers import AdaptiveAvgPool
+from cropscope.models.modules import ClassifierModule
 from cropscope.models.networks import create_network
 
 __all__ = [

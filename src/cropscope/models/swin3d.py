@@ -84,7 +84,7 @@ def _triple(value: int | Sequence[int], name: str) -> Size3:
     if len(vals) != 3 or min(vals) < 1:
         raise ModelError(f"{name} must be a positive int or three positive ints (t, h, w), "
                          f"got {value!r}")
-    return vals  # type: ignore[return-value]
+    return vals[0], vals[1], vals[2]
 
 
 def effective_window(size: Size3, window: Size3, shift: Size3) -> tuple[Size3, Size3]:
@@ -94,7 +94,7 @@ def effective_window(size: Size3, window: Size3, shift: Size3) -> tuple[Size3, S
     for i in range(3):
         if size[i] <= window[i]:
             w[i], s[i] = size[i], 0
-    return tuple(w), tuple(s)  # type: ignore[return-value]
+    return (w[0], w[1], w[2]), (s[0], s[1], s[2])
 
 
 @functools.lru_cache(maxsize=64)
@@ -184,6 +184,8 @@ class Mlp(nn.Module):
 class WindowAttention3D(nn.Module):
     """Multi-head self-attention within 3-D windows, with a learnable relative-position bias
     table built for ``window_size`` (smaller, clipped windows index into the same table)."""
+
+    relative_position_index: Tensor  # a buffer
 
     def __init__(self, dim: int, num_heads: int, window_size: Size3, qkv_bias: bool = True
                  ) -> None:
@@ -412,13 +414,16 @@ class Swin3D(nn.Module):
         self.norm = nn.LayerNorm(self.dims[-1])
         self.apply(_init_weights)
 
+    def _swin_stages(self) -> list[SwinStage3D]:
+        return [stage for stage in self.stages if isinstance(stage, SwinStage3D)]
+
     @property
     def use_checkpoint(self) -> bool:
-        return all(stage.use_checkpoint for stage in self.stages)
+        return all(stage.use_checkpoint for stage in self._swin_stages())
 
     @use_checkpoint.setter
     def use_checkpoint(self, value: bool) -> None:
-        for stage in self.stages:
+        for stage in self._swin_stages():
             stage.use_checkpoint = bool(value)
 
     def output_shapes(self, t: int, h: int, w: int) -> list[tuple[int, int, int, int]]:

@@ -13,7 +13,8 @@ import numpy as np
 from einops import rearrange
 from torch import Tensor, nn
 
-from cropscope.models._torch import ClassifierModule, TorchClassifier
+from cropscope.models._torch import TorchClassifier
+from cropscope.models.modules import ClassifierModule
 from cropscope.models.networks import create_network
 
 __all__ = ["TempCNN", "TempCNNModule"]

@@ -197,7 +197,7 @@ class _Decoder:
                 raise self.fail(f"an array placeholder with dtype {dtype!r}")
             arr = self.tensor(node[tag]).numpy()
             want = np.dtype(_NP_DTYPES[dtype])
-            stored = np.dtype(_AS_SIGNED.get(dtype, _NP_DTYPES[dtype]))
+            stored: np.dtype[Any] = np.dtype(_AS_SIGNED.get(dtype, _NP_DTYPES[dtype]))
             if arr.dtype != stored:
                 raise self.fail(f"array {node[tag]!r} stored as {arr.dtype}, expected {stored}")
             return arr.view(want).copy()

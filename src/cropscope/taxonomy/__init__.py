@@ -4,6 +4,7 @@ H2Crop, user YAML/CSV, shipped hierarchies), decoding and crosswalks."""
 from cropscope.taxonomy.crosswalk import (
     CrosswalkResult,
     crosswalk_country,
+    crosswalk_legend,
     hcat_to_taxonomy,
     read_country_table,
 )
@@ -18,8 +19,10 @@ from cropscope.taxonomy.sources import (
     builtin_taxonomy,
     h2crop_hcat_codes,
     list_builtin_taxonomies,
+    list_taxonomies,
     load_h2crop,
     load_hcat,
+    load_taxonomy,
     read_taxonomy,
     write_taxonomy,
 )
@@ -31,6 +34,7 @@ __all__ = [
     "Taxonomy",
     "builtin_taxonomy",
     "crosswalk_country",
+    "crosswalk_legend",
     "decode",
     "decode_consistent",
     "decode_independent",
@@ -39,8 +43,10 @@ __all__ = [
     "inconsistent",
     "level_probas_from_leaf",
     "list_builtin_taxonomies",
+    "list_taxonomies",
     "load_h2crop",
     "load_hcat",
+    "load_taxonomy",
     "read_country_table",
     "read_taxonomy",
     "write_taxonomy",

@@ -19,9 +19,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cropscope.data.registry import RemoteFile, locate_files
 from cropscope.errors import DataError
-from cropscope.taxonomy.sources import _EUROCROPS, hcat_parent
+from cropscope.io import atomic_path
+from cropscope.remote import RemoteFile, locate_files
+from cropscope.taxonomy.sources import (
+    _EUROCROPS,
+    h2crop_hcat_codes,
+    hcat_parent,
+    load_h2crop,
+    load_hcat,
+)
 from cropscope.taxonomy.tree import Taxonomy
 
 __all__ = [
@@ -29,6 +36,7 @@ __all__ = [
     "CrosswalkResult",
     "HcatPlacement",
     "crosswalk_country",
+    "crosswalk_legend",
     "hcat_to_taxonomy",
     "read_country_table",
 ]
@@ -116,13 +124,14 @@ def hcat_to_taxonomy(
     concept: dict[str, tuple[int, int]] = {}
     for k in range(target.n_levels):
         for i, name in enumerate(target.classes(k)):
+            code: str | None
             if k == last:
                 code = leaf_code[i]
             elif name in by_name:
                 code = by_name[name]
             else:
                 leaves = np.flatnonzero(table[:, k] == i)
-                code = _common_ancestor([leaf_code[j] for j in leaves])
+                code = _common_ancestor([leaf_code[int(j)] for j in leaves])
             if code is not None:
                 concept[code] = (k, i)  # finer levels overwrite coarser ones
     cache: dict[str, HcatPlacement] = {}
@@ -187,6 +196,27 @@ class CrosswalkResult:
             ].tolist(),
         }
 
+    def write_csv(self, path: str | Path) -> Path:
+        """The row-by-row mapping as CSV (written atomically)."""
+        with atomic_path(path) as tmp:
+            self.table.to_csv(tmp, index=False)
+        return Path(path)
+
+    def describe(self, source: str, shown: int = 20) -> str:
+        """Counts in a few lines (what ``cropscope taxonomy crosswalk`` prints); ``source``:
+        the legend's name, ``shown``: how many unmapped codes to list."""
+        summary = self.to_dict()
+        c = self.counts
+        lines = [f"{source} -> {self.target.name}: {summary['rows']} codes; exact "
+                 f"{c['exact']}, broader {c['broader']}, unmapped {c['unmapped']}"]
+        for level, n in sorted(summary["mapped_by_level"].items()):
+            lines.append(f"  mapped to {level}: {n}")
+        unmapped = summary["unmapped_codes"]
+        if unmapped:
+            lines.append(f"  unmapped: {', '.join(map(str, unmapped[:shown]))}"
+                         + (" ..." if len(unmapped) > shown else ""))
+        return "\n".join(lines)
+
 
 def crosswalk_country(
     country: str | Path | pd.DataFrame,
@@ -237,3 +267,12 @@ def crosswalk_country(
     if known is not None:
         counts["not_in_hcat"] = int((~table.in_hcat & table.HCAT3_code.notna()).sum())
     return CrosswalkResult(table, target, counts)
+
+
+def crosswalk_legend(country: str | Path, target: str = "h2crop") -> CrosswalkResult:
+    """:func:`crosswalk_country` into a shipped target taxonomy by name: a EuroCrops country
+    table name (e.g. ``fr_2018``) or a CSV with an ``HCAT3_code`` column, mapped through
+    HCAT3 to the target's levels. Only ``h2crop`` carries HCAT codes for its classes."""
+    if target != "h2crop":
+        raise DataError(f"no HCAT codes are known for the classes of {target!r}; use h2crop")
+    return crosswalk_country(country, load_h2crop(), h2crop_hcat_codes(), hcat=load_hcat())

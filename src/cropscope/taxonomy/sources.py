@@ -23,15 +23,16 @@ User formats (:func:`read_taxonomy`, :func:`write_taxonomy`):
 from __future__ import annotations
 
 import json
+from collections import Counter
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from cropscope.data.registry import RemoteFile, locate_files
 from cropscope.errors import DataError
 from cropscope.io import atomic_path
+from cropscope.remote import RemoteFile, locate_files
 from cropscope.taxonomy.tree import Node, Taxonomy
 
 __all__ = [
@@ -42,8 +43,10 @@ __all__ = [
     "hcat_depth",
     "hcat_parent",
     "list_builtin_taxonomies",
+    "list_taxonomies",
     "load_h2crop",
     "load_hcat",
+    "load_taxonomy",
     "read_taxonomy",
     "write_taxonomy",
 ]
@@ -189,14 +192,14 @@ def _read_edges_csv(df: pd.DataFrame, name: str) -> Taxonomy:
     codes = [str(c).strip() for c in df["code"]]
     names = [str(c).strip() for c in df["name"]]
     parents = [str(c).strip() or None for c in df["parent"]]
-    seen: set[str] = set()
-    dups = sorted({c for c in codes if c in seen or seen.add(c)})  # type: ignore[func-returns-value]
+    dups = sorted(c for c, n in Counter(codes).items() if n > 1)
     if dups:
         raise DataError(f"invalid taxonomy {name!r}: duplicate codes {dups[:5]}")
     parent_of = dict(zip(codes, parents, strict=True))
     depth: dict[str, int] = {}
     for code in codes:
-        chain, cur = [], code
+        chain: list[str] = []
+        cur: str | None = code
         while cur is not None and cur not in depth:
             if cur in chain:
                 raise DataError(f"invalid taxonomy {name!r}: cycle through {cur!r}")
@@ -312,3 +315,17 @@ def builtin_taxonomy(name: str) -> Taxonomy:
         )
     text = (resources.files("cropscope.taxonomy") / "builtin" / f"{name}.yaml").read_text()
     return _from_mapping(yaml.safe_load(text), name)
+
+
+def list_taxonomies() -> list[str]:
+    """Every name :func:`load_taxonomy` accepts: the shipped hierarchies, then ``h2crop`` and
+    the EuroCrops HCAT versions (read from the data directory)."""
+    return [*list_builtin_taxonomies(), "h2crop", *HCAT_FILES]
+
+
+def load_taxonomy(source: str | Path) -> Taxonomy:
+    """A hierarchy from a YAML/JSON/CSV file (a path with a suffix, see
+    :func:`read_taxonomy`) or a name from :func:`list_taxonomies` (see
+    :func:`builtin_taxonomy`)."""
+    path = Path(source)
+    return read_taxonomy(path) if path.suffix else builtin_taxonomy(str(source))

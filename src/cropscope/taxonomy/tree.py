@@ -12,6 +12,7 @@ level-wise metrics need a *complete* tree, where every leaf is on the finest lev
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,8 +76,7 @@ class Taxonomy:
             codes = [n.code for n in level_nodes]
             names = [n.name for n in level_nodes]
             for what, values in (("code", codes), ("name", names)):
-                seen: set[str] = set()
-                dups = sorted({v for v in values if v in seen or seen.add(v)})  # type: ignore[func-returns-value]
+                dups = sorted(v for v, n in Counter(values).items() if n > 1)
                 if dups:
                     errors.append(
                         f"duplicate {what}s on level {self.levels[k]!r}: {dups[:5]} "
@@ -278,7 +278,7 @@ class Taxonomy:
             raise DataError(f"probabilities must be [N, {k}] for level {src!r}, got {proba.shape}")
         return proba @ self.rollup_matrix(src, dst).astype(proba.dtype, copy=False)
 
-    def encode(self, labels: Sequence[Any]) -> np.ndarray:
+    def encode(self, labels: Sequence[Any] | np.ndarray) -> np.ndarray:
         """Per-level codes ``[N, L]`` for labels given by name or code at *any* level.
 
         A label found on level ``k`` fills levels ``0..k`` (its ancestors) and leaves finer
@@ -388,3 +388,15 @@ class Taxonomy:
         sizes = " -> ".join(str(s) for s in self.sizes)
         label = f"{self.name!r}, " if self.name else ""
         return f"Taxonomy({label}levels={self.levels}, classes {sizes})"
+
+    def describe(self, shown: int = 8) -> str:
+        """The tree in a few lines: the repr, then per level its class count and first
+        ``shown`` class names (what ``cropscope taxonomy show`` prints)."""
+        lines = [repr(self)]
+        for k, level in enumerate(self.levels):
+            names = self.classes(k)
+            listed = ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+            lines.append(f"  {level}: {len(names)} classes ({listed})")
+        if not self.is_complete:
+            lines.append("  (ragged: some leaves sit above the finest level)")
+        return "\n".join(lines)

@@ -3,9 +3,11 @@
 Any class raster aligned with (or reprojectable onto) an input cube gives per-pixel targets
 for many tiles cut from the cube. The model (any segmentation network with the AgriFM forward
 contract) is trained with its own head sized for the raster's classes, through
-:func:`~cropscope.training.segmentation.train_segmentation` (so it is resumable), and its
-weights minus the head are written to ``encoder.pt``. :func:`load_pretrained` loads those
-weights into a fine-tuning model with a different head, reporting what it skipped.
+:func:`~cropscope.training.segmentation.train_segmentation` (so it is resumable, and scales
+out with ``devices`` / ``strategy``), and its weights minus the head are written to
+``encoder.safetensors``, described by ``encoder.json`` (class codes, objective, excluded
+head prefixes, normalisation). :func:`load_pretrained` loads those weights into a
+fine-tuning model with a different head, reporting what it skipped.
 
 Objectives (``objective``): ``"pixel"`` (per-pixel cross-entropy), ``"fraction"`` (the
 land-cover-fraction objective proposed in agrifm.md §4.3: the softmax averaged over each
@@ -15,6 +17,7 @@ AgriFM authors' exact loss is unpublished), or ``"both"`` (their sum).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +30,9 @@ from torch import Tensor, nn
 
 from cropscope.data.readers.h5patches import ArrayPatchDataset, BandStats, tile_sample
 from cropscope.errors import DataError, ModelError
-from cropscope.io import atomic_path
+from cropscope.io import write_json
+from cropscope.runs.state import STATE_FORMAT, load_state, state_paths
+from cropscope.training.checkpoints import BEST_FILE, LAST, read_weights, write_weights
 from cropscope.training.segmentation import (
     SegmentationConfig,
     SegmentationResult,
@@ -36,6 +41,7 @@ from cropscope.training.segmentation import (
 
 __all__ = [
     "ENCODER_FILE",
+    "ENCODER_META",
     "LoadReport",
     "PretrainResult",
     "encode_classes",
@@ -44,9 +50,13 @@ __all__ = [
     "load_pretrained",
     "pretrain_segmentation",
     "read_class_raster",
+    "read_pretrained",
 ]
 
-ENCODER_FILE = "encoder.pt"
+ENCODER_FILE = "encoder.safetensors"
+#: what ``encoder.safetensors`` holds (format, class codes, objective, head prefixes, ...)
+ENCODER_META = "encoder.json"
+ENCODER_FORMAT = "cropscope-pretrained-v1"
 OBJECTIVES = ("pixel", "fraction", "both")
 
 
@@ -112,7 +122,7 @@ def fraction_loss(logits: Tensor | Sequence[Tensor], labels: Tensor,
                   ignore_index: int = -1) -> Tensor:
     """Soft cross-entropy between each sample's true class fractions (over its valid pixels)
     and the mean predicted class probabilities over the same pixels."""
-    out = logits[-1] if isinstance(logits, list | tuple) else logits
+    out: Tensor = logits[-1] if isinstance(logits, list | tuple) else logits  # type: ignore[assignment]
     if labels.ndim == 4:
         labels = labels[:, -1]
     if tuple(out.shape[-2:]) != tuple(labels.shape[-2:]):
@@ -199,7 +209,8 @@ def pretrain_segmentation(
     codes (``-1`` = no label; use :func:`read_class_raster`). Codes are renumbered with
     :func:`encode_classes`: the model's head must have one output per code present (see
     ``class_codes`` in the result). Tiles ``size x size`` every ``stride`` pixels.
-    Checkpoints and ``encoder.pt`` (weights without the head) go to ``out_dir``.
+    Checkpoints, ``encoder.safetensors`` (weights without the head) and ``encoder.json`` go
+    to ``out_dir`` (written by the first process only under ``strategy="ddp"``).
     """
     if objective not in OBJECTIVES:
         raise ModelError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
@@ -219,14 +230,21 @@ def pretrain_segmentation(
         stop_after=stop_after, loss_fn=_Objective(objective, cfg.ignore_index),
         extra_state={"class_codes": codes, "objective": objective})
     path = out / ENCODER_FILE
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()
+    state = {k: v for k, v in model.state_dict().items()
              if not any(k.startswith(p) for p in prefixes)}
-    with atomic_path(path) as tmp:
-        torch.save({"format": "cropscope-pretrained-v1", "state_dict": state,
-                    "excluded_prefixes": prefixes, "class_codes": codes,
-                    "objective": objective, "epochs_done": res.epochs_done,
-                    "normalise": None if normalise is None else normalise.to_dict()}, tmp)
+    meta = {"format": ENCODER_FORMAT, "weights": ENCODER_FILE, "excluded_prefixes": prefixes,
+            "class_codes": codes, "objective": objective, "epochs_done": res.epochs_done,
+            "normalise": None if normalise is None else normalise.to_dict()}
+    if _first_process():
+        write_weights(path, state, {"format": ENCODER_FORMAT})
+        write_json(out / ENCODER_META, meta)  # written last: the pair is complete
     return PretrainResult(res, path, codes, prefixes, len(tiles))
+
+
+def _first_process() -> bool:
+    from cropscope.training.engine import is_global_zero
+
+    return is_global_zero()
 
 
 @dataclass
@@ -262,23 +280,14 @@ def load_pretrained(
 ) -> LoadReport:
     """Load pretrained weights into ``model``, all but its head.
 
-    ``path`` is an ``encoder.pt`` from :func:`pretrain_segmentation`, a ``last.pt`` /
-    ``best.pt`` of :func:`~cropscope.training.segmentation.train_segmentation`, or a plain
-    state dict. Keys starting with an ``exclude`` prefix, keys the model lacks and keys whose
-    shape differs are skipped; all are listed in the returned :class:`LoadReport`.
+    ``path`` is an ``encoder.safetensors`` from :func:`pretrain_segmentation` (or the folder
+    holding it), a ``best.safetensors`` or ``last.safetensors`` / ``last.json`` of
+    :func:`~cropscope.training.segmentation.train_segmentation`, any safetensors state dict,
+    or a ``.pt``/``.pth`` state dict (read with ``weights_only=True``). Keys starting with
+    an ``exclude`` prefix, keys the model lacks and keys whose shape differs are skipped; all
+    are listed in the returned :class:`LoadReport`.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"pretrained weights not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(obj, Mapping) and "state_dict" in obj:
-        state = obj["state_dict"]
-    elif isinstance(obj, Mapping) and "model" in obj:
-        state = obj["model"]
-    else:
-        state = obj
-    if not isinstance(state, Mapping):
-        raise ModelError(f"{path} holds no state dict")
+    state = read_pretrained(path)
     own = model.state_dict()
     report = LoadReport()
     take = {}
@@ -297,3 +306,46 @@ def load_pretrained(
         raise ModelError(f"no tensor of {path} matches the model: {report.summary()}")
     model.load_state_dict(take, strict=False)
     return report
+
+
+def _is_state(path: Path) -> bool:
+    """Whether ``path`` (``x.safetensors`` or ``x.json``) is one half of a training state
+    (:func:`cropscope.runs.state.save_state`) rather than plain weights."""
+    js = state_paths(path.with_suffix(""))[1]
+    if not js.is_file():
+        return False
+    try:
+        head = json.loads(js.read_text()[:1_000_000])
+    except ValueError:
+        return False
+    return isinstance(head, dict) and head.get("format") == STATE_FORMAT
+
+
+def read_pretrained(path: str | Path) -> dict[str, Tensor]:
+    """The tensors :func:`load_pretrained` would load from ``path`` (see there)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (ENCODER_FILE, "weights.safetensors", BEST_FILE, f"{LAST}.safetensors"):
+            if (path / name).is_file():
+                path = path / name
+                break
+        else:
+            raise ModelError(f"no pretrained weights in {path} (looked for {ENCODER_FILE}, "
+                             f"weights.safetensors, {BEST_FILE}, {LAST}.safetensors)")
+    if path.suffix in (".safetensors", ".json") and _is_state(path):
+        state = load_state(path.with_suffix(""))
+        model = state.get("model")
+        if not isinstance(model, Mapping) or not all(isinstance(v, Tensor)
+                                                      for v in model.values()):
+            raise ModelError(f"{path} holds no model state")
+        return dict(model)
+    if not path.is_file():
+        raise ModelError(f"pretrained weights not found: {path}")
+    if path.suffix == ".safetensors":
+        return read_weights(path)[0]
+    if path.suffix in (".pt", ".pth"):
+        from cropscope.models.agrifm_checkpoint import read_state_dict
+
+        return read_state_dict(path)
+    raise ModelError(f"{path}: pretrained weights must be .safetensors (or a .pt/.pth state "
+                     "dict)")

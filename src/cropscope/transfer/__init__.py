@@ -4,8 +4,11 @@
   :func:`evaluate_transfer` (train on a source, test on targets, mean ± std over seeds).
 - :mod:`~cropscope.transfer.study`: features x models x augmentation grid (:func:`run_study`).
 - :mod:`~cropscope.transfer.plot`: the study figure.
+- :mod:`~cropscope.transfer.experiments`: both from a dataset, table or CropGlobe folder
+  (:func:`run_transfer`, :func:`run_transfer_study`: what ``cropscope transfer`` runs).
 """
 
+from cropscope.transfer.experiments import run_transfer, run_transfer_study
 from cropscope.transfer.protocol import (
     CROPGLOBE_CLASSES,
     CROPGLOBE_TARGET_CLASSES,
@@ -20,11 +23,15 @@ from cropscope.transfer.protocol import (
     remap_predictions,
     score_transfer,
     split_by_groups,
+    transfer_splits,
 )
+from cropscope.transfer.study import StudyConfig, StudyResult, run_study
 
 __all__ = [
     "CROPGLOBE_CLASSES",
     "CROPGLOBE_TARGET_CLASSES",
+    "StudyConfig",
+    "StudyResult",
     "TransferResult",
     "TransferSplit",
     "align_target",
@@ -34,6 +41,10 @@ __all__ = [
     "group_block_splits",
     "parse_groups",
     "remap_predictions",
+    "run_study",
+    "run_transfer",
+    "run_transfer_study",
     "score_transfer",
     "split_by_groups",
+    "transfer_splits",
 ]

@@ -17,20 +17,24 @@ both sides.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from cropscope.data.readers.cropglobe import CROPGLOBE_CLASSES
 from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import DataError, EvaluationError
 from cropscope.evaluation.metrics import classification_metrics
+from cropscope.io import atomic_path, write_json
 
 __all__ = [
     "CROPGLOBE_CLASSES",
@@ -48,12 +52,9 @@ __all__ = [
     "score_transfer",
     "split_by_groups",
     "target_label_space",
+    "transfer_splits",
 ]
 
-#: the global CropGlobe label index (code = position)
-CROPGLOBE_CLASSES: tuple[str, ...] = (
-    "corn", "soybeans", "rice", "wheat", "sugarcane", "cotton", "other",
-)
 #: target label spaces of the reference's ``remap_prediction`` (cropnet.md §6); targets not
 #: listed (Europe, USA) keep every source class
 CROPGLOBE_TARGET_CLASSES: dict[str, tuple[str, ...]] = {
@@ -70,10 +71,11 @@ ModelSpec = str | Callable[[int], Any]
 # ---------------------------------------------------------------------------- label spaces
 def compact_classes(ts: TimeSeriesSet) -> TimeSeriesSet:
     """Only the labelled samples, with ``classes`` reduced to those present (order kept)."""
-    if ts.labels is None:
+    labels = ts.labels
+    if labels is None:
         raise DataError("the source set has no labels")
-    ts = ts.subset(ts.labels >= 0)
-    present = np.unique(ts.labels)
+    ts = ts.subset(labels >= 0)
+    present = np.unique(labels[labels >= 0])
     classes = [ts.classes[i] for i in present]
     lookup = np.full(max(len(ts.classes), 1), -1, dtype=np.int64)
     lookup[present] = np.arange(present.size)
@@ -242,6 +244,32 @@ def _sorted_groups(values: np.ndarray) -> tuple[str, ...]:
     return tuple(sorted(set(values.tolist()), key=lambda s: (len(s), s)))
 
 
+def transfer_splits(
+    ts: TimeSeriesSet,
+    group: str | None,
+    train: str | Iterable[Any] | None = None,
+    test: str | Iterable[Any] | None = None,
+    blocks: int | None = None,
+) -> list[TransferSplit]:
+    """The transfer splits of ``ts`` over its metadata column ``group``: one split from the
+    ``train``/``test`` groups (see :func:`parse_groups`), or else ``blocks`` (default 2)
+    splits from :func:`group_block_splits`."""
+    if group is None:
+        raise DataError("give --group COLUMN (a metadata column such as year or region)")
+    columns = [] if ts.meta is None else list(ts.meta.columns)
+    if group not in columns:
+        raise DataError(f"no metadata column {group!r}; available: {columns}")
+    if (train is None) != (test is None):
+        raise DataError("--train and --test go together")
+    if train is not None and test is not None:
+        if blocks is not None:
+            raise DataError("use either --train/--test or --blocks")
+        available = pd.unique(ts.group_values(group))
+        return [TransferSplit(group, parse_groups(train, available),
+                              parse_groups(test, available))]
+    return group_block_splits(ts, group, blocks or 2)
+
+
 # ---------------------------------------------------------------------------- evaluation
 def score_transfer(
     y_true: Sequence[str] | np.ndarray,
@@ -303,6 +331,32 @@ class TransferResult:
     def to_dict(self) -> dict[str, Any]:
         return {"summary": self.summary, "runs": self.runs, "classes": self.classes,
                 "confusion_matrix": self.confusion, "config": self.config}
+
+    def write(self, out_dir: str | Path) -> Path:
+        """``transfer.json`` (:meth:`to_dict`) and ``runs.csv`` (one row per target and
+        seed) in ``out_dir``, written atomically."""
+        out = Path(out_dir)
+        write_json(out / "transfer.json", self.to_dict())
+        runs = pd.DataFrame(self.runs).drop(columns=["macro_f1_classes"])
+        runs["dropped"] = runs["dropped"].map(json.dumps)
+        with atomic_path(out / "runs.csv") as tmp:
+            runs.to_csv(tmp, index=False, float_format="%.4f")
+        return out
+
+    def format_table(self) -> str:
+        """Mean ± std per target (what ``cropscope transfer evaluate`` prints)."""
+
+        def fmt(s: dict[str, float]) -> str:
+            return f"{s['mean']:.3f} ± {s['std']:.3f}"
+
+        lines = [f"{'target':<24} {'OA':>15} {'macro-F1':>15} {'weighted-F1':>15} {'n':>6}  "
+                 "dropped"]
+        for name, s in self.summary.items():
+            run = next(r for r in self.runs if r["target"] == name)
+            lines.append(f"{name:<24} {fmt(s['overall_accuracy']):>15} "
+                         f"{fmt(s['macro_f1']):>15} {fmt(s['weighted_f1']):>15} "
+                         f"{run['n_target']:>6}  {run['dropped'] or ''}")
+        return "\n".join(lines)
 
 
 def evaluate_transfer(

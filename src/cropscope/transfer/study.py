@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +42,7 @@ import pandas as pd
 from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import DataError, ModelError
 from cropscope.io import atomic_path, read_json, write_json
+from cropscope.threads import current_threads, set_threads
 from cropscope.transfer.protocol import (
     METRICS,
     TransferSplit,
@@ -172,7 +172,9 @@ def median_series(
         raise DataError("median features need calendar dates")
     wd = int(window_days) if window_days else max(5, round(infer_step_days(ts)))
     if season is None:
-        doy = np.broadcast_to(ts.day_of_year, ts.mask.shape)
+        day_of_year = ts.day_of_year
+        assert day_of_year is not None  # dates checked above
+        doy = np.broadcast_to(day_of_year, (ts.n_samples, ts.n_times))
         season = (_mode(doy[:, 0]), _mode(doy[:, -1]))
     start, end = int(season[0]), int(season[1])
     img = median_features_2d(ts, wd, start, end)[:, 0]  # [N, C, T']
@@ -245,11 +247,7 @@ _STATE: dict[str, Any] = {}
 
 def _init_worker(ts: TimeSeriesSet, config: StudyConfig) -> None:
     """Worker start: one thread for torch and BLAS, the data and settings kept in memory."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = "1"
-    import torch
-
-    torch.set_num_threads(1)
+    set_threads(1)
     _STATE.clear()
     _STATE.update(ts=ts, config=config, cache={})
 
@@ -512,9 +510,7 @@ def run_study(
                 if bar is not None:
                     bar.update()
     elif todo:
-        import torch
-
-        threads = torch.get_num_threads()
+        threads = current_threads()
         saved = dict(_STATE)
         try:
             _init_worker(ts, config)
@@ -523,7 +519,7 @@ def run_study(
                 if bar is not None:
                     bar.update()
         finally:
-            torch.set_num_threads(threads)
+            set_threads(threads)
             _STATE.clear()
             _STATE.update(saved)
     if bar is not None:

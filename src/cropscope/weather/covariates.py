@@ -77,7 +77,7 @@ class GriddedField:
 
     def sample(self, variable: str, lat: Any, lon: Any, time: Any = None) -> np.ndarray:
         if variable not in self.ds:
-            raise DataError(f"variable {variable!r} not in {sorted(self.ds.data_vars)}")
+            raise DataError(f"variable {variable!r} not in {sorted(map(str, self.ds.data_vars))}")
         da = self.ds[variable]
         lat, lon = np.broadcast_arrays(np.asarray(lat, float), np.asarray(lon, float))
         la = da["latitude"].values

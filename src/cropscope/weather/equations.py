@@ -135,9 +135,10 @@ class GridState:
         return self.levels is not None and self.levels.size >= 2
 
     def dlnp(self, var: str) -> np.ndarray:
-        if not self.has_vertical:
+        levels = self.levels
+        if levels is None or levels.size < 2:
             raise DataError("vertical derivatives need a level axis with ≥ 2 levels")
-        lnp = np.log(self.levels * 100.0)
+        lnp = np.log(levels * 100.0)
         return np.gradient(self.values[var], lnp, axis=-3)
 
 

@@ -6,21 +6,32 @@ first) of every variable, fits the field model on them, and scores model, biline
 differences with latitude-dependent spacing, on the fine grid) of the model's, the
 interpolations' and the true fields, and the autograd PDE residuals at collocation points
 before and after training.
+
+``fit_file(path, out_dir)`` fits the field to every grid point of a file and saves it (what
+``cropscope weather fit`` does); :func:`format_evaluation` is the text table of
+``cropscope weather evaluate``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cropscope.errors import DataError
+from cropscope.io import write_json
 from cropscope.weather.readers import open_weather, spatial_slices
 
-__all__ = ["evaluate_file", "stack_fields"]
+if TYPE_CHECKING:
+    from cropscope.weather.field import WeatherField
+
+__all__ = ["evaluate_file", "fit_file", "format_evaluation", "stack_fields"]
+
+log = logging.getLogger(__name__)
 
 
 def stack_fields(ds: Any) -> tuple[np.ndarray, list[str], list[dict[str, Any]], list[str]]:
@@ -80,7 +91,10 @@ def _balance(fields: dict[str, np.ndarray], variables: list[str], slices: list[d
 def evaluate_file(path: str | Path, coarsen: int, seed: int = 0,
                   variables: Sequence[str] | None = None, config: dict[str, Any] | None = None,
                   progress: bool = False, out_dir: str | Path | None = None) -> dict[str, Any]:
-    """Fit on every ``coarsen``-th grid point and score the rest; returns a JSON-ready dict."""
+    """Fit on every ``coarsen``-th grid point and score the rest; returns a JSON-ready dict.
+
+    With ``out_dir`` the fitted field (checkpoint) and ``metrics.json`` (the dict) are
+    written there."""
     from cropscope.weather.geometry import RegularGrid
     from cropscope.weather.training import fit_field
 
@@ -143,4 +157,41 @@ def evaluate_file(path: str | Path, coarsen: int, seed: int = 0,
     result["timings_s"] = {"read": round(t_read, 2), "fit": round(t_fit, 2),
                            "predict": round(t_pred, 2),
                            "total": round(time.perf_counter() - t0, 2)}
+    if out_dir is not None:
+        write_json(Path(out_dir) / "metrics.json", result)
     return result
+
+
+def format_evaluation(result: dict[str, Any]) -> str:
+    """The scores of :func:`evaluate_file` as a text table: RMSE of the model, bilinear and
+    bicubic and the model's MAE per variable, balance residuals, total time."""
+    lines = [f"{'variable':<10}{'rmse_model':>14}{'rmse_bilinear':>15}{'rmse_bicubic':>14}"
+             f"{'mae_model':>12}"]
+    for v in result["variables"]:
+        e = result[v]
+        lines.append(f"{v:<10}{e['rmse_model']:>14.5g}{e['rmse_bilinear']:>15.5g}"
+                     f"{e['rmse_bicubic']:>14.5g}{e['mae_model']:>12.5g}")
+    for eq, stats in result["residuals"].items():
+        lines.append(f"{eq} residual RMS: " + ", ".join(
+            f"{k} {v['rms']:.4g}" for k, v in stats.items() if isinstance(v, dict)))
+    lines.append(f"total {result['timings_s']['total']} s")
+    return "\n".join(lines)
+
+
+def fit_file(path: str | Path, out_dir: str | Path, *, variables: Sequence[str] | None = None,
+             seed: int = 0, config: dict[str, Any] | None = None, resume: bool = False,
+             progress: bool = False) -> WeatherField:
+    """Fit a continuous field to every grid point of a gridded file (NetCDF, GRIB, Zarr;
+    ``variables``: default all) and save it in ``out_dir`` (safetensors + JSON; with
+    ``resume``, continue from the checkpoint there). ``config`` mixes model and training
+    options (see :func:`~cropscope.weather.training.fit_field`); ``seed`` is used unless it
+    sets one."""
+    from cropscope.weather.geometry import RegularGrid
+    from cropscope.weather.training import fit_field
+
+    ds = open_weather(path, variables)
+    values, names, slices, _ = stack_fields(ds)
+    grid = RegularGrid.from_coords(ds["latitude"].values, ds["longitude"].values)
+    log.info("fitting %s on %d slice(s) of %d×%d", names, len(slices), grid.ny, grid.nx)
+    return fit_field(values, grid, names, slices, {"seed": seed, **(config or {})},
+                     out_dir=out_dir, resume=resume, progress=progress)

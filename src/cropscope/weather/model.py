@@ -72,6 +72,8 @@ class EncoderLayer(nn.Module):
 class FieldNet(nn.Module):
     """Hyper-network + one physics net per variable (batched over variables with einsum)."""
 
+    freqs: torch.Tensor  # a buffer
+
     def __init__(self, n_vars: int, config: ModelConfig) -> None:
         super().__init__()
         c = config

@@ -65,7 +65,7 @@ def standardize(ds: xr.Dataset | xr.DataArray, variables: Sequence[str] | None =
     """Bring a dataset to the standard layout (see module docstring)."""
     if isinstance(ds, xr.DataArray):
         ds = ds.to_dataset(name=ds.name or "var")
-    names = list(ds.dims) + list(ds.coords)
+    names = [str(n) for n in [*ds.dims, *ds.coords]]
     lat, lon = _find(names, _LAT), _find(names, _LON)
     if lat is None or lon is None:
         raise DataError(f"no latitude/longitude coordinates among {sorted(map(str, names))}")
@@ -92,7 +92,8 @@ def standardize(ds: xr.Dataset | xr.DataArray, variables: Sequence[str] | None =
         wanted = [_canonical_name(v, {}) for v in variables]
         missing = [v for v, w in zip(variables, wanted, strict=True) if w not in out]
         if missing:
-            raise DataError(f"variables {missing} not in the file (has {sorted(out.data_vars)})")
+            have = sorted(map(str, out.data_vars))
+            raise DataError(f"variables {missing} not in the file (has {have})")
         out = out[wanted]
     # longitudes to [-180, 180), ascending; latitudes ascending
     lon_vals = ((out["longitude"].values.astype(float) + 180.0) % 360.0) - 180.0
@@ -167,15 +168,16 @@ def spatial_slices(ds: xr.Dataset) -> list[dict[str, object]]:
     """Every combination of the non-spatial coordinates (e.g. month × level), in order."""
     dims: list[str] = []
     for da in ds.data_vars.values():
-        for d in da.dims:
+        for d in map(str, da.dims):
             if d not in ("latitude", "longitude") and d not in dims:
                 dims.append(d)
     keys: list[dict[str, object]] = [{}]
     for d in dims:
-        values = ds[d].values if d in ds.coords else np.arange(ds.sizes[d])
-        if np.issubdtype(values.dtype, np.datetime64):
-            values = [str(t) for t in values.astype("datetime64[s]")]  # ISO, JSON-friendly
+        coord = ds[d].values if d in ds.coords else np.arange(ds.sizes[d])
+        values: list[object]
+        if np.issubdtype(coord.dtype, np.datetime64):
+            values = [str(t) for t in coord.astype("datetime64[s]")]  # ISO, JSON-friendly
         else:
-            values = [v.item() if hasattr(v, "item") else v for v in values]
+            values = [v.item() if hasattr(v, "item") else v for v in coord]
         keys = [{**k, d: v} for k in keys for v in values]
     return keys

@@ -32,6 +32,7 @@ from cropscope.io import atomic_path
 
 __all__ = [
     "CROPGLOBE_BANDS",
+    "CROPGLOBE_CLASSES",
     "CROPGLOBE_FILES",
     "cropglobe_path",
     "read_cropglobe",
@@ -41,6 +42,10 @@ __all__ = [
 
 #: Sentinel-2 bands assumed for ``fea[:, :10]`` (cropnet.md §2.1), then S1 ``VV, VH``
 CROPGLOBE_BANDS: tuple[str, ...] = ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
+#: the global CropGlobe label index (code = position)
+CROPGLOBE_CLASSES: tuple[str, ...] = (
+    "corn", "soybeans", "rice", "wheat", "sugarcane", "cotton", "other",
+)
 #: feature kind -> file name pattern
 CROPGLOBE_FILES: dict[str, str] = {
     "median": "median_S2_{cc}_month5-11_day5.npz",
@@ -87,8 +92,6 @@ def _window_dates(first_window: int, n_times: int) -> np.ndarray:
 
 def read_cropglobe_file(path: str | Path) -> TimeSeriesSet:
     """Read one packaged file (kind and country from its name)."""
-    from cropscope.transfer.protocol import CROPGLOBE_CLASSES
-
     path = Path(path)
     if not path.is_file():
         raise DataError(f"CropGlobe file not found: {path}")

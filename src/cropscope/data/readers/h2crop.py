@@ -581,7 +581,7 @@ def h2crop_class_signatures(
     taxonomy = default_h2crop_taxonomy() if taxonomy is None else taxonomy
     depth = taxonomy.n_levels
     anc = taxonomy.ancestor_table()
-    n_fine = anc.shape[0]
+    n_fine = int(anc.shape[0])
     rng = np.random.default_rng([int(seed), 101])
     sizes = taxonomy.sizes
     f0 = rng.uniform(0.05, 0.35, sizes[0])

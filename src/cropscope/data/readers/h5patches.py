@@ -287,7 +287,7 @@ def compute_band_stats(
     sq: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
     n = 0
-    for sources, _ in it:  # type: ignore[union-attr]
+    for sources, _ in it:
         n += 1
         for key, arr in sources.items():
             x = np.asarray(arr, dtype=np.float64)

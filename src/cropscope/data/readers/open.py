@@ -89,7 +89,7 @@ def open_cube_source(
     ``StacCubeSource.open`` (``bands``, ``collection``, ``crs``, ``resolution``, ``bbox``,
     ``time_range``, ``scale``, ``groupby``). ``mask_band``/``invalid``: the per-date mask
     (see :class:`~cropscope.data.readers.masks.MaskedCube`). ``target``: a grid to align
-    to (anything :meth:`Grid.of <cropscope.data.readers.align.Grid.of>` takes, or
+    to (anything :meth:`Grid.of <cropscope.data.readers.grid.Grid.of>` takes, or
     ``"first"`` for raster files); ``resampling``: for data bands (categorical bands use
     nearest).
     """

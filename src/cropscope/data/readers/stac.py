@@ -34,6 +34,7 @@ from cropscope.data.readers.cube import (
     make_cube,
     resolve_window,
 )
+from cropscope.data.readers.grid import Grid, as_crs
 from cropscope.data.readers.masks import SCL_INVALID, Invalid, apply_mask
 from cropscope.errors import DataError
 
@@ -87,6 +88,13 @@ def _item_time(item: pystac.Item) -> np.datetime64:
     if when is None:
         raise DataError(f"STAC item {item.id} has no datetime")
     return np.datetime64(when.replace(tzinfo=None), "s")
+
+
+def _bbox_2d(bbox: Sequence[float]) -> tuple[float, float, float, float]:
+    """``(west, south, east, north)`` of a STAC bbox (2-D, or 3-D with elevations)."""
+    west, south, east, north = (bbox[0], bbox[1], bbox[3], bbox[4]) if len(bbox) == 6 \
+        else tuple(bbox)  # fmt: skip
+    return float(west), float(south), float(east), float(north)
 
 
 def _intersects(a: Sequence[float], b: Sequence[float]) -> bool:
@@ -171,12 +179,10 @@ class StacCubeSource(GridShape):
         function). ``scale``: factor for all bands or ``{band or pattern: factor}``
         (default: the assets' ``raster:bands`` scale/offset). ``groupby``: odc-stac's
         grouping of items into dates. ``resampling``: for the data bands. ``target``: an
-        exact output grid (anything :meth:`Grid.of <cropscope.data.readers.align.Grid.of>`
+        exact output grid (anything :meth:`Grid.of <cropscope.data.readers.grid.Grid.of>`
         takes), instead of ``crs``/``resolution``/``bbox``.
         """
         import odc.stac
-
-        from cropscope.data.readers.align import _as_crs
 
         bands = [str(b) for b in bands]
         if not bands:
@@ -212,8 +218,6 @@ class StacCubeSource(GridShape):
                 raise DataError("give target= or crs=/resolution=/bbox=, not all")
             from odc.geo.geobox import GeoBox
 
-            from cropscope.data.readers.align import Grid
-
             grid = Grid.of(target)
             kwargs["geobox"] = GeoBox(grid.shape, grid.transform, grid.crs.to_wkt())
         if crs is not None:
@@ -231,17 +235,18 @@ class StacCubeSource(GridShape):
         gbox = ds.odc.geobox
         if gbox.crs is None:
             raise DataError("the STAC items have no CRS; give crs= and resolution=")
-        times = [np.datetime64(t, "s") for t in ds["time"].values]
+        stamps = np.asarray(ds["time"].values).astype("datetime64[s]")
         if groupby == "solar_day":
-            times = [np.datetime64(t, "D") for t in times]
+            stamps = stamps.astype("datetime64[D]")
+        times = list(stamps)
         factors = []
         for b in load_bands:
             factors.append(_band_scaling(b, items[0], scale))
-        bboxes = [tuple(it.bbox) if it.bbox else None for it in items]  # type: ignore[misc]
+        bboxes = [_bbox_2d(it.bbox) if it.bbox else None for it in items]
         return cls(
             [it.to_dict() for it in items], bands=load_bands, mask_band=mask_band,
             invalid=invalid, times=times, groupby=groupby, resampling=methods,
-            shape=(int(gbox.shape[0]), int(gbox.shape[1])), crs=_as_crs(gbox.crs),
+            shape=(int(gbox.shape[0]), int(gbox.shape[1])), crs=as_crs(gbox.crs),
             transform=gbox.affine, factors=factors, item_bboxes=bboxes,
         )  # fmt: skip
 
@@ -294,8 +299,8 @@ class StacCubeSource(GridShape):
                 raise DataError(f"odc-stac cannot read the window {window}: {exc}") from None
             index = {t: i for i, t in enumerate(self.times)}
             unit = "D" if self._groupby == "solar_day" else "s"
-            for j, t in enumerate(ds["time"].values):
-                i = index.get(np.datetime64(t, unit))
+            for j, t in enumerate(np.asarray(ds["time"].values).astype(f"datetime64[{unit}]")):
+                i = index.get(t)
                 if i is None:
                     continue
                 for c, b in enumerate(bands):

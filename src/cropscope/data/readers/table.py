@@ -365,6 +365,7 @@ def read_table(
     counts = np.bincount(codes, minlength=n)
     union = np.unique(times)
     per_sample = False
+    grid: np.ndarray | None
     if not calendar:
         span = int(union[-1] - union[0]) + 1
         if span > _MAX_STEPS:
@@ -385,11 +386,12 @@ def read_table(
     else:
         grid, pos = union, np.searchsorted(union, times)
 
-    t = int(counts[0]) if per_sample else len(grid)
+    t = int(counts[0]) if per_sample or grid is None else len(grid)
     values = np.full((n, t, len(bands)), np.nan, dtype=np.float32)
     values[codes, pos] = band_values
     mask = np.zeros((n, t), dtype=bool)
     mask[codes, pos] = True if valid is None else valid
+    dates: np.ndarray | None
     if per_sample:
         dates = np.empty((n, t), dtype="datetime64[D]")
         dates[codes, pos] = times

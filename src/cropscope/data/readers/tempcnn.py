@@ -102,6 +102,7 @@ def read_tempcnn_dir(directory: str | Path, split: str | None = None) -> TimeSer
         part = read_tempcnn_csv(
             directory / f"{name}_dataset.csv", classes=classes, id_prefix=f"{name}-"
         )
+        assert part.meta is not None  # set by TimeSeriesSet.__post_init__
         part.meta["split"] = name
         parts.append(part)
     if len(parts) == 1:

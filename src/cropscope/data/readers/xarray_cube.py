@@ -152,8 +152,7 @@ def _as_times(values: np.ndarray) -> list[np.datetime64]:
         except ValueError:
             raise DataError("the time coordinate does not hold dates") from None
     days = t.astype("datetime64[D]")
-    unit = "D" if (t == days.astype(t.dtype)).all() else "s"
-    return [np.datetime64(v, unit) for v in t]
+    return list(days if (t == days.astype(t.dtype)).all() else t.astype("datetime64[s]"))
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
@@ -250,7 +249,7 @@ class XarrayCubeSource(GridShape):
         scale: float | Mapping[str, float] | None,
         rename: Mapping[str, str] | Callable[[str], str] | None,
     ) -> XarrayCubeSource:
-        all_dims = list(ds.sizes)
+        all_dims = [str(d) for d in ds.sizes]
         x_dim = _find_dim(all_dims, _X_NAMES, None, "x")
         y_dim = _find_dim(all_dims, _Y_NAMES, None, "y")
         spatial = [str(v) for v in ds.data_vars if {x_dim, y_dim} <= set(ds[v].dims)]
@@ -274,7 +273,7 @@ class XarrayCubeSource(GridShape):
             candidates = [d for d in all_dims if d in _T_NAMES] + dated
             time_dim = candidates[0] if candidates else None
         t_dim = _find_dim(all_dims, _T_NAMES, time_dim, "time")
-        other = sorted({d for v in names for d in ds[v].dims} - {x_dim, y_dim, t_dim})
+        other = sorted({str(d) for v in names for d in ds[v].dims} - {x_dim, y_dim, t_dim})
         if len(other) > 1:
             raise DataError(f"cannot tell the band dimension among {other}")
         band_dim = other[0] if other else None

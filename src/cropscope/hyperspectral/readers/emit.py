@@ -113,7 +113,7 @@ def read_emit_netcdf(path: str | Path, *, orthorectify: bool = False,
     bad = None if good is None else good == 0
     attrs: dict[str, Any] = {"processing_level": level, "time": time,
                              "nodata_value": fill_value}
-    common = {"wavelength": wl, "fwhm": fwhm, "bad_band": bad, "sensor": "EMIT",
+    common: dict[str, Any] = {"wavelength": wl, "fwhm": fwhm, "bad_band": bad, "sensor": "EMIT",
               "units": units, "source": path, "fmt": "emit-netcdf",
               "scale_factor": 1.0 if scale is None else float(scale)}
     if not orthorectify:

@@ -61,7 +61,7 @@ def read_enmap_metadata(path: str | Path) -> dict[str, Any]:
     bands = root.findall(".//specific/bandCharacterisation/bandID")
     if not bands:
         raise DataError(f"{path} has no specific/bandCharacterisation/bandID elements")
-    rows = []
+    rows: list[tuple[int, float, float, float, float]] = []
     for band in bands:
         centre = next((band.findtext(t) for t in _CENTRE_TAGS if band.find(t) is not None), None)
         try:

@@ -3,8 +3,8 @@
 :class:`CompositedCube` wraps any :class:`~cropscope.data.readers.cube.CubeLike` source
 (typically a :class:`~cropscope.data.readers.masks.MaskedCube`, so clouds are gone first)
 and presents it on a regular time grid (every ``step`` days or calendar month): each
-window's pixel series go through the features' median compositing
-(:func:`~cropscope.features.compositing.composite_median`), so the map sees the same
+window's pixel series go through the median compositing of
+:func:`~cropscope.features.compositing.composite_median`, so the map sees the same
 composites a model was trained on. Steps without a valid observation are NaN.
 """
 
@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cropscope.data.readers.cube import CubeLike, CubeWrapper, make_cube
+from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import DataError
+from cropscope.features.compositing import composite_median, parse_step, regular_grid
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -30,8 +32,6 @@ class CompositedCube(CubeWrapper):
     def __init__(
         self, source: CubeLike, step: int | str, *, start: Any = None, end: Any = None
     ) -> None:
-        from cropscope.features.compositing import parse_step, regular_grid
-
         if not source.times:
             raise DataError("the source has no dates to composite")
         super().__init__(source)
@@ -46,19 +46,8 @@ class CompositedCube(CubeWrapper):
         """The start date of each compositing window."""
         return list(self._grid)
 
-
-
-
-
-
-
-
-
     def read(self, window: Any = None) -> xr.DataArray:
         """The composites of ``window`` as ``(time, band, y, x)`` (time = window starts)."""
-        from cropscope.data.timeseries import TimeSeriesSet
-        from cropscope.features.compositing import composite_median
-
         cube = self.source.read(window)
         t, c, h, w = cube.shape
         values = np.asarray(cube.values, dtype=np.float32).reshape(t, c, h * w).transpose(2, 0, 1)
