@@ -73,7 +73,7 @@ def plain_classifier(module: Any, x: Any, y: Any, xv: Any, yv: Any, epochs: int,
     import torch
     from sklearn.metrics import f1_score
 
-    from cropscope.training.recipe import balanced_class_weights, index_batches
+    from cropscope.engine.recipe import balanced_class_weights, index_batches
 
     torch.manual_seed(seed)
     xt, yt = torch.from_numpy(x), torch.from_numpy(np.asarray(y, np.int64))
@@ -108,7 +108,7 @@ def run_tempcnn(engine: bool, n: int, n_times: int, epochs: int, batch: int,
                 threads: int) -> dict[str, Any]:
     import torch
 
-    from cropscope.training.trainer import train_classifier
+    from cropscope.engine.trainer import train_classifier
 
     torch.set_num_threads(threads)
     x, y = _series(n, n_times, 10)
@@ -149,7 +149,7 @@ def plain_segmentation(model: Any, train: Any, val: Any, epochs: int, batch_size
     import torch
     import torch.nn.functional as F
 
-    from cropscope.training.recipe import augment_batch, lr_factor
+    from cropscope.engine.recipe import augment_batch, lr_factor
 
     decay = [p for n_, p in model.named_parameters() if p.ndim > 1 and not n_.endswith(".bias")]
     no_decay = [p for n_, p in model.named_parameters() if p.ndim <= 1 or n_.endswith(".bias")]
@@ -192,7 +192,7 @@ def run_agrifm(engine: bool, n: int, frames: int, size: int, epochs: int, batch:
     import torch
 
     from cropscope.data.readers.h5patches import ArrayPatchDataset
-    from cropscope.training.segmentation import train_segmentation
+    from cropscope.engine.segmentation import train_segmentation
 
     torch.set_num_threads(threads)
     train = ArrayPatchDataset(_patches(n, frames, size))

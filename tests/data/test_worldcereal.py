@@ -83,7 +83,7 @@ def test_agrifm_overfits_the_patch(folder: Path, tmp_path: Path) -> None:
 
     agrifm = pytest.importorskip("cropscope.models.agrifm")
     from cropscope.data.readers.h5patches import ArrayPatchDataset, compute_band_stats
-    from cropscope.training.segmentation import evaluate_segmentation, train_segmentation
+    from cropscope.engine.segmentation import evaluate_segmentation, train_segmentation
 
     d = load_worldcereal_patch(folder, compact=True)
     tiles = worldcereal_patches(d, size=32)

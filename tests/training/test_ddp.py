@@ -22,8 +22,8 @@ pytest.importorskip("lightning")
 
 from safetensors.torch import load_file  # noqa: E402
 
+from cropscope.engine.checkpoints import read_last, read_weights  # noqa: E402
 from cropscope.models import Classifier  # noqa: E402
-from cropscope.training.checkpoints import read_last, read_weights  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -44,9 +44,9 @@ SCRIPT = textwrap.dedent('''
     from cropscope.data.timeseries import TimeSeriesSet
     from cropscope.models import create_model
     from cropscope.models.agrifm import AgriFM
-    from cropscope.training.checkpoints import write_weights
-    from cropscope.training.engine import is_global_zero
-    from cropscope.training.segmentation import train_segmentation
+    from cropscope.engine.checkpoints import write_weights
+    from cropscope.engine.runner import is_global_zero
+    from cropscope.engine.segmentation import train_segmentation
 
     out = Path(sys.argv[1])
 

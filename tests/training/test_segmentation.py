@@ -14,9 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from cropscope.data.readers.h5patches import ArrayPatchDataset
-from cropscope.errors import ModelError
-from cropscope.training.checkpoints import read_last, read_weights
-from cropscope.training.segmentation import (
+from cropscope.engine.checkpoints import read_last, read_weights
+from cropscope.engine.segmentation import (
     SegmentationConfig,
     augment_batch,
     confusion_matrix,
@@ -26,6 +25,7 @@ from cropscope.training.segmentation import (
     segmentation_scores,
     train_segmentation,
 )
+from cropscope.errors import ModelError
 
 
 class TinySeg(nn.Module):

@@ -11,8 +11,8 @@ torch = pytest.importorskip("torch")
 from sklearn.utils.class_weight import compute_class_weight  # noqa: E402
 from torch import nn  # noqa: E402
 
+from cropscope.engine.trainer import balanced_class_weights  # noqa: E402
 from cropscope.training import TrainResult, seed_everything, train_classifier  # noqa: E402
-from cropscope.training.trainer import balanced_class_weights  # noqa: E402
 
 
 def _blobs(n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

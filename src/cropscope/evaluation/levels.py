@@ -96,7 +96,7 @@ def level_confusions(
     import torch
     from tqdm.auto import tqdm
 
-    from cropscope.training.segmentation import (
+    from cropscope.engine.segmentation import (
         SegmentationConfig,
         _autocast,
         _fit_size,

@@ -127,7 +127,8 @@ class ClassifierMapModel:
         h, w = cube.sizes["y"], cube.sizes["x"]
         k = len(self.model.classes)
         proba = np.zeros((h * w, k), dtype=np.float32)
-        valid = pixels.mask.any(axis=1)
+        assert pixels.mask is not None  # set by TimeSeriesSet.__post_init__
+        valid = np.asarray(pixels.mask.any(axis=1))
         idx_valid = np.flatnonzero(valid)
         for start in range(0, idx_valid.size, self.batch_size):
             idx = idx_valid[start : start + self.batch_size]
@@ -136,7 +137,11 @@ class ClassifierMapModel:
 
     def _patches(self, cube: xr.DataArray, core: Core) -> tuple[np.ndarray, np.ndarray]:
         from cropscope.data.patches import PatchSet, extract_patches
+        from cropscope.models._patch import PatchClassifier  # imports torch: not at module load
 
+        model = self.model
+        if not isinstance(model, PatchClassifier):
+            raise DataError(f"model {model.name!r} does not predict patches")
         bands = [str(b) for b in cube["band"].values]
         n_t = cube.sizes["time"]
         values = np.asarray(cube.values)
@@ -145,13 +150,13 @@ class ClassifierMapModel:
         rs, cs = core
         valid = np.isfinite(image[:, rs, cs]).any(axis=0)
         rows, cols = np.nonzero(valid)
-        k = len(self.model.classes)
+        k = len(model.classes)
         proba = np.zeros((k, *valid.shape), dtype=np.float32)
         for start in range(0, rows.size, self.batch_size):
             r = rows[start : start + self.batch_size]
             c = cols[start : start + self.batch_size]
             patches = extract_patches(image, r + rs.start, c + cs.start, self.patch_size)
-            proba[:, r, c] = self.model.predict_proba(PatchSet(values=patches, bands=names)).T
+            proba[:, r, c] = model.predict_proba(PatchSet(values=patches, bands=names)).T
         return proba, valid
 
 

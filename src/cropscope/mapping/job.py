@@ -29,7 +29,7 @@ import os
 import shutil
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -206,7 +206,7 @@ def _predict_task(
 
 def _local_predictions(
     predictor: WindowPredictor, source: CubeLike, todo: list[MapWindow]
-) -> Iterator[tuple[MapWindow, dict[str, np.ndarray]]]:
+) -> Generator[tuple[MapWindow, dict[str, np.ndarray]], None, None]:
     """Predict the windows one after another in this process, keeping the files open."""
     with source.opened():
         for window in todo:
@@ -234,7 +234,7 @@ def _dask_predictions(
     todo: list[MapWindow],
     workers: int | None,
     scheduler: str | None,
-) -> Iterator[tuple[MapWindow, dict[str, np.ndarray]]]:
+) -> Generator[tuple[MapWindow, dict[str, np.ndarray]], None, None]:
     """Predict the windows on a Dask cluster and yield them as they finish.
 
     With ``workers`` a local cluster of that many processes is started (one Dask thread

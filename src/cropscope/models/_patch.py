@@ -23,10 +23,10 @@ import torch
 from cropscope.data.patches import PatchSet
 from cropscope.data.splits import train_val_split
 from cropscope.data.timeseries import TimeSeriesSet
+from cropscope.engine.trainer import predict_logits
 from cropscope.errors import DataError, ModelError
 from cropscope.models._torch import TorchClassifier, _gap_free
 from cropscope.models.base import Classifier, ModelCard
-from cropscope.training.trainer import predict_logits
 
 __all__ = ["PatchClassifier", "flip_rotate"]
 

@@ -23,14 +23,14 @@ from torch import nn
 from cropscope.augment import TemporalAugmentation, augment_training_set, infer_step_days
 from cropscope.data.splits import train_val_split
 from cropscope.data.timeseries import TimeSeriesSet
+from cropscope.engine.seeding import seed_everything
+from cropscope.engine.trainer import AugmentFn, predict_logits, train_classifier
 from cropscope.errors import DataError, ModelError
 from cropscope.features.gapfill import interpolate_gaps_array
 from cropscope.io import atomic_path
 from cropscope.models.base import Classifier
 from cropscope.models.cascade import HierarchicalNet, default_level_weights
 from cropscope.models.modules import EnsembleModule
-from cropscope.training.seeding import seed_everything
-from cropscope.training.trainer import AugmentFn, predict_logits, train_classifier
 
 if TYPE_CHECKING:
     from cropscope.taxonomy.tree import Taxonomy
@@ -256,7 +256,7 @@ class TorchClassifier(Classifier):
         if not self.hierarchical:
             return module
         assert tax is not None
-        return HierarchicalNet(module, tax.sizes, self._prior_sizes(tax),  # type: ignore[arg-type]
+        return HierarchicalNet(module, tax.sizes, self._prior_sizes(tax),
                                hidden=bool(self.config["head_hidden"]))
 
     # ------------------------------------------------------------------ Classifier API

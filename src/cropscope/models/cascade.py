@@ -85,9 +85,10 @@ class CascadeHeads(nn.Module):
 
 class HierarchicalNet(nn.Module):
     """A registry network's feature extractor with :class:`CascadeHeads` in place of its
-    linear head. ``forward(x, priors=None)`` returns one logits tensor per level."""
+    linear head (any other network is refused with a :class:`TypeError`).
+    ``forward(x, priors=None)`` returns one logits tensor per level."""
 
-    def __init__(self, backbone: ClassifierModule, sizes: Sequence[int],
+    def __init__(self, backbone: nn.Module, sizes: Sequence[int],
                  prior_sizes: Sequence[int] | None = None, hidden: bool = True) -> None:
         super().__init__()
         if not isinstance(backbone, ClassifierModule):

@@ -125,7 +125,7 @@ class SegmentationRunModel:
     def predict_window(self, cube: xr.DataArray, core: tuple[slice, slice]
                        ) -> tuple[np.ndarray, np.ndarray]:
         values = np.asarray(cube.values, dtype=np.float32)
-        return self.predict_scene(values), np.isfinite(values).any(axis=(0, 1))
+        return self.predict_scene(values), np.asarray(np.isfinite(values).any(axis=(0, 1)))
 
     def predict_scene(self, x: np.ndarray) -> np.ndarray:
         """``x [T, C, H, W]`` (bands as :attr:`bands`, NaN = nodata) → ``[K, H, W]``."""

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cropscope.training.seeding import seed_everything
+from cropscope.engine.seeding import seed_everything
 
 if TYPE_CHECKING:
+    from cropscope.engine.trainer import TrainResult, train_classifier
     from cropscope.training.h2crop import (
         evaluate_h2crop_run,
         temporal_window_experiment,
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
         pretrain_encoder_run,
         train_segmentation_run,
     )
-    from cropscope.training.trainer import TrainResult, train_classifier
 
 __all__ = [
     "RunResult",
@@ -56,7 +56,7 @@ _SEGMENTATION = {"evaluate_segmentation_run", "patch_datasets", "pretrain_encode
 
 def __getattr__(name: str) -> Any:
     if name in {"TrainResult", "train_classifier"}:
-        from cropscope.training import trainer
+        from cropscope.engine import trainer
 
         return getattr(trainer, name)
     if name in _RUNDIR:

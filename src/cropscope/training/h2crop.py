@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 
-#: H2Crop's recipe as overrides of :class:`~cropscope.training.segmentation.SegmentationConfig`
+#: H2Crop's recipe as overrides of :class:`~cropscope.engine.segmentation.SegmentationConfig`
 RECIPE: dict[str, Any] = {
     "epochs": 100, "batch_size": 4, "lr": 6e-5, "weight_decay": 5e-4, "warmup_iters": 1000,
     "warmup_start": 0.01, "min_lr": 6e-6, "augment": True, "cutmix": 0.5, "amp": True,
@@ -55,9 +55,9 @@ RECIPE: dict[str, Any] = {
 
 
 def h2crop_recipe(**overrides: Any) -> Any:
-    """The H2Crop :class:`~cropscope.training.segmentation.SegmentationConfig` with
+    """The H2Crop :class:`~cropscope.engine.segmentation.SegmentationConfig` with
     ``overrides`` (e.g. ``epochs=2, device="cpu"``)."""
-    from cropscope.training.segmentation import SegmentationConfig
+    from cropscope.engine.segmentation import SegmentationConfig
 
     return SegmentationConfig.from_dict({**RECIPE, **overrides})
 
@@ -165,9 +165,9 @@ def train_h2crop(
     import torch
 
     from cropscope.data.readers.h2crop import H2CropDataset, sample_contents
+    from cropscope.engine.segmentation import train_segmentation
     from cropscope.evaluation.levels import evaluate_levels, write_levels_report
     from cropscope.models.h2crop import H2CROP_CONFIGS, H2CropNet
-    from cropscope.training.segmentation import train_segmentation
 
     root = Path(root)
     if config not in H2CROP_CONFIGS:

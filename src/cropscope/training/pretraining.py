@@ -3,7 +3,7 @@
 Any class raster aligned with (or reprojectable onto) an input cube gives per-pixel targets
 for many tiles cut from the cube. The model (any segmentation network with the AgriFM forward
 contract) is trained with its own head sized for the raster's classes, through
-:func:`~cropscope.training.segmentation.train_segmentation` (so it is resumable, and scales
+:func:`~cropscope.engine.segmentation.train_segmentation` (so it is resumable, and scales
 out with ``devices`` / ``strategy``), and its weights minus the head are written to
 ``encoder.safetensors``, described by ``encoder.json`` (class codes, objective, excluded
 head prefixes, normalisation). :func:`load_pretrained` loads those weights into a
@@ -29,15 +29,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cropscope.data.readers.h5patches import ArrayPatchDataset, BandStats, tile_sample
-from cropscope.errors import DataError, ModelError
-from cropscope.io import write_json
-from cropscope.runs.state import STATE_FORMAT, load_state, state_paths
-from cropscope.training.checkpoints import BEST_FILE, LAST, read_weights, write_weights
-from cropscope.training.segmentation import (
+from cropscope.engine.checkpoints import BEST_FILE, LAST, read_weights, write_weights
+from cropscope.engine.segmentation import (
     SegmentationConfig,
     SegmentationResult,
     train_segmentation,
 )
+from cropscope.errors import DataError, ModelError
+from cropscope.io import write_json
+from cropscope.runs.state import STATE_FORMAT, load_state, state_paths
 
 __all__ = [
     "ENCODER_FILE",
@@ -122,7 +122,7 @@ def fraction_loss(logits: Tensor | Sequence[Tensor], labels: Tensor,
                   ignore_index: int = -1) -> Tensor:
     """Soft cross-entropy between each sample's true class fractions (over its valid pixels)
     and the mean predicted class probabilities over the same pixels."""
-    out: Tensor = logits[-1] if isinstance(logits, list | tuple) else logits  # type: ignore[assignment]
+    out = logits if isinstance(logits, Tensor) else logits[-1]
     if labels.ndim == 4:
         labels = labels[:, -1]
     if tuple(out.shape[-2:]) != tuple(labels.shape[-2:]):
@@ -242,7 +242,7 @@ def pretrain_segmentation(
 
 
 def _first_process() -> bool:
-    from cropscope.training.engine import is_global_zero
+    from cropscope.engine.runner import is_global_zero
 
     return is_global_zero()
 
@@ -282,7 +282,7 @@ def load_pretrained(
 
     ``path`` is an ``encoder.safetensors`` from :func:`pretrain_segmentation` (or the folder
     holding it), a ``best.safetensors`` or ``last.safetensors`` / ``last.json`` of
-    :func:`~cropscope.training.segmentation.train_segmentation`, any safetensors state dict,
+    :func:`~cropscope.engine.segmentation.train_segmentation`, any safetensors state dict,
     or a ``.pt``/``.pth`` state dict (read with ``weights_only=True``). Keys starting with
     an ``exclude`` prefix, keys the model lacks and keys whose shape differs are skipped; all
     are listed in the returned :class:`LoadReport`.

@@ -81,10 +81,13 @@ def train_run(
         "n_holdout": 0 if test is None else test.n_samples, "holdout": holdout, "seed": seed,
         "class_counts": train.class_counts(),
     }, duration)
+    def write_extra(folder: Path) -> None:
+        if report is not None:
+            write_report(report, folder)
+
     if first_process():  # under DDP every process trains; the first one writes the run
         save_classifier_run(model, out, training=record, metrics=metrics, data=source,
-                            write_extra=None if report is None
-                            else (lambda folder: write_report(report, folder)))
+                            write_extra=write_extra)
     return RunResult(run_dir=out, model=model, metrics=metrics, duration_s=duration)
 
 

@@ -2,7 +2,7 @@
 
 :func:`train_segmentation_run` is what ``cropscope segment train`` runs, and what a Python
 user calls: a registered network (``agrifm`` by default) trained on a patch dataset with
-:func:`~cropscope.training.segmentation.train_segmentation` (the Lightning engine), its
+:func:`~cropscope.engine.segmentation.train_segmentation` (the Lightning engine), its
 checkpoints in the run directory as it goes (resumable), and, once training is done, the
 selected weights as ``weights.safetensors``, ``run.json`` (kind ``segmentation``: network
 name and keyword arguments, classes, bands per source, time grid, normalisation, training
@@ -133,14 +133,14 @@ def train_segmentation_run(
     ``normalisation``: the :class:`~cropscope.data.readers.h5patches.BandStats` the
     datasets were standardised with (stored for inference); ``pretrained``: a
     ``pretrained-encoder`` run (or its weights file) to start from, head excluded;
-    ``config``: :class:`~cropscope.training.segmentation.SegmentationConfig` options
+    ``config``: :class:`~cropscope.engine.segmentation.SegmentationConfig` options
     (``epochs``, ``lr``, ``devices``, ``strategy``, ...). ``stop_after`` stops after that many
     epochs without finishing the run (resume later).
     """
     import torch
 
+    from cropscope.engine.segmentation import SegmentationConfig, train_segmentation
     from cropscope.models.networks import create_network
-    from cropscope.training.segmentation import SegmentationConfig, train_segmentation
 
     kwargs = dict(network_kwargs or {})
     cfg = SegmentationConfig.from_dict(dict(config or {}))
@@ -151,7 +151,7 @@ def train_segmentation_run(
     out = start_network_run(out_dir, spec, resume=resume)
     torch.manual_seed(cfg.seed)
     net = create_network(network, **kwargs)
-    from cropscope.training.checkpoints import has_last
+    from cropscope.engine.checkpoints import has_last
 
     if pretrained is not None and not (resume and has_last(out)):
         from cropscope.training.pretraining import load_pretrained
@@ -162,7 +162,7 @@ def train_segmentation_run(
     if result.epochs_done < cfg.epochs or not first_process():
         return SegmentationRun(None, result, net)
     if val_dataset is not None and len(val_dataset) > 0:
-        from cropscope.training.checkpoints import read_checkpoint_weights
+        from cropscope.engine.checkpoints import read_checkpoint_weights
 
         net.load_state_dict(read_checkpoint_weights(out, "best")[0])
     spec.training.update(_jsonable({"best_epoch": result.best_epoch,
@@ -281,7 +281,7 @@ def open_network_run(run_dir: str | Path, weights: str = "final") -> tuple[Any, 
         path = run.file(WEIGHTS_FILE)
         state = load_file(str(path))
     else:
-        from cropscope.training.checkpoints import read_checkpoint_weights
+        from cropscope.engine.checkpoints import read_checkpoint_weights
 
         state = read_checkpoint_weights(run.path, weights)[0]
     try:
@@ -330,6 +330,7 @@ def pretrain_encoder_run(
     import torch
 
     from cropscope.data.readers.h5patches import compute_band_stats
+    from cropscope.engine.segmentation import SegmentationConfig
     from cropscope.errors import DataError
     from cropscope.models.networks import create_network
     from cropscope.training.pretraining import (
@@ -337,7 +338,6 @@ def pretrain_encoder_run(
         pretrain_segmentation,
         read_class_raster,
     )
-    from cropscope.training.segmentation import SegmentationConfig
 
     shape = tuple(next(iter(cube.values())).shape[-2:])
     if transform is not None:
@@ -403,8 +403,8 @@ def evaluate_segmentation_run(
     import numpy as np
 
     from cropscope.data.readers.h5patches import ArrayPatchDataset, BandStats, H5PatchDataset
+    from cropscope.engine.segmentation import evaluate_segmentation
     from cropscope.errors import DataError
-    from cropscope.training.segmentation import evaluate_segmentation
 
     if (data_dir is None) == (worldcereal is None):
         raise DataError("give exactly one of DATA_DIR or --worldcereal FOLDER")

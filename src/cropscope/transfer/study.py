@@ -286,8 +286,8 @@ def _run_cell(cell: Cell) -> dict[str, Any]:
     import warnings
 
     from cropscope.augment import TemporalAugmentation, augment_training_set
+    from cropscope.engine.seeding import seed_everything
     from cropscope.models.registry import create_model
-    from cropscope.training.seeding import seed_everything
 
     cfg: StudyConfig = _STATE["config"]
     t0 = time.perf_counter()

@@ -102,15 +102,17 @@ def open_cube_source(
 
         if "bands" not in options:
             raise DataError("a STAC input needs bands= (the asset keys to read)")
+        assert isinstance(input, str | Path)  # input_kind: a catalog is one path
         return StacCubeSource.open(
-            input, mask_band=mask_band, invalid=invalid, resampling=resampling,  # type: ignore[arg-type]
+            input, mask_band=mask_band, invalid=invalid, resampling=resampling,
             target=target, **options,
         )  # fmt: skip
     try:
         if kind == "xarray":
             from cropscope.data.readers.xarray_cube import XarrayCubeSource
 
-            source = XarrayCubeSource.open(input, **options)  # type: ignore[arg-type]
+            assert isinstance(input, str | Path)  # input_kind: a NetCDF/Zarr cube is one path
+            source = XarrayCubeSource.open(input, **options)
         else:
             source = CubeSource.scan(input, target=target, resampling=resampling, **options)
             target = None  # aligned while reading

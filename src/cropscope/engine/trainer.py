@@ -1,8 +1,8 @@
 """Supervised training of the deep classifiers, on the Lightning engine.
 
-:func:`train_classifier` runs a :class:`~cropscope.training.tasks.ClassificationTask` on an
-:class:`~cropscope.training.datamodules.ArrayDataModule` through
-:func:`cropscope.training.engine.fit`: Adam on class-balanced cross-entropy, seeded
+:func:`train_classifier` runs a :class:`~cropscope.engine.tasks.ClassificationTask` on an
+:class:`~cropscope.engine.datamodules.ArrayDataModule` through
+:func:`cropscope.engine.runner.fit`: Adam on class-balanced cross-entropy, seeded
 mini-batches, validation macro-F1 after every epoch, the weights of the best validation epoch
 kept, optional early stopping; ``devices`` / ``strategy`` / ``num_nodes`` scale out (e.g.
 ``devices=2, strategy="ddp"``).
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cropscope.training.recipe import AugmentFn, balanced_class_weights
-from cropscope.training.seeding import seed_everything
+from cropscope.engine.recipe import AugmentFn, balanced_class_weights
+from cropscope.engine.seeding import seed_everything
 
 __all__ = [
     "AugmentFn",
@@ -131,18 +131,18 @@ def train_classifier(
     levels' macro-F1 with ``select_on="mean"``.
 
     Scale-out: ``devices`` processes per node (``num_nodes`` nodes) with ``strategy``
-    (``"ddp"``: see :mod:`cropscope.training.engine`); ``batch_size`` is per process. Every
+    (``"ddp"``: see :mod:`cropscope.engine.runner`); ``batch_size`` is per process. Every
     process returns the same result. ``precision`` is Lightning's (e.g. ``"16-mixed"``).
     """
-    from cropscope.training.datamodules import ArrayDataModule
-    from cropscope.training.engine import (
+    from cropscope.engine.datamodules import ArrayDataModule
+    from cropscope.engine.runner import (
         EngineOptions,
         accelerator_for,
         build_trainer,
         root_device,
         run_fit,
     )
-    from cropscope.training.tasks import ClassificationTask
+    from cropscope.engine.tasks import ClassificationTask
 
     if epochs < 1 or batch_size < 1:
         raise ValueError("epochs and batch_size must be >= 1")
@@ -151,9 +151,11 @@ def train_classifier(
     y_arr = np.asarray(y_train, dtype=np.int64)
     if len(x_train) != len(y_arr) or len(x_train) < 2:
         raise ValueError("x_train and y_train need the same length, at least 2 samples")
-    has_val = x_val is not None and y_val is not None and len(y_val) > 0
+    n_val = 0 if x_val is None or y_val is None else len(y_val)
+    has_val = n_val > 0
     multi = y_arr.ndim == 2
-    sizes = [int(k) for k in n_classes] if multi else [int(n_classes)]  # type: ignore[union-attr,arg-type]
+    sizes = [int(k) for k in n_classes] if isinstance(n_classes, Sequence) \
+        else [int(n_classes)]  # fmt: skip
     y_levels = [y_arr[:, k] for k in range(y_arr.shape[1])] if multi else [y_arr]
     if len(sizes) != len(y_levels):
         raise ValueError(f"{len(y_levels)} label levels but {len(sizes)} class counts")
@@ -178,8 +180,8 @@ def train_classifier(
     world = trainer.world_size
     if len(y_arr) // world < 2:
         raise ValueError(f"{len(y_arr)} training samples for {world} processes: each needs 2")
-    if has_val and len(y_val) < world:  # type: ignore[arg-type]
-        raise ValueError(f"{len(y_val)} validation samples for {world} processes")  # type: ignore[arg-type]
+    if has_val and n_val < world:
+        raise ValueError(f"{n_val} validation samples for {world} processes")
     module.train()
     run_fit(trainer, task, data)
     history = task.history

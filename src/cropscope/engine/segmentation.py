@@ -5,8 +5,8 @@ Works with any ``nn.Module`` whose ``forward({source: [B, T, C, H, W]})`` return
 and any map-style dataset yielding ``({source: [T, C, H, W]}, label)``, e.g.
 :class:`~cropscope.data.readers.h5patches.H5PatchDataset`.
 
-Training runs on the Lightning engine (:mod:`cropscope.training.engine`) as a
-:class:`~cropscope.training.tasks.SegmentationTask`; ``devices`` / ``strategy`` /
+Training runs on the Lightning engine (:mod:`cropscope.engine.runner`) as a
+:class:`~cropscope.engine.tasks.SegmentationTask`; ``devices`` / ``strategy`` /
 ``num_nodes`` in the config scale it out (``devices=2, strategy="ddp"``: two processes,
 ``batch_size`` per process; only the first writes files).
 
@@ -25,7 +25,7 @@ value per channel; evaluation keeps every sample).
 
 Every epoch (``checkpoint_every``) writes ``last.safetensors`` + ``last.json`` into
 ``out_dir`` (model, optimiser, scheduler, scaler, epoch, RNG states, config, history;
-atomically, no pickle: :mod:`cropscope.training.checkpoints`) and ``history.json``, and, with
+atomically, no pickle: :mod:`cropscope.engine.checkpoints`) and ``history.json``, and, with
 validation data, ``best.safetensors`` (weights) when the monitored score improves.
 ``resume=True`` continues from ``last.*``: shuffling, augmentation and dropout are seeded per
 epoch from ``seed``, so an interrupted and resumed run gives the same weights as an
@@ -45,8 +45,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from cropscope.errors import ModelError
-from cropscope.training.checkpoints import (
+from cropscope.engine.checkpoints import (
     BEST_FILE,
     HISTORY_FILE,
     LAST,
@@ -55,7 +54,7 @@ from cropscope.training.checkpoints import (
     read_weights,
     set_rng_state,
 )
-from cropscope.training.recipe import (
+from cropscope.engine.recipe import (
     LossFn,
     SegmentationConfig,
     _autocast,
@@ -73,6 +72,7 @@ from cropscope.training.recipe import (
     resolve_device,
     segmentation_scores,
 )
+from cropscope.errors import ModelError
 
 __all__ = [
     "BEST",
@@ -180,9 +180,9 @@ def train_segmentation(
     values) is stored in every checkpoint (e.g. class names, model arguments,
     normalisation).
     """
-    from cropscope.training.datamodules import PatchDataModule
-    from cropscope.training.engine import EngineOptions, build_trainer, root_device, run_fit
-    from cropscope.training.tasks import SegmentationTask
+    from cropscope.engine.datamodules import PatchDataModule
+    from cropscope.engine.runner import EngineOptions, build_trainer, root_device, run_fit
+    from cropscope.engine.tasks import SegmentationTask
 
     cfg = config if isinstance(config, SegmentationConfig) else \
         SegmentationConfig.from_dict(config)

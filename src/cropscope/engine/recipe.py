@@ -1,7 +1,7 @@
 """Building blocks of the training recipes, in plain torch (no Lightning import).
 
-Shared by the Lightning tasks (:mod:`cropscope.training.tasks`), the public training
-functions (:mod:`cropscope.training.trainer`, :mod:`cropscope.training.segmentation`) and the
+Shared by the Lightning tasks (:mod:`cropscope.engine.tasks`), the public training
+functions (:mod:`cropscope.engine.trainer`, :mod:`cropscope.engine.segmentation`) and the
 evaluation code:
 
 - classification: class-balanced weights, batch augmentation type, the per-epoch index

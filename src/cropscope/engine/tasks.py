@@ -6,7 +6,7 @@
   augmentation, validation macro-F1 of the finest level or the mean over levels
   (``select_on``) after every epoch, the best epoch's weights kept, patience.
 - :class:`SegmentationTask`: per-pixel segmentation (AgriFM, H2Crop, supervised
-  pretraining): the recipe of :mod:`cropscope.training.segmentation` (AdamW without decay on
+  pretraining): the recipe of :mod:`cropscope.engine.segmentation` (AdamW without decay on
   1-D parameters, warm-up + cosine per iteration, AMP and GradScaler on CUDA, flips and 90°
   rotations, CutMix, per-level cross-entropy or a custom loss), per-epoch seeds, safe
   checkpoints written by the first process only.
@@ -28,19 +28,17 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 
-from cropscope.errors import ModelError
-from cropscope.io import write_json
-from cropscope.training.checkpoints import (
+from cropscope.engine.checkpoints import (
     BEST_FILE,
     HISTORY_FILE,
     rng_state,
     write_last,
     write_weights,
 )
-from cropscope.training.engine import report_epoch
-from cropscope.training.recipe import (
+from cropscope.engine.recipe import (
     SELECT_ON,
     AugmentFn,
     LossFn,
@@ -56,6 +54,9 @@ from cropscope.training.recipe import (
     lr_factor,
     segmentation_scores,
 )
+from cropscope.engine.runner import report_epoch
+from cropscope.errors import ModelError
+from cropscope.io import write_json
 
 __all__ = ["ClassificationTask", "SegmentationTask"]
 
@@ -80,6 +81,15 @@ def _sync_buffers(trainer: L.Trainer, module: nn.Module) -> None:
 
     for buf in module.buffers():
         dist.broadcast(buf.data, src=0)
+
+
+def _optimizer(task: L.LightningModule) -> LightningOptimizer:
+    """The task's one optimizer (Lightning's wrapper, which steps through the precision
+    plugin); the tasks optimise manually."""
+    opt = task.optimizers()
+    if not isinstance(opt, LightningOptimizer):
+        raise ModelError("a cropscope task trains with exactly one optimizer")
+    return opt
 
 
 def _sum_over_processes(trainer: L.Trainer, values: list[Tensor]) -> list[Tensor]:
@@ -172,11 +182,11 @@ class ClassificationTask(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         x, y, e = batch
-        opt = self.optimizers()
-        opt.zero_grad(set_to_none=True)  # type: ignore[union-attr]
+        opt = _optimizer(self)
+        opt.zero_grad(set_to_none=True)
         loss = self._loss(self(x, e), y)
         self.manual_backward(loss)
-        opt.step()  # type: ignore[union-attr]
+        opt.step()
         assert self._loss_sum is not None
         self._loss_sum += loss.detach().double() * len(y)
         self._seen += len(y)
@@ -219,7 +229,7 @@ class ClassificationTask(L.LightningModule):
         if validated:
             levels = self._scored_levels()
             cms = _sum_over_processes(self.trainer, [
-                self._cms[k] if self._cms[k] is not None  # type: ignore[misc]
+                cm if (cm := self._cms[k]) is not None
                 else torch.zeros(self.sizes[k] ** 2, dtype=torch.int64, device=self.device)
                 for k in levels])
             scores = {k: f1_from_confusion(cm.cpu().numpy().reshape(self.sizes[k], -1))
@@ -353,7 +363,7 @@ class SegmentationTask(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         inputs, y = batch
-        opt = self.optimizers().optimizer  # type: ignore[union-attr]
+        opt = _optimizer(self).optimizer
         scaler = self.scaler
         assert scaler is not None
         opt.zero_grad(set_to_none=True)
@@ -440,7 +450,7 @@ class SegmentationTask(L.LightningModule):
         epoch, cfg = self.epoch, self.cfg
         loss_sum, n, correct, counted = (float(v) for v in
                                          _sum_over_processes(self.trainer, self._acc))
-        opt = self.optimizers().optimizer  # type: ignore[union-attr]
+        opt = _optimizer(self).optimizer
         record: dict[str, float] = {
             "epoch": epoch, "loss": loss_sum / n,
             "train_accuracy": correct / counted if counted else math.nan,

@@ -1,7 +1,7 @@
 """The one training engine: a Lightning ``Trainer`` built from cropscope's options.
 
-Every deep model trains through :func:`fit`: a task (:mod:`cropscope.training.tasks`) on a data
-module (:mod:`cropscope.training.datamodules`). Options (:class:`EngineOptions`) map onto the
+Every deep model trains through :func:`fit`: a task (:mod:`cropscope.engine.tasks`) on a data
+module (:mod:`cropscope.engine.datamodules`). Options (:class:`EngineOptions`) map onto the
 Trainer: ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``) picks the
 accelerator, ``devices`` / ``strategy`` / ``num_nodes`` scale out (``devices=2,
 strategy="ddp"`` trains in two processes: gloo on CPUs, NCCL on GPUs; ``batch_size`` is per

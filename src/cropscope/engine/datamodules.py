@@ -13,7 +13,7 @@
   sample is dropped.
 
 With several processes (``strategy="ddp"``) each takes every ``world``-th sample of the
-epoch's order, trimmed to the same count (see :func:`~cropscope.training.recipe.
+epoch's order, trimmed to the same count (see :func:`~cropscope.engine.recipe.
 shard_batches`), and validation is split the same way (its scores are summed over
 processes by the task). Lightning's own distributed sampler is not used.
 """
@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
-from cropscope.training.recipe import batches_per_epoch, epoch_permutation, shard_batches
+from cropscope.engine.recipe import batches_per_epoch, epoch_permutation, shard_batches
 
 __all__ = ["ArrayDataModule", "EpochBatches", "PatchDataModule", "SequentialBatches"]
 
@@ -59,7 +59,7 @@ class EpochBatches(Sampler[Tensor]):
 
     The order is a permutation drawn from ``generator`` (one process, the former loop's
     stream: the generator is shared with the batch augmentation) or, when ``generator`` is
-    None or there are several processes, :func:`~cropscope.training.recipe.
+    None or there are several processes, :func:`~cropscope.engine.recipe.
     epoch_permutation` of ``seed`` and the epoch (``offset + set_epoch's value + 1``).
     ``lone``: ``"fold"`` or ``"drop"`` a last batch of one sample.
     """
@@ -177,9 +177,9 @@ class ArrayDataModule(L.LightningDataModule):
                                lone=self.lone)
         return self._loader(self.train_set, sampler)
 
-    def val_dataloader(self) -> DataLoader[Any]:
+    def val_dataloader(self) -> DataLoader[Any] | list[DataLoader[Any]]:
         if self.val_set is None:
-            return []  # type: ignore[return-value]
+            return []  # Lightning: no validation
         rank, world = _rank_world(self)
         return self._loader(self.val_set, SequentialBatches(len(self.val_set),
                                                             self.val_batch_size, rank, world))
@@ -216,9 +216,9 @@ class PatchDataModule(L.LightningDataModule):
             len(self.train_dataset), self.batch_size, seed=self.seed, rank=rank, world=world,
             lone=self.lone, offset=self.offset))
 
-    def val_dataloader(self) -> DataLoader[Any]:
+    def val_dataloader(self) -> DataLoader[Any] | list[DataLoader[Any]]:
         if not self.has_val:
-            return []  # type: ignore[return-value]
+            return []  # Lightning: no validation
         rank, world = _rank_world(self)
         return self._loader(self.val_dataset, SequentialBatches(len(self.val_dataset),
                                                                 self.batch_size, rank, world))
