@@ -225,6 +225,12 @@ def run_fit(trainer: L.Trainer, task: L.LightningModule,
 
 def fit(task: L.LightningModule, datamodule: L.LightningDataModule, options: EngineOptions,
         max_epochs: int, *, validate: bool) -> L.Trainer:
-    """Train ``task`` on ``datamodule`` for ``max_epochs`` epochs; returns the Trainer."""
+    """Train ``task`` on ``datamodule`` for ``max_epochs`` epochs; returns the Trainer.
+
+    The thread count of :mod:`cropscope.threads` is applied first (its default when none
+    was set), so trainings started from Python get it as the command line does."""
+    from cropscope.threads import ensure_threads
+
+    ensure_threads()
     trainer = build_trainer(options, max_epochs, validate=validate)
     return run_fit(trainer, task, datamodule)
