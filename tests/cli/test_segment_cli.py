@@ -17,17 +17,20 @@ from rasterio.transform import from_origin
 from cropscope.cli.segment import segment
 from cropscope.data.readers.h5patches import write_h5_patches
 from cropscope.errors import DataError, ModelError
-from cropscope.models.networks import register_network
+from cropscope.models.networks import InputSpec, register_network
 from cropscope.runs import open_run
-from tests.training.test_segmentation import TinySeg, toy_samples
+from tests.engine.test_segmentation import TinySeg, toy_samples
 
 NETWORK = "test-tinyseg"
 FAST = ["--network", NETWORK, "--lr", "0.05", "--batch-size", "2", "--device", "cpu",
         "--set", "warmup_iters=1", "--no-progress"]
 
 
-@register_network(NETWORK, default_cfg={"required": ("sources", "num_classes"),
-                                        "options": ("preset", "width")})
+@register_network(NETWORK, default_cfg={
+    "required": ("sources", "num_classes"), "options": ("preset", "width"), "dict_input": True,
+    "classes_arg": "num_classes", "input_layout": "patch-series {source: [B, T, C, H, W]}",
+    "test_kwargs": {"sources": {"S2": 2}, "num_classes": 3},
+    "test_inputs": {"S2": InputSpec((3, 2, 8, 8))}})
 def make_model(sources: Mapping[str, int], num_classes: int, preset: str | None = None,
                **kw: Any) -> TinySeg:
     """A fast stand-in for AgriFM with the same constructor and forward contract,
@@ -63,7 +66,8 @@ def test_train_resume_and_evaluate(h5_dir: Path, tmp_path: Path) -> None:
     assert spec.bands("S2") == ["band_1", "band_2"] and spec.time_grid.n_times is not None
     # more epochs: continues from last.pt (the schedule is for 3 epochs from now on)
     res = _run(["train", str(h5_dir), "--sources", "S2,S1", "--out", str(out),
-                "--epochs", "3", *FAST, "--model-set", "width=6"])
+                "--epochs", "3", *FAST, "--model-set", "width=6", "--devices", "1",
+                "--strategy", "auto", "--num-nodes", "1"])
     assert res.exit_code == 0, res.output
     assert "resumed after epoch 2" in res.stderr
     assert json.loads(res.stdout)["epochs_done"] == 3

@@ -21,7 +21,7 @@ from cropscope.training.pretraining import (
     read_class_raster,
     read_pretrained,
 )
-from tests.training.test_segmentation import TinySeg
+from tests.engine.test_segmentation import TinySeg
 
 FAST = {"epochs": 3, "batch_size": 4, "lr": 5e-2, "warmup_iters": 1, "device": "cpu"}
 

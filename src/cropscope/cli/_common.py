@@ -171,3 +171,31 @@ def hierarchy_options(func: F) -> F:
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def scale_out_options(func: F) -> F:
+    """``--devices``, ``--strategy`` and ``--num-nodes`` of the training engine, passed on
+    as ``--set`` trainer options (the command's ``settings``)."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, devices: int | None = None, strategy: str | None = None,
+                num_nodes: int | None = None, **kwargs: Any) -> Any:
+        extra = [f"{key}={json.dumps(value)}" for key, value in
+                 (("devices", devices), ("strategy", strategy), ("num_nodes", num_nodes))
+                 if value is not None]
+        kwargs["settings"] = (*kwargs.get("settings", ()), *extra)
+        return func(*args, **kwargs)
+
+    options = [
+        click.option("--devices", type=click.IntRange(min=1), default=None,
+                     help="Processes/GPUs to train on (default 1)."),
+        click.option("--strategy", default=None,
+                     help="Lightning strategy, e.g. ddp (default: auto)."),
+        click.option("--num-nodes", type=click.IntRange(min=1), default=None,
+                     help="Machines to train on with --strategy ddp (default 1)."),
+    ]
+    out: Any = wrapper
+    for option in reversed(options):
+        out = option(out)
+    return out

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from cropscope.cli._common import log, option_overrides, parse_config
+from cropscope.cli._common import log, option_overrides, parse_config, scale_out_options
 
 _CONFIGS = ("S2", "S2+P", "S2+H", "S2+H+P")
 
@@ -96,6 +96,7 @@ def from_enmap(root: Path, months: int) -> None:
 @click.option("--months", type=int, default=6, show_default=True,
               help="Temporal window: the first N months (6, 8, 10, 12).")
 @click.option("--resume/--no-resume", default=True, show_default=True)
+@scale_out_options
 @training_options
 def train(root: Path, out_dir: Path, config: str, months: int, resume: bool, preset: str,
           epochs: int | None, batch_size: int | None, device: str | None, normalise: str,
@@ -146,6 +147,7 @@ def evaluate(run_dir: Path, root: Path | None, split: str, weights: str, batch_s
               help="Comma-separated configurations.")
 @click.option("--months", "months_list", default="6,8,10,12", show_default=True,
               help="Comma-separated temporal windows.")
+@scale_out_options
 @training_options
 def experiment(root: Path, out_dir: Path, configs: str, months_list: str, preset: str,
                epochs: int | None, batch_size: int | None, device: str | None,

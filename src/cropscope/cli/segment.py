@@ -16,7 +16,7 @@ from typing import Any
 import click
 import numpy as np
 
-from cropscope.cli._common import log, option_overrides, parse_config
+from cropscope.cli._common import log, option_overrides, parse_config, scale_out_options
 from cropscope.errors import DataError
 
 
@@ -89,6 +89,7 @@ def segment() -> None:
 @click.option("--bands", default=None,
               help="H5 data: comma-separated band names of the first source, in channel "
                    "order (maps match cube bands by these names; default band_1..band_C).")
+@scale_out_options
 @model_options
 def train(data_dir: Path | None, worldcereal_dir: Path | None, sources: str | None,
           train_split: str, val_split: str, tile_size: int, target: str,
@@ -159,6 +160,7 @@ def _read_cube(path: Path, names: tuple[str, ...] | None
               default="pixel", show_default=True)
 @click.option("--ignore-code", "ignore_codes", type=int, multiple=True,
               help="Raster code to leave unlabelled, repeatable.")
+@scale_out_options
 @model_options
 def pretrain(cube_path: Path | None, worldcereal_dir: Path | None, raster_path: Path, band: int,
              sources: str | None, tile_size: int, stride: int | None, objective: str,

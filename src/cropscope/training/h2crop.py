@@ -214,7 +214,7 @@ def train_h2crop(
         test = evaluate_levels(model, data["test"], batch_size=cfg.batch_size,
                                device=cfg.device, amp=cfg.amp, ignore_index=cfg.ignore_index,
                                progress=progress)
-        if out is not None:
+        if out is not None and first_process():
             write_levels_report(test, out / "test")
     if out is not None and finished and first_process():
         spec.training.update({"best_epoch": result.best_epoch,

@@ -40,6 +40,12 @@ SCRIPT = textwrap.dedent('''
 
     torch.set_num_threads(1)
 
+
+    def say(line):
+        # one write() per line: the two processes share the pipe and must not interleave
+        os.write(1, (line + "\\n").encode())
+
+
     from cropscope.data.readers.h5patches import ArrayPatchDataset
     from cropscope.data.timeseries import TimeSeriesSet
     from cropscope.models import create_model
@@ -72,7 +78,7 @@ SCRIPT = textwrap.dedent('''
                          val_fraction=0.2, device="cpu", devices=2, strategy="ddp")
     model.fit(ts)
     rank = os.environ.get("LOCAL_RANK", "?")  # set for the first process by the launch
-    print(f"RANK {rank} TEMPCNN {checksum(model.module):.10e}", flush=True)
+    say(f"RANK {rank} TEMPCNN {checksum(model.module):.10e}")
     if is_global_zero():
         model.save(out / "tempcnn")
 
@@ -93,7 +99,7 @@ SCRIPT = textwrap.dedent('''
         config={"epochs": 2, "batch_size": 2, "lr": 1e-3, "warmup_iters": 1, "device": "cpu",
                 "devices": 2, "strategy": "ddp"},
         out_dir=out / "agrifm", progress=False)
-    print(f"RANK {rank} AGRIFM {checksum(net):.10e} EPOCHS {res.epochs_done}", flush=True)
+    say(f"RANK {rank} AGRIFM {checksum(net):.10e} EPOCHS {res.epochs_done}")
 ''')
 
 
