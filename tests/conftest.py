@@ -7,6 +7,7 @@ when it is absent, except under ``CI=true``, where a missing folder is a failure
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 # one thread per test process: the suite runs in parallel workers (pytest -n 2), and
 # nested OpenMP/BLAS threads in each worker only oversubscribe the cores
@@ -21,6 +22,33 @@ from cropscope.data import TimeSeriesSet
 from cropscope.settings import data_dir
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture
+def restore_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Undo what ``cropscope.threads.set_threads`` does to this test process: environment,
+    OpenMP/BLAS pools, torch."""
+    import sys
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from cropscope import threads
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                "GDAL_NUM_THREADS", "LOKY_MAX_CPU_COUNT", threads.THREADS_ENV):
+        if var in os.environ:  # monkeypatch restores them afterwards
+            monkeypatch.setenv(var, os.environ[var])
+        else:
+            monkeypatch.delenv(var, raising=False)
+    pools = threadpool_info()
+    torch = sys.modules.get("torch")
+    torch_threads = torch.get_num_threads() if torch is not None else None
+    yield
+    threads._reset_for_tests()
+    for pool in pools:
+        threadpool_limits(limits={pool["prefix"]: pool["num_threads"]})
+    if torch is not None and torch_threads is not None:
+        torch.set_num_threads(torch_threads)
 
 
 @pytest.fixture(scope="session")

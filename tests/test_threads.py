@@ -5,37 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
 from cropscope import threads
 from cropscope.errors import SettingsError
 from tests.conftest import make_toy_set
-
-_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "GDAL_NUM_THREADS",
-         "LOKY_MAX_CPU_COUNT", threads.THREADS_ENV)
-
-
-@pytest.fixture
-def restore_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Undo what set_threads does to this test process: environment, pools, torch."""
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    for var in _VARS:  # monkeypatch restores them afterwards
-        if var in os.environ:
-            monkeypatch.setenv(var, os.environ[var])
-        else:
-            monkeypatch.delenv(var, raising=False)
-    pools = threadpool_info()
-    torch = sys.modules.get("torch")
-    torch_threads = torch.get_num_threads() if torch is not None else None
-    yield
-    threads._reset_for_tests()
-    for pool in pools:
-        threadpool_limits(limits={pool["prefix"]: pool["num_threads"]})
-    if torch is not None and torch_threads is not None:
-        torch.set_num_threads(torch_threads)
 
 
 def test_explicit_value_wins_over_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 
 import click
@@ -31,27 +30,6 @@ def test_every_command_accepts_threads() -> None:
     ctx = click.Context(cli)
     for _, cmd in commands:
         assert "--threads" in cmd.get_help(ctx)
-
-
-@pytest.fixture
-def restore_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                "GDAL_NUM_THREADS", "LOKY_MAX_CPU_COUNT", threads.THREADS_ENV):
-        if var in os.environ:
-            monkeypatch.setenv(var, os.environ[var])
-        else:
-            monkeypatch.delenv(var, raising=False)
-    pools = threadpool_info()
-    torch = sys.modules.get("torch")
-    torch_threads = torch.get_num_threads() if torch is not None else None
-    yield
-    threads._reset_for_tests()
-    for pool in pools:
-        threadpool_limits(limits={pool["prefix"]: pool["num_threads"]})
-    if torch is not None and torch_threads is not None:
-        torch.set_num_threads(torch_threads)
 
 
 def test_threads_applied_before_the_command(restore_threads: None,

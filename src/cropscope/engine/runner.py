@@ -35,6 +35,7 @@ from lightning.fabric.utilities.warnings import PossibleUserWarning
 from lightning.pytorch.callbacks import Callback
 from tqdm.auto import tqdm
 
+from cropscope.engine.recipe import resolve_device
 from cropscope.errors import ModelError
 
 __all__ = [
@@ -70,22 +71,11 @@ class EngineOptions:
     desc: str = "training"
 
 
-def _resolve(device: str | torch.device) -> torch.device:
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise ModelError(f"unusable device {device!r}: {exc}") from None
-
-
 def accelerator_for(device: str | torch.device,
                     devices: int | str | Sequence[int] = 1) -> tuple[str, Any]:
     """Lightning's ``(accelerator, devices)`` for a torch-style ``device`` and a device count:
     ``"cuda:1"`` → ``("gpu", [1])``, ``"cpu"`` with 2 → ``("cpu", 2)``."""
-    dev = _resolve(device)
+    dev = resolve_device(device)
     count: Any = list(devices) if isinstance(devices, list | tuple) else devices
     if isinstance(count, int) and count < 1:
         raise ModelError(f"devices must be >= 1, got {count}")

@@ -461,12 +461,124 @@ def run_map_job(
     A lock on ``out_dir`` keeps two jobs from writing one output: a second job started on
     the same folder while one runs fails at once with a clear message.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with _output_lock(out):
-        return _run_map_job(model, cube_source, out, tile=tile, halo=halo,
-                            batch_size=batch_size, progress=progress, resume=resume,
-                            on_window=on_window, workers=workers, scheduler=scheduler)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _output_lock(out_dir):
+        from tqdm.auto import tqdm
+
+        if isinstance(cube_source, CubeLike):
+            source = cube_source
+        else:
+            from cropscope.data.readers.open import open_cube_source
+
+            source = open_cube_source(cube_source)
+        if batch_size <= 0:
+            raise DataError(f"batch_size must be positive, got {batch_size}")
+        model = as_map_model(model, batch_size)
+        _check_model(model, source)
+        if workers is not None and scheduler is not None:
+            raise DataError("pass workers (a local Dask cluster) or scheduler (an address), "
+                            "not both")
+        if workers is not None and workers <= 0:
+            raise DataError(f"workers must be a positive number of processes, got {workers}")
+        if workers is not None or scheduler is not None:
+            _import_distributed()
+        predictor = window_predictor(model, halo, tile)
+        halo = predictor.halo
+        blending = predictor.mode == "blend"
+        windows = plan_windows(source.height, source.width, tile=tile, halo=halo)
+        classes = list(model.classes)
+        journal_path = out_dir / JOURNAL
+        partial = out_dir / PARTIAL_DIR
+        fingerprint = _fingerprint(model, source, tile, halo)
+        finals = {name: out_dir / f"{name}.tif" for name in OUTPUTS}
+        intermediates = {name: partial / f"{name}.tif" for name in OUTPUTS}
+
+        done: list[int] = []
+        predicted: list[int] = []
+        journal: dict[str, Any] | None = None
+        if resume and journal_path.is_file():
+            journal = read_json(journal_path)
+            if journal.get("version") != _JOURNAL_VERSION or journal.get("job") != fingerprint:
+                raise DataError(
+                    f"{out_dir} holds a map job with other inputs or settings; pass resume=False "
+                    "(--no-resume on the command line) to start it over, or choose another "
+                    "output folder"
+                )
+            if journal.get("complete") and all(p.is_file() for p in finals.values()):
+                return MapJobResult(finals, classes, len(windows), len(windows), journal_path)
+            if all(p.is_file() for p in intermediates.values()):
+                done = [int(i) for i in journal.get("done", [])]
+                predicted = [int(i) for i in journal.get("predicted", [])]
+            else:
+                journal = None
+        if journal is None:
+            shutil.rmtree(partial, ignore_errors=True)
+            journal_path.unlink(missing_ok=True)
+            partial.mkdir(parents=True)
+            _create_intermediates(partial, source, classes, tile)
+            journal = {"version": _JOURNAL_VERSION, "job": fingerprint, "n_windows": len(windows),
+                       "done": [], "predicted": [], "complete": False}  # fmt: skip
+            write_json(journal_path, journal)
+
+        n_resumed = len(done)
+        finished = set(done)
+        blender = (_Blender(windows, partial / "predictions", halo, source.shape)
+                   if blending else None)
+        # predictions whose files are gone (a crash) are made again
+        if blender is not None:
+            predicted = [i for i in predicted if i in finished or blender.stored(i)]
+        have = set(predicted) if blending else finished
+        todo = [w for w in windows if w.index not in have]
+        bar = tqdm(total=len(windows), initial=n_resumed, desc="mapping", unit="window",
+                   disable=not progress, file=sys.stderr)  # fmt: skip
+
+        def record(window: MapWindow, arrays: dict[str, np.ndarray]) -> None:
+            _write_window(intermediates, window, arrays)
+            done.append(window.index)
+            finished.add(window.index)
+            journal["done"] = done
+            write_json(journal_path, journal)
+            bar.update(1)
+            if on_window is not None:
+                on_window(window)
+
+        def blend_ready(near: int | None) -> None:
+            assert blender is not None
+            for ready in blender.ready(have, finished, near):
+                record(ready, blender.blend(ready))
+                blender.release(finished, ready.index)
+
+        if workers is None and scheduler is None:
+            predictions = _local_predictions(predictor, source, todo)
+        else:
+            predictions = _dask_predictions(predictor, source, todo, workers, scheduler)
+        try:
+            if blender is not None:
+                blend_ready(None)  # windows a crash left predicted but not yet written
+            with contextlib.closing(predictions):
+                for window, arrays in predictions:
+                    if blender is None:
+                        record(window, arrays)
+                        continue
+                    blender.store(window, arrays)
+                    predicted.append(window.index)
+                    have.add(window.index)
+                    journal["predicted"] = predicted
+                    write_json(journal_path, journal)
+                    blend_ready(window.index)
+        finally:
+            bar.close()
+        missing = len(windows) - len(finished)
+        if missing:  # cannot happen unless a prediction went missing
+            raise DataError(f"{missing} windows of the map were not written")
+
+        paths = _write_cogs(intermediates, out_dir)
+        journal["complete"] = True
+        journal["outputs"] = {name: p.name for name, p in paths.items()}
+        write_json(journal_path, journal)
+        shutil.rmtree(partial, ignore_errors=True)
+        return MapJobResult(paths, classes, len(windows), n_resumed, journal_path)
 
 
 @contextlib.contextmanager
@@ -489,132 +601,3 @@ def _output_lock(out_dir: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _run_map_job(
-    model: MapModel | Classifier,
-    cube_source: CubeLike | str | Path | Sequence[str | Path],
-    out_dir: str | Path,
-    *,
-    tile: int = 512,
-    halo: int | None = None,
-    batch_size: int = 65536,
-    progress: bool = True,
-    resume: bool = True,
-    on_window: Callable[[MapWindow], None] | None = None,
-    workers: int | None = None,
-    scheduler: str | None = None,
-) -> MapJobResult:
-    """:func:`run_map_job` under its output lock."""
-    from tqdm.auto import tqdm
-
-    if isinstance(cube_source, CubeLike):
-        source = cube_source
-    else:
-        from cropscope.data.readers.open import open_cube_source
-
-        source = open_cube_source(cube_source)
-    if batch_size <= 0:
-        raise DataError(f"batch_size must be positive, got {batch_size}")
-    model = as_map_model(model, batch_size)
-    _check_model(model, source)
-    if workers is not None and scheduler is not None:
-        raise DataError("pass workers (a local Dask cluster) or scheduler (an address), not both")
-    if workers is not None and workers <= 0:
-        raise DataError(f"workers must be a positive number of processes, got {workers}")
-    if workers is not None or scheduler is not None:
-        _import_distributed()
-    predictor = window_predictor(model, halo, tile)
-    halo = predictor.halo
-    blending = predictor.mode == "blend"
-    windows = plan_windows(source.height, source.width, tile=tile, halo=halo)
-    classes = list(model.classes)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    journal_path = out_dir / JOURNAL
-    partial = out_dir / PARTIAL_DIR
-    fingerprint = _fingerprint(model, source, tile, halo)
-    finals = {name: out_dir / f"{name}.tif" for name in OUTPUTS}
-    intermediates = {name: partial / f"{name}.tif" for name in OUTPUTS}
-
-    done: list[int] = []
-    predicted: list[int] = []
-    journal: dict[str, Any] | None = None
-    if resume and journal_path.is_file():
-        journal = read_json(journal_path)
-        if journal.get("version") != _JOURNAL_VERSION or journal.get("job") != fingerprint:
-            raise DataError(
-                f"{out_dir} holds a map job with other inputs or settings; pass resume=False "
-                "(--no-resume on the command line) to start it over, or choose another "
-                "output folder"
-            )
-        if journal.get("complete") and all(p.is_file() for p in finals.values()):
-            return MapJobResult(finals, classes, len(windows), len(windows), journal_path)
-        if all(p.is_file() for p in intermediates.values()):
-            done = [int(i) for i in journal.get("done", [])]
-            predicted = [int(i) for i in journal.get("predicted", [])]
-        else:
-            journal = None
-    if journal is None:
-        shutil.rmtree(partial, ignore_errors=True)
-        journal_path.unlink(missing_ok=True)
-        partial.mkdir(parents=True)
-        _create_intermediates(partial, source, classes, tile)
-        journal = {"version": _JOURNAL_VERSION, "job": fingerprint, "n_windows": len(windows),
-                   "done": [], "predicted": [], "complete": False}  # fmt: skip
-        write_json(journal_path, journal)
-
-    n_resumed = len(done)
-    finished = set(done)
-    blender = _Blender(windows, partial / "predictions", halo, source.shape) if blending else None
-    if blender is not None:  # predictions whose files are gone (a crash) are made again
-        predicted = [i for i in predicted if i in finished or blender.stored(i)]
-    have = set(predicted) if blending else finished
-    todo = [w for w in windows if w.index not in have]
-    bar = tqdm(total=len(windows), initial=n_resumed, desc="mapping", unit="window",
-               disable=not progress, file=sys.stderr)  # fmt: skip
-
-    def record(window: MapWindow, arrays: dict[str, np.ndarray]) -> None:
-        _write_window(intermediates, window, arrays)
-        done.append(window.index)
-        finished.add(window.index)
-        journal["done"] = done
-        write_json(journal_path, journal)
-        bar.update(1)
-        if on_window is not None:
-            on_window(window)
-
-    def blend_ready(near: int | None) -> None:
-        assert blender is not None
-        for ready in blender.ready(have, finished, near):
-            record(ready, blender.blend(ready))
-            blender.release(finished, ready.index)
-
-    if workers is None and scheduler is None:
-        predictions = _local_predictions(predictor, source, todo)
-    else:
-        predictions = _dask_predictions(predictor, source, todo, workers, scheduler)
-    try:
-        if blender is not None:
-            blend_ready(None)  # windows a crash left predicted but not yet written
-        with contextlib.closing(predictions):
-            for window, arrays in predictions:
-                if blender is None:
-                    record(window, arrays)
-                    continue
-                blender.store(window, arrays)
-                predicted.append(window.index)
-                have.add(window.index)
-                journal["predicted"] = predicted
-                write_json(journal_path, journal)
-                blend_ready(window.index)
-    finally:
-        bar.close()
-    missing = len(windows) - len(finished)
-    if missing:  # cannot happen unless a prediction went missing
-        raise DataError(f"{missing} windows of the map were not written")
-
-    paths = _write_cogs(intermediates, out_dir)
-    journal["complete"] = True
-    journal["outputs"] = {name: p.name for name, p in paths.items()}
-    write_json(journal_path, journal)
-    shutil.rmtree(partial, ignore_errors=True)
-    return MapJobResult(paths, classes, len(windows), n_resumed, journal_path)

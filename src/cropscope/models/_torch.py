@@ -23,6 +23,7 @@ from torch import nn
 from cropscope.augment import TemporalAugmentation, augment_training_set, infer_step_days
 from cropscope.data.splits import train_val_split
 from cropscope.data.timeseries import TimeSeriesSet
+from cropscope.engine.recipe import resolve_device
 from cropscope.engine.seeding import seed_everything
 from cropscope.engine.trainer import AugmentFn, predict_logits, train_classifier
 from cropscope.errors import DataError, ModelError
@@ -66,16 +67,6 @@ def _gap_free(ts: TimeSeriesSet) -> np.ndarray:
 
 def _times(ts: TimeSeriesSet) -> np.ndarray | None:
     return None if ts.dates is None else ts.dates.astype(np.int64).astype(np.float64)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"``: CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise ModelError(f"unusable device {device!r}: {exc}") from None
 
 
 class TorchClassifier(Classifier):
