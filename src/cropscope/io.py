@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "read_json", "write_json"]
+__all__ = ["atomic_path", "read_json", "to_jsonable", "write_json"]
 
 
 @contextmanager
@@ -44,6 +44,12 @@ def _default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def to_jsonable(data: Any) -> Any:
+    """``data`` as plain JSON values (numpy scalars and arrays, tuples and paths converted),
+    e.g. to store it in a validated run description."""
+    return json.loads(json.dumps(data, default=_default))
 
 
 def write_json(path: str | Path, data: Any) -> Path:

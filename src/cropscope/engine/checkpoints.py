@@ -22,13 +22,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from cropscope.errors import ModelError
 from cropscope.io import atomic_path
-from cropscope.runs.state import load_state, save_state, state_paths
+from cropscope.runs.state import load_state, read_safetensors, save_state, state_paths
 
 __all__ = [
     "BEST_FILE",
@@ -88,14 +87,7 @@ def write_weights(path: Path, weights: Mapping[str, Tensor],
 def read_weights(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """The tensors of a safetensors file and the ``meta`` written by :func:`write_weights`
     (empty for other files)."""
-    if not path.is_file():
-        raise ModelError(f"weights not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-        weights = dict(load_file(str(path), device="cpu"))
-    except Exception as exc:  # safetensors raises its own error types
-        raise ModelError(f"{path}: unreadable safetensors file ({exc})") from None
+    weights, header = read_safetensors(path)
     meta: Any = {}
     if header.get("format") == WEIGHTS_FORMAT:
         try:

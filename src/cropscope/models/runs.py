@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from cropscope.errors import ModelError
+from cropscope.io import to_jsonable
 from cropscope.models.base import MODEL_FILE, Classifier
 from cropscope.runs import (
     MANIFEST_FILE,
+    RUN_FILE,
     RunDir,
     RunSpec,
     TimeGrid,
@@ -70,22 +72,14 @@ def classifier_spec(model: Classifier, *, training: dict[str, Any] | None = None
     wavelengths = card.extra.get("wavelengths")
     return RunSpec(
         kind="classifier",
-        model={"name": model.name, "config": _jsonable(model.config)},
+        model={"name": model.name, "config": to_jsonable(model.config)},
         classes=list(card.classes), taxonomy=card.taxonomy,
         sources={"input": {"bands": list(card.bands),
                            "wavelengths": list(wavelengths) if wavelengths else None}},
-        time_grid=grid, normalisation=norm, training=_jsonable(training or {}),
-        metrics=None if metrics is None else _jsonable(metrics), versions=package_versions(),
+        time_grid=grid, normalisation=norm, training=to_jsonable(training or {}),
+        metrics=None if metrics is None else to_jsonable(metrics), versions=package_versions(),
         data=data, extra={"input_layout": card.input_layout,
                           "input_kind": getattr(model, "input_kind", "pixels")})
-
-
-def _jsonable(value: Any) -> Any:
-    import json
-
-    from cropscope.io import _default
-
-    return json.loads(json.dumps(value, default=_default))
 
 
 def save_classifier_run(
@@ -119,15 +113,9 @@ def load_classifier_run(run_dir: str | Path) -> Classifier:
 def load_run_model(run_dir: str | Path) -> Any:
     """The model of any run directory (see the module docstring)."""
     root = Path(run_dir)
-    if not root.exists():
-        raise ModelError(f"run directory not found: {root}")
-    if not root.is_dir():
-        raise ModelError(f"{root} is not a run directory")
-    if not (root / "run.json").is_file():
-        if (root / MODEL_FILE).is_file():
-            return Classifier.load(root)  # a bare model directory (or an older run)
-        raise ModelError(f"{root} is not a cropscope run directory (no run.json)")
-    run = open_run(root)
+    if root.is_dir() and not (root / RUN_FILE).is_file() and (root / MODEL_FILE).is_file():
+        return Classifier.load(root)  # a bare model directory (or an older run)
+    run = open_run(root)  # not found, not a run, incomplete or damaged: one ModelError
     digest = file_sha256(root / MANIFEST_FILE)
     if run.spec.kind == "classifier":
         model = Classifier.load(root)

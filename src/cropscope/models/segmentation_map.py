@@ -21,6 +21,7 @@ H2Crop run with EnMAP or priors is refused with the reason.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,7 @@ from cropscope.runs import RunDir, RunSpec, TimeGrid, open_run
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["WEIGHTS_FILE", "SegmentationRunModel", "build_run_network"]
+__all__ = ["WEIGHTS_FILE", "SegmentationRunModel", "build_run_network", "load_run_network"]
 
 #: the selected weights of a segmentation / H2Crop run (safetensors)
 WEIGHTS_FILE = "weights.safetensors"
@@ -50,6 +51,25 @@ def build_run_network(spec: RunSpec) -> Any:
     except (TypeError, ValueError) as exc:
         raise ModelError(f"cannot build network {spec.network['name']!r} from the run's "
                          f"keyword arguments: {exc}") from None
+
+
+def load_run_network(run: RunDir, state: Mapping[str, Any] | None = None) -> Any:
+    """The registered network of a run with its selected weights (``weights.safetensors``),
+    or with ``state`` (e.g. a checkpoint's weights), in eval mode."""
+    from cropscope.runs.state import read_safetensors
+
+    network = build_run_network(run.spec)
+    if state is None:
+        path = run.file(WEIGHTS_FILE)
+        assert path is not None
+        state = read_safetensors(path)[0]
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ModelError(f"the weights of {run.path} do not fit network {run.spec.name!r}: "
+                         f"{first}") from None
+    return network.eval()
 
 
 class SegmentationRunModel:
@@ -84,26 +104,11 @@ class SegmentationRunModel:
     def from_run(cls, run: RunDir | str | Path, **options: Any) -> SegmentationRunModel:
         """The map model of a (verified) run directory; ``options``: ``context``, ``level``,
         ``nan_fill``, ``device``."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         if not isinstance(run, RunDir):
             run = open_run(run)
         if run.spec.kind not in ("segmentation", "h2crop"):
             raise ModelError(f"{run.path} is a {run.spec.kind} run, not a segmentation run")
-        network = build_run_network(run.spec)
-        path = run.file(WEIGHTS_FILE)
-        assert path is not None
-        try:
-            state = load_file(str(path))
-        except (SafetensorError, OSError) as exc:
-            raise ModelError(f"{path} is not a readable safetensors file: {exc}") from None
-        try:
-            network.load_state_dict(state)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise ModelError(f"{path} does not fit network {run.spec.name!r}: {first}") from None
-        return cls(network, run.spec, **options)
+        return cls(load_run_network(run), run.spec, **options)
 
     # ------------------------------------------------------------------ contract
     @property

@@ -32,7 +32,7 @@ from cropscope.io import atomic_path
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["STATE_FORMAT", "load_state", "save_state", "state_paths"]
+__all__ = ["STATE_FORMAT", "load_state", "read_safetensors", "save_state", "state_paths"]
 
 STATE_FORMAT = "cropscope-state-v1"
 #: NumPy dtypes an array may have (stored bit-exactly; unsigned wider than 8 bits as signed)
@@ -229,6 +229,23 @@ class _Decoder:
         return out
 
 
+def read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The tensors (on the CPU) and the header metadata of a safetensors file; a missing,
+    damaged or foreign file is one :class:`ModelError`."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise ModelError(f"weights not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = dict(load_file(str(path), device="cpu"))
+    except Exception as exc:  # safetensors raises its own error types
+        raise ModelError(f"{path}: unreadable safetensors file ({exc})") from None
+    return tensors, dict(meta)
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
 
@@ -240,9 +257,6 @@ def load_state(path: Path) -> dict[str, Any]:
     have the expected structure, the two files do not belong together, or a tensor is
     missing, extra or of the wrong kind. Nothing is unpickled or imported.
     """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     st_path, js_path = state_paths(path)
     for p in (st_path, js_path):
         if not p.is_file():
@@ -257,12 +271,7 @@ def load_state(path: Path) -> dict[str, Any]:
         raise ModelError(f"{js_path}: unknown state format {doc['format']!r}")
     if not isinstance(doc["state"], dict) or not isinstance(doc["tensors"], int):
         raise ModelError(f"{js_path}: malformed training state")
-    try:
-        with safe_open(str(st_path), framework="pt") as f:
-            meta = f.metadata() or {}
-        tensors = dict(load_file(str(st_path), device="cpu"))
-    except Exception as exc:  # safetensors raises its own error types
-        raise ModelError(f"{st_path}: unreadable safetensors file ({exc})") from None
+    tensors, meta = read_safetensors(st_path)
     if meta.get("state_id") != doc["id"] or meta.get("format") != STATE_FORMAT:
         raise ModelError(f"{st_path} and {js_path.name} do not belong together (an "
                          "interrupted write?)")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cropscope.errors import ModelError
+from cropscope.io import to_jsonable
 from cropscope.models.runs import package_versions
 from cropscope.runs import (
     RUN_FILE,
@@ -44,14 +45,6 @@ class SegmentationRun:
     run: RunDir | None
     result: Any
     network: Any
-
-
-def _jsonable(value: Any) -> Any:
-    import json
-
-    from cropscope.io import _default
-
-    return json.loads(json.dumps(value, default=_default))
 
 
 def start_network_run(out_dir: str | Path, spec: RunSpec, *, resume: bool) -> Path:
@@ -96,14 +89,14 @@ def network_spec(kind: str, network: str, kwargs: Mapping[str, Any], *,
                  extra: Mapping[str, Any] | None = None) -> RunSpec:
     """The ``run.json`` of a network-based run."""
     return RunSpec(
-        kind=kind, network={"name": network, "kwargs": _jsonable(dict(kwargs))},
+        kind=kind, network={"name": network, "kwargs": to_jsonable(dict(kwargs))},
         classes=[str(c) for c in classes],
         sources={src: {"bands": [str(b) for b in names], "wavelengths": None}
                  for src, names in bands.items()},
         time_grid=time_grid,
-        normalisation=None if normalisation is None else _jsonable(dict(normalisation)),
-        training=_jsonable(dict(training or {})), versions=package_versions(), data=data,
-        extra=_jsonable(dict(extra or {})))
+        normalisation=None if normalisation is None else to_jsonable(dict(normalisation)),
+        training=to_jsonable(dict(training or {})), versions=package_versions(), data=data,
+        extra=to_jsonable(dict(extra or {})))
 
 
 def train_segmentation_run(
@@ -165,11 +158,11 @@ def train_segmentation_run(
         from cropscope.engine.checkpoints import read_checkpoint_weights
 
         net.load_state_dict(read_checkpoint_weights(out, "best")[0])
-    spec.training.update(_jsonable({"best_epoch": result.best_epoch,
+    spec.training.update(to_jsonable({"best_epoch": result.best_epoch,
                                     "epochs_done": result.epochs_done,
                                     "history": result.history}))
     last = result.history[-1] if result.history else {}
-    spec.metrics = _jsonable({k: v for k, v in last.items() if k.startswith("val_")}) or None
+    spec.metrics = to_jsonable({k: v for k, v in last.items() if k.startswith("val_")}) or None
     return SegmentationRun(finish_network_run(out, spec, net), result, net)
 
 
@@ -268,28 +261,18 @@ def patch_datasets(
 def open_network_run(run_dir: str | Path, weights: str = "final") -> tuple[Any, RunDir]:
     """The trained network of a complete run (``weights``: ``"final"`` — the selected
     weights — ``"best"`` or ``"last"`` checkpoint), in eval mode, with its run."""
-    from cropscope.models.segmentation_map import build_run_network
+    from cropscope.models.segmentation_map import load_run_network
     from cropscope.runs import open_run
 
     run = open_run(run_dir)
     if run.spec.network is None:
         raise ModelError(f"{run.path} is a {run.spec.kind} run without a network")
-    net = build_run_network(run.spec)
-    if weights == "final":
-        from safetensors.torch import load_file
-
-        path = run.file(WEIGHTS_FILE)
-        state = load_file(str(path))
-    else:
+    state = None
+    if weights != "final":
         from cropscope.engine.checkpoints import read_checkpoint_weights
 
         state = read_checkpoint_weights(run.path, weights)[0]
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ModelError(f"the weights of {run.path} do not fit network {run.spec.name!r}: "
-                         f"{str(exc).splitlines()[0]}") from None
-    return net.eval(), run
+    return load_run_network(run, state), run
 
 
 @dataclass
@@ -367,7 +350,7 @@ def pretrain_encoder_run(
                                 ignore_codes=ignore_codes, resume=resume, progress=progress)
     if res.training.epochs_done < cfg.epochs or not first_process():
         return PretrainRun(None, res)
-    spec.training.update(_jsonable({"epochs_done": res.training.epochs_done,
+    spec.training.update(to_jsonable({"epochs_done": res.training.epochs_done,
                                     "head_prefixes": res.head_prefixes,
                                     "history": res.training.history}))
     return PretrainRun(finish_network_run(out, spec, net), res)
