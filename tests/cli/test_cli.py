@@ -191,3 +191,33 @@ def test_predict_cube_delivers_cogs_and_resumes(tmp_path) -> None:
     proc = run_cli("predict", "--model", str(run.run_dir), "--input", str(table),
                    "--out", str(tmp_path / "p.csv"), "--workers", "2", check=False)  # fmt: skip
     assert_one_line_error(proc, "cubes")
+
+
+def test_train_refuses_a_checkpoint_of_other_data_and_no_resume_starts_over(
+        toy_table: Path, tmp_path: Path) -> None:
+    from cropscope.runs import checkpoint_folder
+
+    run_dir = tmp_path / "run"
+    small = {"epochs": 2, "batch_size": 16, "hidden": 8, "filters": 4, "device": "cpu"}
+    folder = checkpoint_folder(run_dir)
+    model_args = ["--model", "tempcnn", "--out", str(run_dir), "--holdout", "0",
+                  *[a for k, v in small.items() for a in ("--set", f"{k}={v}")],
+                  "--threads", "1"]
+    proc = run_cli("train", "--table", str(toy_table), *model_args)
+    assert proc.returncode == 0 and not folder.exists()
+    # interrupted trainings leave their state; one of other data is refused, not mixed
+    _leave_checkpoint(run_dir, small)
+    proc = run_cli("train", "--table", str(toy_table), *model_args, check=False)
+    assert_one_line_error(proc, "cannot resume", "--no-resume")
+    assert proc.returncode == 2
+    proc = run_cli("train", "--table", str(toy_table), *model_args, "--no-resume")
+    assert proc.returncode == 0 and not folder.exists()
+
+
+def _leave_checkpoint(run_dir: Path, config: dict) -> None:
+    """The checkpoint folder an interrupted training of other samples leaves at ``run_dir``."""
+    from cropscope.models import create_model
+    from cropscope.runs import checkpoint_folder
+
+    model = create_model("tempcnn", **config)
+    model.fit(make_toy_set(n_per_class=15, seed=9), checkpoint_dir=checkpoint_folder(run_dir))

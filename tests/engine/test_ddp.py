@@ -76,7 +76,7 @@ SCRIPT = textwrap.dedent('''
     ts = toy_series()
     model = create_model("tempcnn", filters=8, hidden=16, epochs=6, batch_size=8, lr=1e-2,
                          val_fraction=0.2, device="cpu", devices=2, strategy="ddp")
-    model.fit(ts)
+    model.fit(ts, checkpoint_dir=out / "tempcnn_checkpoint")
     rank = os.environ.get("LOCAL_RANK", "?")  # set for the first process by the launch
     say(f"RANK {rank} TEMPCNN {checksum(model.module):.10e}")
     if is_global_zero():
@@ -135,6 +135,9 @@ def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
     assert all(torch.isfinite(v).all() for v in model.module.state_dict().values())
     members = model.card.extra["members"]
     assert len(members) == 1 and members[0]["epochs_run"] == 6
+    # the resume state of the first process, after every epoch
+    last = read_last(out / "tempcnn_checkpoint" / "network-0")
+    assert last["epoch"] == 6 and len(last["history"]) == 6
     rng = np.random.default_rng(0)
     t = np.arange(12)
     curves = [np.exp(-0.5 * ((t - (k + 1) * 3) / 1.5) ** 2) for k in range(3)]

@@ -37,6 +37,9 @@ from cropscope.cli._common import (
 @click.option("--taxonomy", "taxonomy_src", default=None,
               help="Class hierarchy for --hierarchical: a YAML/JSON/CSV file or a shipped "
                    "name (default: the one shipped with --dataset).")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Continue an interrupted training of the same data and settings into "
+                   "--out (deep models checkpoint every epoch).")
 @table_options
 @model_config_options
 def train(
@@ -44,7 +47,7 @@ def train(
     holdout: float, seed: int, id_col: str, time_col: str, label_col: str, bands: str | None,
     config_file: Path | None, settings: tuple[str, ...],
     scene_path: str | None = None, labels_path: str | None = None,
-    hierarchical: bool = False, taxonomy_src: str | None = None,
+    hierarchical: bool = False, taxonomy_src: str | None = None, resume: bool = True,
 ) -> None:
     """Train a model; the run directory holds weights, config, card and metrics."""
     from cropscope.evaluation import format_metrics_table
@@ -54,7 +57,7 @@ def train(
         model_name, out_dir, dataset=dataset, split=split, table=table, scene=scene_path,
         labels=labels_path, config=parse_config(config_file, settings), holdout=holdout,
         seed=seed, hierarchical=hierarchical, taxonomy=taxonomy_src, progress=True,
-        **table_columns(id_col, time_col, label_col, bands))
+        resume=resume, **table_columns(id_col, time_col, label_col, bands))
     if result.metrics is not None:
         log(format_metrics_table(result.metrics))
     log(f"run directory: {result.run_dir} ({result.duration_s:.1f} s)")

@@ -138,7 +138,8 @@ class ArrayDataModule(L.LightningDataModule):
     """In-memory training (and validation) arrays, batched by index.
 
     ``generator``: the permutation generator of a single-process run (shared with the
-    task's batch augmentation, as the former loop); several processes use per-epoch seeds.
+    task's batch augmentation, as the former loop); several processes use per-epoch seeds,
+    ``offset``: epochs already done (a resumed run).
     """
 
     def __init__(self, x_train: np.ndarray | Tensor, y_train: np.ndarray | Tensor,
@@ -147,7 +148,7 @@ class ArrayDataModule(L.LightningDataModule):
                  extra_train: np.ndarray | Tensor | None = None,
                  extra_val: np.ndarray | Tensor | None = None,
                  generator: torch.Generator | None = None, lone: str = "fold",
-                 val_batch_size: int = VAL_BATCH) -> None:
+                 val_batch_size: int = VAL_BATCH, offset: int = 0) -> None:
         super().__init__()
         self.train_set = _IndexedArrays(
             _tensor(x_train, torch.float32), _tensor(y_train, torch.int64),
@@ -158,7 +159,7 @@ class ArrayDataModule(L.LightningDataModule):
                 _tensor(x_val, torch.float32), _tensor(y_val, torch.int64),
                 None if extra_val is None else _tensor(extra_val, torch.float32))
         self.batch_size, self.seed, self.generator = batch_size, seed, generator
-        self.lone, self.val_batch_size = lone, val_batch_size
+        self.lone, self.val_batch_size, self.offset = lone, val_batch_size, offset
 
     @property
     def has_val(self) -> bool:
@@ -174,7 +175,7 @@ class ArrayDataModule(L.LightningDataModule):
         rank, world = _rank_world(self)
         sampler = EpochBatches(len(self.train_set), self.batch_size, seed=self.seed,
                                generator=self.generator, rank=rank, world=world,
-                               lone=self.lone)
+                               lone=self.lone, offset=self.offset)
         return self._loader(self.train_set, sampler)
 
     def val_dataloader(self) -> DataLoader[Any] | list[DataLoader[Any]]:

@@ -4,7 +4,8 @@
   registry, their cascade heads, priors as a second input): Adam, optional exponential
   learning-rate decay per epoch, class-balanced cross-entropy per level, a batch
   augmentation, validation macro-F1 of the finest level or the mean over levels
-  (``select_on``) after every epoch, the best epoch's weights kept, patience.
+  (``select_on``) after every epoch, the best epoch's weights kept, patience; with a
+  checkpoint folder, the resume state after every epoch (safe files, first process only).
 - :class:`SegmentationTask`: per-pixel segmentation (AgriFM, H2Crop, supervised
   pretraining): the recipe of :mod:`cropscope.engine.segmentation` (AdamW without decay on
   1-D parameters, warm-up + cosine per iteration, AMP and GradScaler on CUDA, flips and 90°
@@ -113,7 +114,10 @@ class ClassificationTask(L.LightningModule):
                  level_weights: Sequence[float], multi: bool, lr: float, weight_decay: float,
                  lr_decay: float | None = None, augment_fn: AugmentFn | None = None,
                  gen: torch.Generator | None = None, patience: int | None = None,
-                 select_on: str = "finest", seed: int = 0) -> None:
+                 select_on: str = "finest", seed: int = 0,
+                 checkpoint: Path | None = None, resume: Mapping[str, Any] | None = None,
+                 best_state: dict[str, Tensor] | None = None,
+                 extra_state: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         if select_on not in SELECT_ON:
             raise ModelError(f"select_on must be one of {SELECT_ON}, got {select_on!r}")
@@ -136,6 +140,17 @@ class ClassificationTask(L.LightningModule):
         self._loss_sum: Tensor | None = None
         self._seen = 0
         self._cms: list[Tensor | None] = []
+        # checkpointing: ``resume`` is the state read from ``checkpoint`` (None: fresh)
+        self.checkpoint, self.resume = checkpoint, resume
+        self.extra_state = dict(extra_state or {})
+        self.start_epoch = 0
+        if resume is not None:
+            self.start_epoch = int(resume["epoch"])
+            self.history = [dict(r) for r in resume["history"]]
+            self.best_score = float(resume.get("best_score", -math.inf))
+            self.best_epoch = int(resume.get("best_epoch", 0))
+            self._since_best = int(resume.get("since_best", 0))
+            self.best_state = best_state
 
     # -------------------------------------------------------------------- set-up
     def configure_optimizers(self) -> Any:
@@ -144,6 +159,10 @@ class ClassificationTask(L.LightningModule):
         if self.lr_decay is not None:
             self.scheduler = torch.optim.lr_scheduler.ExponentialLR(
                 optimiser, gamma=float(self.lr_decay))
+        if self.resume is not None:
+            optimiser.load_state_dict(self.resume["optimizer"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(self.resume["scheduler"])
         return optimiser
 
     def on_fit_start(self) -> None:
@@ -222,7 +241,7 @@ class ClassificationTask(L.LightningModule):
         assert self._loss_sum is not None
         seen = torch.tensor(float(self._seen), dtype=torch.float64, device=self.device)
         loss_sum, seen = _sum_over_processes(self.trainer, [self._loss_sum, seen])
-        epoch = self.current_epoch + 1
+        epoch = self.start_epoch + self.current_epoch + 1
         record: dict[str, float] = {"epoch": float(epoch),
                                     "loss": float(loss_sum) / float(seen)}
         validated = any(cm is not None for cm in self._cms)
@@ -251,8 +270,33 @@ class ClassificationTask(L.LightningModule):
         report_epoch(self.trainer, {
             "loss": f"{record['loss']:.4f}",
             "val_f1": f"{record.get('val_macro_f1', math.nan):.4f}"})
-        if validated and self.patience is not None and self._since_best >= self.patience:
+        stop = validated and self.patience is not None and self._since_best >= self.patience
+        if stop:
             self.trainer.should_stop = True
+        if self.checkpoint is not None:
+            self._write_checkpoint(epoch, stopped=stop, improved=self.best_epoch == epoch)
+
+    def _write_checkpoint(self, epoch: int, *, stopped: bool, improved: bool) -> None:
+        """``best.safetensors`` (when this epoch improved) and ``last.*`` (always) in the
+        checkpoint folder; every process waits until the first has written them."""
+        out = self.checkpoint
+        assert out is not None
+        if self.trainer.is_global_zero:
+            if improved and self.best_state is not None:
+                write_weights(out / BEST_FILE, self.best_state, {"epoch": epoch})
+            opt = _optimizer(self).optimizer
+            rng = rng_state()
+            rng["generator"] = self.gen.get_state()
+            write_last(out, {
+                "model": self.net.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": {} if self.scheduler is None else self.scheduler.state_dict(),
+                "scaler": {}, "epoch": epoch, "rng": rng, "history": self.history,
+                "best_score": self.best_score, "best_epoch": self.best_epoch,
+                "since_best": self._since_best, "stopped": stopped,
+                "config": self.extra_state,
+            })
+        if self.trainer.world_size > 1:
+            self.trainer.strategy.barrier("checkpoint written")
 
 
 # ================================================================================ segmentation

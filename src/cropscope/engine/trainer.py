@@ -13,23 +13,42 @@ cross-entropy per level weighted by ``level_weights``; the model is selected on 
 level's validation macro-F1 (or the mean over levels, ``select_on="mean"``). A module may take
 a second input (e.g. per-level priors), given as ``extra_train``/``extra_val``.
 
+With ``checkpoint_dir`` the state after every epoch (weights, optimiser, scheduler, RNG
+and batch-order generator, history, best epoch; :mod:`cropscope.engine.checkpoints`: safe
+files, no pickle) is kept there, with a fingerprint of the training arrays and settings;
+``resume=True`` continues from it (refusing when the fingerprint differs), and in a single
+process ends with the same weights as an uninterrupted training.
+
 Lightning is imported when training starts (it takes seconds to import), not when a trained
 model predicts.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from cropscope.engine.checkpoints import (
+    BEST_FILE,
+    LAST,
+    has_last,
+    read_last,
+    read_weights,
+    set_rng_state,
+)
 from cropscope.engine.recipe import AugmentFn, balanced_class_weights
 from cropscope.engine.seeding import seed_everything
+from cropscope.errors import ModelError
+from cropscope.runs.state import state_paths
 
 __all__ = [
     "AugmentFn",
@@ -53,6 +72,44 @@ class TrainResult:
     best_val_macro_f1: float
     #: one entry per epoch run: ``epoch``, ``loss``, ``val_macro_f1``, ``val_accuracy``
     history: list[dict[str, float]] = field(default_factory=list)
+    #: epochs done before this call (read from the checkpoint; 0: a fresh training)
+    resumed_from: int = 0
+
+
+def _digest(*arrays: np.ndarray | None) -> str:
+    """sha256 of the arrays' shapes, dtypes and bytes (what proves a resumed training sees
+    the data it started on)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is None:
+            h.update(b"none")
+            continue
+        arr = np.ascontiguousarray(a)
+        h.update(f"{arr.dtype.str}{arr.shape}".encode())
+        h.update(arr.data)
+    return h.hexdigest()
+
+
+def _read_resume(folder: Path, fingerprint: dict[str, Any]
+                 ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+    """The resume state of ``folder`` and its best weights, after checking that it was
+    written for the same training (``fingerprint``)."""
+    state = read_last(folder)
+    old = state["config"]
+    changed = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+    if changed:
+        what = "the training data" if "data" in changed else ", ".join(changed)
+        raise ModelError(f"cannot resume from {folder}: {what} changed since it was written "
+                         "(train with resume=False / --no-resume, or use another --out)")
+    best = None
+    if int(state.get("best_epoch", 0)) > 0 and (folder / BEST_FILE).is_file():
+        best, _ = read_weights(folder / BEST_FILE)
+    return state, best
+
+
+def _clear_checkpoint(folder: Path) -> None:
+    for path in (folder / BEST_FILE, *state_paths(folder / LAST)):
+        path.unlink(missing_ok=True)
 
 
 def _as_tensor(x: np.ndarray | None) -> torch.Tensor | None:
@@ -115,6 +172,8 @@ def train_classifier(
     strategy: str = "auto",
     num_nodes: int = 1,
     precision: str = "32-true",
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = True,
 ) -> TrainResult:
     """Train ``module`` (inputs already in its layout, labels ``0..n_classes-1``).
 
@@ -133,6 +192,9 @@ def train_classifier(
     Scale-out: ``devices`` processes per node (``num_nodes`` nodes) with ``strategy``
     (``"ddp"``: see :mod:`cropscope.engine.runner`); ``batch_size`` is per process. Every
     process returns the same result. ``precision`` is Lightning's (e.g. ``"16-mixed"``).
+
+    ``checkpoint_dir``: keep the resume state there after every epoch; ``resume`` continues
+    from it (a training already complete there returns its result without training).
     """
     from cropscope.engine.datamodules import ArrayDataModule
     from cropscope.engine.runner import (
@@ -143,6 +205,7 @@ def train_classifier(
         run_fit,
     )
     from cropscope.engine.tasks import ClassificationTask
+    from cropscope.runs import first_process
 
     if epochs < 1 or batch_size < 1:
         raise ValueError("epochs and batch_size must be >= 1")
@@ -165,18 +228,52 @@ def train_classifier(
     class_weights = [balanced_class_weights(y[y >= 0], k)
                      for y, k in zip(y_levels, sizes, strict=True)]
     gen = torch.Generator().manual_seed(seed)
+    folder = None if checkpoint_dir is None else Path(checkpoint_dir)
+    state, best_state, start = None, None, 0
+    fingerprint: dict[str, Any] = {}
+    if folder is not None:
+        fingerprint = json.loads(json.dumps({
+            "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+            "weight_decay": weight_decay, "lr_decay": lr_decay, "patience": patience,
+            "select_on": select_on, "level_weights": weights_k, "classes": sizes,
+            "devices": str(devices), "num_nodes": num_nodes, "strategy": strategy,
+            "data": _digest(x_train, y_arr, extra_train,
+                            x_val if has_val else None, y_val if has_val else None,
+                            extra_val if has_val else None)}))
+        if resume and has_last(folder):
+            state, best_state = _read_resume(folder, fingerprint)
+            start = int(state["epoch"])
+        elif first_process():
+            folder.mkdir(parents=True, exist_ok=True)
+            _clear_checkpoint(folder)
+    if state is not None and (state.get("stopped") or start >= epochs):
+        module.load_state_dict(best_state if best_state is not None else state["model"])
+        module.eval()
+        score = math.nan if best_state is None else float(state.get("best_score", math.nan))
+        return TrainResult(dict(best_state or state["model"]),
+                           int(state.get("best_epoch", 0)) or start, score,
+                           list(state["history"]), resumed_from=start)
+    if state is not None:
+        module.load_state_dict(state["model"])
+        set_rng_state(state["rng"])
+        try:
+            gen.set_state(state["rng"]["generator"])
+        except (KeyError, TypeError, RuntimeError) as exc:
+            raise ModelError(f"{folder}: the batch-order state is unusable: {exc}") from None
     task = ClassificationTask(
         module, class_weights=class_weights, level_weights=weights_k, multi=multi, lr=lr,
         weight_decay=weight_decay, lr_decay=lr_decay, augment_fn=augment_fn, gen=gen,
-        patience=patience, select_on=select_on, seed=seed)
+        patience=patience, select_on=select_on, seed=seed, checkpoint=folder, resume=state,
+        best_state=best_state, extra_state=fingerprint)
     data = ArrayDataModule(x_train, y_arr, x_val if has_val else None,
                            y_val if has_val else None, batch_size=batch_size, seed=seed,
                            extra_train=extra_train, extra_val=extra_val if has_val else None,
-                           generator=gen)
+                           generator=gen, offset=start)
     options = EngineOptions(device=device, devices=devices, strategy=strategy,
                             num_nodes=num_nodes, precision=precision, progress=progress,
                             desc=desc)
-    trainer = build_trainer(options, epochs, validate=has_val)
+    trainer = build_trainer(options, epochs - start, validate=has_val, bar_total=epochs,
+                            bar_initial=start)
     world = trainer.world_size
     if len(y_arr) // world < 2:
         raise ValueError(f"{len(y_arr)} training samples for {world} processes: each needs 2")
@@ -192,4 +289,4 @@ def train_classifier(
     module.load_state_dict(best_state)
     module.to(root_device(trainer))
     module.eval()
-    return TrainResult(best_state, best_epoch, best_f1, history)
+    return TrainResult(best_state, best_epoch, best_f1, history, resumed_from=start)

@@ -11,6 +11,7 @@ scores it on the test pixels. Every result records its split in ``config["split"
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,6 +235,8 @@ def evaluate_scene(
     config: dict[str, Any] | None = None,
     margin: int | None = None,
     progress: bool = False,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = True,
 ) -> EvaluationResult:
     """Fit ``model`` (a registered name, with ``config``, or an unfitted classifier) on the
     training region of ``split`` and score it on every labelled test pixel.
@@ -253,7 +256,8 @@ def evaluate_scene(
         clf.config["seed"] = seed
     train, val, test, info = _split_samples(clf, scene, split, seed, margin)
     t0 = time.perf_counter()
-    clf.fit(_input_of(clf, train), _input_of(clf, val), progress=progress)
+    clf.fit(_input_of(clf, train), _input_of(clf, val), progress=progress,
+            checkpoint_dir=checkpoint_dir, resume=resume)
     fit_s = time.perf_counter() - t0
     result = evaluate_split(clf, None, _input_of(clf, test))
     result.config.update(
@@ -275,15 +279,19 @@ def train_scene(
     seed: int = 0,
     source: str = "",
     progress: bool = False,
+    resume: bool = True,
 ) -> RunResult:
     """Train on a scene and write a run directory (model, ``run.json``; with ``split`` also
-    the test report). Without ``split`` every labelled pixel trains the model."""
+    the test report). Without ``split`` every labelled pixel trains the model. Deep models
+    resume an interrupted training as :func:`~cropscope.training.train_run` does."""
     from cropscope.evaluation.report import write_report
     from cropscope.models.runs import save_classifier_run
+    from cropscope.runs import checkpoint_folder
     from cropscope.training.rundir import RunResult, training_record
 
     started = time.perf_counter()
     out = Path(out_dir)
+    checkpoints = checkpoint_folder(out)
     config = dict(config or {})
     clf = create_scene_model(model_name, **config)
     if "seed" in clf.config and "seed" not in config:
@@ -291,12 +299,14 @@ def train_scene(
     metrics = None
     result = None
     if split:
-        result = evaluate_scene(clf, scene, split, seed=seed, progress=progress)
+        result = evaluate_scene(clf, scene, split, seed=seed, progress=progress,
+                                checkpoint_dir=checkpoints, resume=resume)
         metrics = result.to_dict()
         n_train = result.config["n_train"]
     else:
         train = scene.samples(np.ones(scene.shape, dtype=bool), _patch_size(clf))
-        clf.fit(_input_of(clf, train), progress=progress)
+        clf.fit(_input_of(clf, train), progress=progress, checkpoint_dir=checkpoints,
+                resume=resume)
         n_train = train.n_samples
     duration = time.perf_counter() - started
     record = training_record({"source": source, "scene": scene.name, "split": split,
@@ -309,4 +319,5 @@ def train_scene(
 
     save_classifier_run(clf, out, training=record, metrics=metrics, data=source,
                         write_extra=write_extra)
+    shutil.rmtree(checkpoints, ignore_errors=True)
     return RunResult(run_dir=out, model=clf, metrics=metrics, duration_s=duration)

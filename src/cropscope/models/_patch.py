@@ -15,6 +15,7 @@ come from :class:`TorchClassifier`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -83,13 +84,18 @@ class PatchClassifier(TorchClassifier):
         val: TimeSeriesSet | PatchSet | None = None,
         *,
         progress: bool = False,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = True,
     ) -> Classifier:
-        """Fit on a :class:`PatchSet` (or a time-series set, as ``1 x 1`` patches)."""
+        """Fit on a :class:`PatchSet` (or a time-series set, as ``1 x 1`` patches);
+        ``checkpoint_dir`` / ``resume`` as :meth:`Classifier.fit`."""
         if not isinstance(train, PatchSet):
             if isinstance(val, PatchSet):
                 raise DataError("validation data must be a time-series set like the training "
                                 "data")
-            return super().fit(train, val, progress=progress)
+            return super().fit(train, val, progress=progress, checkpoint_dir=checkpoint_dir,
+                               resume=resume)
+        self.set_checkpoint(checkpoint_dir, resume)
         labels = train.labels
         if labels is None:
             raise DataError("training data have no labels")

@@ -344,6 +344,9 @@ class TorchClassifier(Classifier):
                 devices=cfg["devices"],
                 strategy=str(cfg["strategy"]),
                 num_nodes=int(cfg["num_nodes"]),
+                checkpoint_dir=None if self.checkpoint_dir is None
+                else self.checkpoint_dir / f"network-{i}",
+                resume=self.resume,
             )
             members.append(module)
             f1 = result.best_val_macro_f1

@@ -123,6 +123,10 @@ class Classifier(ABC):
     requires: ClassVar[tuple[str, ...]] = ()
     #: sha256 of the run manifest this model was loaded from (None: not loaded from a run)
     run_digest: str | None = None
+    #: where deep models keep their resume state while they train (``fit``'s
+    #: ``checkpoint_dir``), and whether ``fit`` continues from it
+    checkpoint_dir: Path | None = None
+    resume: bool = True
 
     def __init__(self, **config: Any) -> None:
         defaults = self.default_config()
@@ -164,8 +168,15 @@ class Classifier(ABC):
         val: TimeSeriesSet | None = None,
         *,
         progress: bool = False,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = True,
     ) -> Classifier:
-        """Fit on labelled samples; ``val`` (optional) is used for model selection only."""
+        """Fit on labelled samples; ``val`` (optional) is used for model selection only.
+
+        ``checkpoint_dir``: deep models keep their state after every epoch there and, with
+        ``resume``, continue an interrupted training from it (other models train at once
+        and ignore it)."""
+        self.set_checkpoint(checkpoint_dir, resume)
         labels = train.labels
         if labels is None:
             raise DataError("training data have no labels")
@@ -187,6 +198,11 @@ class Classifier(ABC):
         ensure_threads()  # torch/OpenMP/BLAS capped to cropscope's thread count
         self._fit(train, val, progress)
         return self
+
+    def set_checkpoint(self, checkpoint_dir: str | Path | None, resume: bool = True) -> None:
+        """Where the next ``fit`` keeps its resume state (see :meth:`fit`)."""
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.resume = bool(resume)
 
     def predict_proba(self, ts: TimeSeriesSet) -> np.ndarray:
         """Class probabilities ``float32 [N, K]`` in the order of ``self.classes``."""

@@ -60,8 +60,10 @@ class Ensemble(Classifier):
         return create_model(spec["model"], **config)
 
     def _fit(self, train: TimeSeriesSet, val: TimeSeriesSet | None, progress: bool) -> None:
+        folder = self.checkpoint_dir
         self.members_ = [
-            self._member(i).fit(train, val, progress=progress)
+            self._member(i).fit(train, val, progress=progress, resume=self.resume,
+                                checkpoint_dir=None if folder is None else folder / f"member-{i}")
             for i in range(len(self.config["members"]))
         ]
 

@@ -13,6 +13,10 @@ Two ways to write one:
 - :func:`begin_run` / :func:`finish_run` (long trainings that checkpoint as they go and can
   resume): :func:`begin_run` first removes the manifest, so from then until
   :func:`finish_run` writes a new one the folder is not a loadable run.
+
+A staged training that checkpoints (a deep classifier) keeps its resume state in
+:func:`checkpoint_folder`, a hidden folder beside the target that survives a failure and is
+removed once the run is complete.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ __all__ = [
     "MANIFEST_FILE",
     "RunDir",
     "begin_run",
+    "checkpoint_folder",
     "file_sha256",
     "finish_run",
     "first_process",
@@ -135,6 +140,13 @@ def finish_run(out_dir: str | Path, spec: RunSpec) -> RunDir:
     write_json(out / RUN_FILE, spec.to_dict())
     files = _write_manifest(out)
     return RunDir(out, spec, files)
+
+
+def checkpoint_folder(out_dir: str | Path) -> Path:
+    """``.<name>.checkpoint`` beside the run ``out_dir``: the resume state of a staged
+    training, kept until the run is complete."""
+    out = Path(out_dir)
+    return out.parent / f".{out.name}.checkpoint"
 
 
 @contextmanager

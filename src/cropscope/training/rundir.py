@@ -6,10 +6,16 @@ steps, classes, normalisation statistics), the weights in a safe format, ``run.j
 record, versions, metrics), the evaluation report when a hold-out split was used
 (``metrics.json``, CSV tables, PNG plots) and ``manifest.json`` (sha256 of every file),
 written last: the run appears complete or not at all.
+
+Deep models keep their state after every epoch in :func:`~cropscope.runs.checkpoint_folder`
+(``.<name>.checkpoint`` beside the run): an interrupted :func:`train_run` called again with
+the same data and settings continues where it stopped (``resume=False`` starts over), and
+the folder is removed once the run is complete.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +27,7 @@ from cropscope.errors import ModelError
 from cropscope.models.base import Classifier
 from cropscope.models.registry import create_model, get_model_class
 from cropscope.models.runs import load_classifier_run, save_classifier_run
-from cropscope.runs import RUN_FILE, RunSpec, first_process
+from cropscope.runs import RUN_FILE, RunSpec, checkpoint_folder, first_process
 
 __all__ = ["RunResult", "load_run", "run_info", "train_run", "training_record"]
 
@@ -46,12 +52,14 @@ def train_run(
     seed: int = 0,
     source: str = "",
     progress: bool = False,
+    resume: bool = True,
 ) -> RunResult:
     """Train ``model_name`` on ``ts`` and write a self-contained run directory.
 
     With ``holdout > 0`` a stratified share of the samples is kept out of training and the
     model is evaluated on it (report in the run directory); with ``holdout == 0`` the model
-    sees every sample and no metrics are written.
+    sees every sample and no metrics are written. ``resume``: continue an interrupted
+    training of the same data and settings (see the module doc).
     """
     from cropscope.evaluation import evaluate_split, train_val_split, write_report
 
@@ -70,7 +78,8 @@ def train_run(
     else:
         train, test = labelled, None
     model = create_model(model_name, **config)
-    model.fit(train, progress=progress)
+    checkpoints = checkpoint_folder(out)
+    model.fit(train, progress=progress, checkpoint_dir=checkpoints, resume=resume)
     report = None
     if test is not None:
         report = evaluate_split(model, train, test)
@@ -88,6 +97,7 @@ def train_run(
     if first_process():  # under DDP every process trains; the first one writes the run
         save_classifier_run(model, out, training=record, metrics=metrics, data=source,
                             write_extra=write_extra)
+        shutil.rmtree(checkpoints, ignore_errors=True)
     return RunResult(run_dir=out, model=model, metrics=metrics, duration_s=duration)
 
 

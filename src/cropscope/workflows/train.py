@@ -40,6 +40,7 @@ def train_model(
     label_col: str = "label",
     bands: Sequence[str] | None = None,
     progress: bool = False,
+    resume: bool = True,
 ) -> RunResult:
     """Train ``model`` (a registered name, with options ``config``) and write a run
     directory ``out_dir`` (weights, ``run.json``, card and, with a held-out part, metrics).
@@ -52,13 +53,15 @@ def train_model(
     labelled pixel trains). ``hierarchical`` trains on the class hierarchy ``taxonomy``
     (default: the one shipped with ``dataset``) with cascade heads for deep models and
     per-level models otherwise (see :func:`~cropscope.models.hierarchical_model`).
+    ``resume``: deep models continue an interrupted training of the same data and settings
+    (see :func:`~cropscope.training.train_run`).
     """
     config = dict(config or {})
     scene_input = load_scene_input(dataset, scene, labels, table)
     if scene_input is not None:  # hyperspectral scene; the split is spatial
         log.info("training %s on %s", model, scene_input)
         return train_scene(model, scene_input, out_dir, split=split, config=config, seed=seed,
-                           source=dataset or str(scene), progress=progress)
+                           source=dataset or str(scene), progress=progress, resume=resume)
     ts = load_samples(dataset, table, split=split, id_col=id_col, time_col=time_col,
                       label_col=label_col, bands=bands)
     source = sample_source(dataset, table, split)
@@ -69,4 +72,4 @@ def train_model(
         model, config = hierarchical_model(model, config)
     log.info("training %s on %s: %s", model, source, ts)
     return train_run(ts, model, out_dir, config=config, holdout=holdout, seed=seed,
-                     source=source, progress=progress)
+                     source=source, progress=progress, resume=resume)
