@@ -3,6 +3,8 @@ checkpoint) resumed through the same code, and ``cropscope predict --model RUN``
 every kind that can map — on the real WorldCereal NetCDF cube and the Sinop MODIS cube.
 
 Kinds: pixel classifier, patch classifier, AgriFM segmentation, H2Crop, pretrained encoder.
+The network runs are interrupted and resumed here; the classifier runs' resume (a staged run
+and its checkpoint folder) is tested in ``tests/training/test_resume_runs.py``.
 """
 
 from __future__ import annotations
@@ -125,6 +127,45 @@ def test_agrifm_segmentation_trains_resumes_and_maps_worldcereal(real_data_dir: 
     assert res.exit_code != 0 and "bands" in str(res.exception)
 
 
+def test_h2crop_run_trains_resumes_and_maps_worldcereal(real_data_dir: Path,
+                                                        tmp_path: Path) -> None:
+    """A two-level H2Crop S2 run (cropland, then crop type) on the real WorldCereal patch:
+    interrupted, resumed, mapped by ``predict`` on the WorldCereal cube."""
+    from cropscope.data.readers.h5patches import ArrayPatchDataset, compute_band_stats
+    from cropscope.data.readers.worldcereal import load_worldcereal_patch, worldcereal_patches
+    from cropscope.runs import TimeGrid
+    from cropscope.training.segmentation_run import train_segmentation_run
+
+    folder = _worldcereal(real_data_dir)
+    coarse = load_worldcereal_patch(folder, target="cropland", compact=True)
+    fine = load_worldcereal_patch(folder, target="croptype_cropland", compact=True)
+    both = {**fine, "label": np.stack([coarse["label"], fine["label"]])}
+    train = ArrayPatchDataset(worldcereal_patches(both, size=32, sources=("S2",)))
+    train.normalise = compute_band_stats(train)
+    levels = [len(coarse["classes"]), len(fine["classes"])]
+    kwargs = {"levels": levels, "config": "S2", "months": 12, "s2_bands": 9,
+              "hyper_bands": None, "decoder_dim": 16,
+              "backbone": {"preset": None, "embed_dim": 8, "depths": [1, 1, 1, 1],
+                           "num_heads": [1, 1, 2, 2]}}
+    common = {"network": "h2crop", "kind": "h2crop", "network_kwargs": kwargs,
+              "classes": [str(c) for c in fine["classes"]],
+              "bands": {"S2": [str(b) for b in fine["bands"]["S2"]]},
+              "time_grid": TimeGrid.from_dates(np.asarray(fine["dates"], "datetime64[D]")),
+              "normalisation": train.normalise, "config": QUICK}
+    out = tmp_path / "run"
+    assert train_segmentation_run(train, out, stop_after=1, **common).run is None
+    resumed = train_segmentation_run(train, out, resume=True, **common)
+    assert resumed.result.resumed_from == 1 and resumed.run is not None
+    assert open_run(out).spec.kind == "h2crop"
+    model = load_run_model(out)
+    assert isinstance(model, SegmentationRunModel) and model.classes == common["classes"]
+    nc = folder / "worldcereal_preprocessed_inputs.nc"
+    cube_bands = ",".join(f"S2-L2A-{b}" for b in model.bands)
+    labels = _predict(out, nc, tmp_path / "h2.tif", *WC_VARS, "--bands", cube_bands)
+    valid = labels != 255
+    assert valid.mean() > 0.9 and labels[valid].max() < len(common["classes"])
+
+
 def test_h2crop_run_maps_a_cube(tmp_path: Path) -> None:
     from cropscope.data.readers.cube import write_geotiff
     from cropscope.data.readers.h2crop import H2CROP_S2_BANDS, generate_h2crop
@@ -149,7 +190,8 @@ def test_h2crop_run_maps_a_cube(tmp_path: Path) -> None:
     assert (labels != 255).all()
 
 
-def test_pretrained_encoder_run_is_reloaded(tmp_path: Path) -> None:
+def test_pretrained_encoder_run_resumes_and_is_reloaded(tmp_path: Path) -> None:
+    from cropscope.errors import ModelError
     from cropscope.runs import RunSpec
     from cropscope.training.segmentation_run import pretrain_encoder_run, pretrained_weights
 
@@ -163,10 +205,15 @@ def test_pretrained_encoder_run_is_reloaded(tmp_path: Path) -> None:
                        transform=from_origin(500000, 800000, 10, 10)) as dst:
         dst.write(codes.astype(np.uint8), 1)
     kwargs = dict(AGRIFM_TINY)
-    res = pretrain_encoder_run(cube, tmp_path / "lc.tif", tmp_path / "pre",
-                               bands={"S2": ["B4", "B8", "B11"]}, network_kwargs=kwargs,
-                               tile_size=8, config=QUICK)
-    assert res.run is not None
+    common = {"bands": {"S2": ["B4", "B8", "B11"]}, "network_kwargs": kwargs, "tile_size": 8,
+              "config": QUICK}
+    first = pretrain_encoder_run(cube, tmp_path / "lc.tif", tmp_path / "pre", stop_after=1,
+                                 **common)
+    assert first.run is None
+    with pytest.raises(ModelError, match="not a complete run"):
+        open_run(tmp_path / "pre")
+    res = pretrain_encoder_run(cube, tmp_path / "lc.tif", tmp_path / "pre", **common)
+    assert res.run is not None and res.result.training.resumed_from == 1
     spec: RunSpec = open_run(tmp_path / "pre").spec
     assert spec.kind == "pretrained-encoder" and spec.classes == ["5", "9"]
     assert pretrained_weights(tmp_path / "pre").name == "weights.safetensors"

@@ -302,13 +302,15 @@ def pretrain_encoder_run(
     config: Mapping[str, Any] | None = None,
     resume: bool = True,
     progress: bool = False,
+    stop_after: int | None = None,
 ) -> PretrainRun:
     """Supervised pretraining on a class raster into a ``pretrained-encoder`` run.
 
     ``cube``: ``{source: float32 [T, C, H, W]}``; ``raster``: the class GeoTIFF (its band
     ``band``), reprojected onto the cube when ``crs``/``transform`` are given. The run's
     ``weights.safetensors`` hold the whole network; ``segment train --pretrained RUN`` loads
-    all but its head.
+    all but its head. ``stop_after`` stops after that many epochs without finishing the run
+    (``resume=True`` continues it later).
     """
     import torch
 
@@ -347,7 +349,8 @@ def pretrain_encoder_run(
     net = create_network(network, **kwargs)
     res = pretrain_segmentation(net, cube, codes, out, size=tile_size, stride=stride,
                                 objective=objective, config=cfg, normalise=stats,
-                                ignore_codes=ignore_codes, resume=resume, progress=progress)
+                                ignore_codes=ignore_codes, resume=resume, progress=progress,
+                                stop_after=stop_after)
     if res.training.epochs_done < cfg.epochs or not first_process():
         return PretrainRun(None, res)
     spec.training.update(to_jsonable({"epochs_done": res.training.epochs_done,
