@@ -24,6 +24,7 @@ def cli() -> None:
 
 def _register() -> None:
     from cropscope.cli import (
+        assessment,
         datasets,
         demo,
         evaluate,
@@ -50,6 +51,8 @@ def _register() -> None:
     cli.add_command(transfer.transfer)
     cli.add_command(segment.segment)
     cli.add_command(h2crop.h2crop)
+    cli.add_command(assessment.sample_design)
+    cli.add_command(assessment.accuracy)
     # --threads N on every command and group, applied before the command runs
     add_threads_option(cli)
 

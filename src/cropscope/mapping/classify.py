@@ -43,17 +43,30 @@ class CropMap:
     cube: xr.DataArray
 
     def class_areas(self) -> dict[str, dict[str, float]]:
-        """Pixel count, share and area (ha, from the cube's pixel size) per class."""
+        """Pixel count, share and area per class (hectares: each pixel's area on the
+        ellipsoid of the cube's CRS, :mod:`cropscope.data.pixel_areas`; NaN without a
+        transform)."""
+        from affine import Affine
+
+        from cropscope.data.pixel_areas import pixel_areas
+
         res = self.cube.attrs.get("transform")
-        pixel_ha = abs(res[0] * res[4]) / 1e4 if res else float("nan")
         valid = self.labels != NODATA_LABEL
         total = int(valid.sum())
-        out = {}
-        for code, name in enumerate(self.classes):
-            n = int((self.labels == code).sum())
-            out[name] = {"pixels": n, "share": n / total if total else 0.0,
-                         "area_ha": n * pixel_ha}
-        return out
+        k = len(self.classes)
+        codes = self.labels[valid & (self.labels < k)].astype(np.int64)
+        pixels = np.bincount(codes, minlength=k)
+        if res:
+            area = pixel_areas(self.cube.attrs.get("crs"), Affine(*tuple(res)[:6]),
+                               self.labels.shape).hectares
+            hectares = np.bincount(codes, weights=area[valid & (self.labels < k)],
+                                   minlength=k)
+        else:
+            hectares = np.full(k, np.nan)
+        return {name: {"pixels": int(pixels[i]),
+                       "share": int(pixels[i]) / total if total else 0.0,
+                       "area_ha": float(hectares[i])}
+                for i, name in enumerate(self.classes)}
 
 
 def cube_pixels(cube: xr.DataArray, rows: slice | None = None) -> TimeSeriesSet:

@@ -8,7 +8,8 @@ next to ``out`` (e.g. ``map.tif``):
   class), ``map_uncertainty.tif`` (normalised entropy) — Cloud-Optimized GeoTIFFs, each
   moved into place atomically;
 - ``map.png``: a quick-look drawn from the labels' overviews (bounded memory);
-- ``map_areas.json``: pixels, share and hectares per class (pixel count x pixel area).
+- ``map_areas.json``: pixels, share and hectares per class (each pixel's area on the
+  ellipsoid, right in any CRS; mapped areas, not estimates).
 
 ``out`` must be a GeoTIFF path (``.tif``/``.tiff``): any other suffix would put the labels
 under a name another output uses.
@@ -101,18 +102,21 @@ def deliver_map(
 
 
 def class_areas(labels_path: str | Path, classes: list[str]) -> dict[str, dict[str, float]]:
-    """Pixels, share and hectares per class, counted block by block from the labels COG."""
-    import rasterio
+    """Pixels, share and hectares per class, counted block by block from the labels COG;
+    hectares are each pixel's area on the ellipsoid (:mod:`cropscope.data.pixel_areas`), so
+    they are right in a geographic or any projected CRS. These are *mapped* areas (pixel
+    counts): for areas with confidence intervals use :func:`cropscope.assessment.assess_map`
+    with a reference sample."""
+    from cropscope.data.pixel_areas import raster_class_areas
 
-    counts = np.zeros(256, dtype=np.int64)
-    with rasterio.open(labels_path) as src:
-        pixel_ha = abs(src.transform.a * src.transform.e) / 1e4
-        for _, window in src.block_windows(1):
-            counts += np.bincount(src.read(1, window=window).ravel(), minlength=256)
-    total = int(counts[: len(classes)].sum())
+    pixels, hectares, _ = raster_class_areas(labels_path)
+    n = len(classes)
+    pixels = np.pad(pixels, (0, max(0, n - len(pixels))))
+    hectares = np.pad(hectares, (0, max(0, n - len(hectares))))
+    total = int(pixels[:n].sum())
     return {
-        name: {"pixels": int(counts[i]), "share": int(counts[i]) / total if total else 0.0,
-               "area_ha": int(counts[i]) * pixel_ha}
+        name: {"pixels": int(pixels[i]), "share": int(pixels[i]) / total if total else 0.0,
+               "area_ha": float(hectares[i])}
         for i, name in enumerate(classes)
     }
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from cropscope.errors import ModelError
-from cropscope.io import write_json
+from cropscope.io import public_mode, write_json
 from cropscope.runs.schema import RUN_FILE, RunSpec
 
 __all__ = [
@@ -161,6 +161,7 @@ def staged_run(out_dir: str | Path) -> Iterator[Path]:
         raise ModelError(f"--out {out} exists and is not a directory")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    public_mode(tmp)
     try:
         yield tmp
         if not (tmp / MANIFEST_FILE).is_file():
