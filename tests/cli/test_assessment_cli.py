@@ -111,3 +111,20 @@ def test_bad_design_requests(labelled: dict[str, Path], tmp_path: Path) -> None:
     assert_one_line_error(proc, "map not found")
     assert not (tmp_path / "p.gpkg").exists()
     assert np.all([p.suffix != ".tmp" for p in tmp_path.iterdir()])
+
+
+def test_smooth_command(tmp_path: Path) -> None:
+    from tests.mapping.test_smoothing import noisy_map
+
+    prob, _, _ = noisy_map(tmp_path)
+    proc = run_cli("smooth", "--probabilities", str(prob), "--out", str(tmp_path / "s"),
+                   "--window", "5", "--keep-above", "0.85", "--threads", "1")
+    out = json.loads(proc.stdout)
+    assert out["isolated_after"] < out["isolated_before"]
+    assert Path(out["outputs"]["labels"]).is_file()
+    bad = run_cli("smooth", "--probabilities", str(tmp_path / "nope.tif"), "--out",
+                  str(tmp_path / "t"), check=False)
+    assert_one_line_error(bad, "not found")
+    bad = run_cli("smooth", "--probabilities", str(prob), "--out", str(tmp_path / "t"),
+                  "--window", "4", check=False)
+    assert_one_line_error(bad, "odd")

@@ -31,6 +31,7 @@ def _register() -> None:
         h2crop,
         hsi,
         models,
+        postprocess,
         predict,
         segment,
         taxonomy,
@@ -53,6 +54,7 @@ def _register() -> None:
     cli.add_command(h2crop.h2crop)
     cli.add_command(assessment.sample_design)
     cli.add_command(assessment.accuracy)
+    cli.add_command(postprocess.smooth)
     # --threads N on every command and group, applied before the command runs
     add_threads_option(cli)
 
