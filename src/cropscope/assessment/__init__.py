@@ -127,6 +127,7 @@ def assess_map(
     points_crs: Any = None,
     reproject: bool = False,
     fpc: bool = False,
+    layer: str | None = None,
 ) -> AreaEstimate:
     """Accuracy and class areas of the map ``map_path`` from the reference points
     ``reference`` (label in ``label_column``; see :func:`read_points` for the formats).
@@ -141,7 +142,8 @@ def assess_map(
         smap = read_class_map(strata)
         _check_same_grid(cmap, smap)
     points = read_points(reference, label_column, cmap.crs, x_column=x_column,
-                         y_column=y_column, points_crs=points_crs, reproject=reproject)
+                         y_column=y_column, points_crs=points_crs, reproject=reproject,
+                         layer=layer)
     rows, cols, codes = locate(cmap, points.x, points.y)
     classes = [cmap.names[k] for k in sorted(cmap.names)]
     index = {code: i for i, code in enumerate(sorted(cmap.names))}
@@ -314,7 +316,8 @@ def write_sample_points(design: SampleDesign, path: str | Path, class_map: str |
     driver = "GPKG" if suffix == ".gpkg" else "GeoJSON"
     with atomic_path(out, suffix=suffix) as tmp:
         tmp.unlink()  # the driver creates the file
-        gdf.to_file(tmp, driver=driver, layer="points" if driver == "GPKG" else None)
+        # the GeoPackage layer is named after the file, as GIS tools name it when re-saving
+        gdf.to_file(tmp, driver=driver, layer=out.stem if driver == "GPKG" else None)
     return out
 
 

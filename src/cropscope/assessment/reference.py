@@ -89,8 +89,10 @@ def _same_crs(a: Any, b: Any) -> bool:
 
 def read_points(path: str | Path, label_column: str, map_crs: Any, *,
                 x_column: str | None = None, y_column: str | None = None,
-                points_crs: Any = None, reproject: bool = False) -> ReferencePoints:
-    """Reference points with their labels, in ``map_crs`` (see the module doc)."""
+                points_crs: Any = None, reproject: bool = False,
+                layer: str | None = None) -> ReferencePoints:
+    """Reference points with their labels, in ``map_crs`` (see the module doc).
+    ``layer``: the layer of a multi-layer file (a GeoPackage with several must name one)."""
     import pandas as pd
 
     p = Path(path)
@@ -117,7 +119,19 @@ def read_points(path: str | Path, label_column: str, map_crs: Any, *,
         import geopandas as gpd
 
         try:
-            frame = gpd.read_parquet(p) if suffix == ".parquet" else gpd.read_file(p)
+            if suffix == ".parquet":
+                frame = gpd.read_parquet(p)
+            else:
+                import pyogrio
+
+                layers = [str(row[0]) for row in pyogrio.list_layers(p)]
+                if layer is None and len(layers) > 1:
+                    raise DataError(f"{p} holds several layers {layers}; name one (--layer)")
+                if layer is not None and layer not in layers:
+                    raise DataError(f"{p} has no layer {layer!r}; layers: {layers}")
+                frame = gpd.read_file(p, layer=layer)
+        except DataError:
+            raise
         except Exception as exc:  # any reader failure means a bad file
             raise DataError(f"{p} is not a readable point file: {exc}") from None
         geom = frame.geometry
@@ -140,7 +154,11 @@ def read_points(path: str | Path, label_column: str, map_crs: Any, *,
     if raw.isna().any():
         raise DataError(f"{p}: {int(raw.isna().sum())} point(s) without a {label_column!r} "
                         "label; label every point or remove it")
-    labels = [str(v) for v in raw]
+    labels = [str(v).strip() for v in raw]
+    empty = [i for i, v in enumerate(labels) if not v]
+    if empty:
+        raise DataError(f"{p}: {len(empty)} point(s) have an empty {label_column!r} label "
+                        f"(first: row {empty[0]}); label every point or remove it")
     if not _same_crs(crs, map_crs):
         if not reproject:
             raise DataError(f"{p}: the points are in {_crs_name(crs)}, the map in "

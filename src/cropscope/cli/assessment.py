@@ -81,20 +81,22 @@ def sample_design(map_path: Path, out_path: Path, n_points: int | None,
               "EPSG:4326 for lon/lat columns).")
 @click.option("--reproject", is_flag=True,
               help="Reproject points given in another CRS than the map's.")
+@click.option("--layer", default=None, help="Layer of a multi-layer point file.")
 @click.option("--fpc", is_flag=True, help="Apply the finite-population correction.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Folder for assessment.json, estimates.csv and error_matrix.csv.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def accuracy(map_path: Path, reference: Path, label_column: str, strata: Path | None,
              x_column: str | None, y_column: str | None, points_crs: str | None,
-             reproject: bool, fpc: bool, out_dir: Path | None, as_json: bool) -> None:
+             reproject: bool, layer: str | None, fpc: bool, out_dir: Path | None,
+             as_json: bool) -> None:
     """Accuracy and class areas with 95 % confidence intervals from a stratified sample
     (Olofsson et al. 2014 / Stehman 2014)."""
     from cropscope.assessment import assess_map, write_assessment_tables
 
     result = assess_map(map_path, reference, label_column=label_column, strata=strata,
                         x_column=x_column, y_column=y_column, points_crs=points_crs,
-                        reproject=reproject, fpc=fpc)
+                        reproject=reproject, fpc=fpc, layer=layer)
     if out_dir is not None:
         write_assessment_tables(result, out_dir)
     if as_json:
@@ -110,3 +112,40 @@ def accuracy(map_path: Path, reference: Path, label_column: str, strata: Path | 
         click.echo(f"{c[:23]:<24}{result.mapped_area_ha.get(c, float('nan')):>14,.1f}"
                    f"{a.value:>16,.1f}{a.ci95:>12,.1f}{u.value:>8.3f}{u.ci95:>7.3f}"
                    f"{p.value:>8.3f}{p.ci95:>7.3f}")
+
+
+@click.command("report")
+@click.option("--map", "map_path", type=click.Path(path_type=Path), default=None,
+              help="Class map (labels GeoTIFF) to report on.")
+@click.option("--assessment", type=click.Path(path_type=Path), default=None,
+              help="'cropscope accuracy --out' folder (or its assessment.json).")
+@click.option("--dataset", default=None,
+              help="Registered dataset whose samples give the class temporal profiles.")
+@click.option("--table", type=click.Path(path_type=Path), default=None,
+              help="Long sample table for the class temporal profiles.")
+@click.option("--evaluation", type=click.Path(path_type=Path), default=None,
+              help="An evaluation to report on: 'evaluate --json' output or metrics.json.")
+@click.option("--title", default=None)
+@click.option("--out", "out_path", type=click.Path(path_type=Path), required=True,
+              help="The .html file to write (self-contained, opens offline).")
+def report(map_path: Path | None, assessment: Path | None, dataset: str | None,
+           table: Path | None, evaluation: Path | None, title: str | None,
+           out_path: Path) -> None:
+    """A self-contained HTML report of a map (legend, areas, accuracy with confidence
+    intervals, profiles) or of an evaluation."""
+    from cropscope.errors import DataError
+    from cropscope.reporting import evaluation_report, map_report
+
+    if (map_path is None) == (evaluation is None):
+        raise DataError("give --map (a map report) or --evaluation (an evaluation report)")
+    if evaluation is not None:
+        evaluation_report(evaluation, out_path, title=title)
+    else:
+        samples = None
+        if dataset is not None or table is not None:
+            from cropscope.data import load_samples
+
+            samples = load_samples(dataset, table)
+        assert map_path is not None
+        map_report(map_path, out_path, assessment=assessment, samples=samples, title=title)
+    click.echo(str(out_path))
