@@ -164,8 +164,8 @@ def test_predict_cube_delivers_cogs_and_resumes(tmp_path) -> None:
                    "--out", str(out), "--tile", "32")  # fmt: skip
     assert "resumed" in proc.stderr and "3 of 6 windows" in proc.stderr
     assert "mapping" in proc.stderr and proc.stdout == ""
-    names = ["map.png", "map.tif", "map_areas.json", "map_probabilities.tif",
-             "map_uncertainty.tif"]  # fmt: skip
+    names = ["map.png", "map.qml", "map.tif", "map.tif.aux.xml", "map_areas.json",
+             "map_probabilities.tif", "map_uncertainty.tif"]  # fmt: skip
     assert sorted(p.name for p in out.parent.iterdir()) == names
     paths = {"labels": out, "probabilities": out.with_name("map_probabilities.tif"),
              "uncertainty": out.with_name("map_uncertainty.tif")}  # fmt: skip

@@ -127,8 +127,8 @@ def test_cli_predict_with_workers_writes_cogs(
                    "--out", str(out), "--tile", "16", "--workers", "2")  # fmt: skip
     assert "mapping" in proc.stderr and proc.stdout == ""
     files = sorted(p.name for p in out.parent.iterdir())
-    assert files == ["map.png", "map.tif", "map_areas.json", "map_probabilities.tif",
-                     "map_uncertainty.tif"]  # fmt: skip  (the work folder is gone)
+    assert files == ["map.png", "map.qml", "map.tif", "map.tif.aux.xml", "map_areas.json",
+                     "map_probabilities.tif", "map_uncertainty.tif"]  # (the work folder is gone)
     for name in ("map.tif", "map_probabilities.tif", "map_uncertainty.tif"):
         assert_cog(out.parent / name)
     expected = run_map_job(run.model, scene, tmp_path / "inproc", tile=16, progress=False)

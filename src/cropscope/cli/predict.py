@@ -59,12 +59,16 @@ from cropscope.cli._common import log
                    "the cube names them differently (e.g. S2-L2A-B02,... for B02,...).")
 @click.option("--composite", is_flag=True, default=False,
               help="Cube: median-composite the cube to the model's time grid first.")
+@click.option("--colours", "colours_path", type=click.Path(path_type=Path), default=None,
+              help="Cube: JSON/YAML file of class colours {class: '#rrggbb'} (default: "
+                   "colours keyed to the class names).")
 def predict(
     run_dir: Path, input_path: Path, out_path: Path, id_col: str, time_col: str,
     scale: float | None, tile: int, halo: int | None, batch_size: int, workers: int | None,
     scheduler: str | None, resume: bool, mask_band: str | None, variables: str | None,
     nodata: float | None, parcels_path: Path | None, parcel_mode: str,
     parcels_out: Path | None, parcel_id: str | None, bands: str | None, composite: bool,
+    colours_path: Path | None = None,
 ) -> None:
     """Predict classes for samples (table) or for every pixel of a cube (map).
 
@@ -81,7 +85,7 @@ def predict(
         bands=[b.strip() for b in bands.split(",") if b.strip()] if bands else None,
         composite=composite, tile=tile, halo=halo, batch_size=batch_size, workers=workers,
         scheduler=scheduler, resume=resume, parcels=parcels_path, parcel_mode=parcel_mode,
-        parcels_out=parcels_out, parcel_id=parcel_id)
+        parcels_out=parcels_out, parcel_id=parcel_id, colours=colours_path)
     if result.kind == "table":
         log(f"{result.n_rows} predictions written to {out_path}")
     elif result.kind == "parcels":

@@ -7,6 +7,7 @@ memory stays bounded; pixels without any valid observation get the nodata label.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,12 +26,6 @@ __all__ = ["CropMap", "classify_cube", "cube_pixels", "write_map", "write_previe
 
 #: label value written where no prediction was made
 NODATA_LABEL = 255
-
-# a qualitative palette (colour-blind friendly first, then extended)
-_PALETTE = [
-    "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d",
-    "#666666", "#1f78b4", "#b2df8a", "#fb9a99", "#cab2d6", "#ffff99", "#8dd3c7",
-]
 
 
 @dataclass
@@ -118,16 +113,13 @@ def classify_cube(
     return CropMap(labels=labels, confidence=confidence, classes=list(model.classes), cube=cube)
 
 
-def _colours(n: int) -> list[str]:
-    return [_PALETTE[i % len(_PALETTE)] for i in range(n)]
+def class_colormap(classes: list[str], colours: Mapping[str, str] | None = None
+                   ) -> dict[int, tuple[int, int, int, int]]:
+    """GeoTIFF colour table ``code -> (r, g, b, 255)``, colours keyed to the class names
+    (:func:`cropscope.mapping.styles.class_colours`; ``colours`` overrides them)."""
+    from cropscope.mapping.styles import colour_table
 
-
-def class_colormap(n: int) -> dict[int, tuple[int, int, int, int]]:
-    """GeoTIFF colour table ``code -> (r, g, b, 255)`` for ``n`` classes."""
-    return {
-        i: (int(h[1:3], 16), int(h[3:5], 16), int(h[5:7], 16), 255)
-        for i, h in enumerate(_colours(n))
-    }
+    return colour_table(classes, colours)
 
 
 def write_map(crop_map: CropMap, path: str | Path) -> dict[str, Path]:
@@ -138,7 +130,7 @@ def write_map(crop_map: CropMap, path: str | Path) -> dict[str, Path]:
     from cropscope.data.readers.cube import write_geotiff
 
     path = Path(path)
-    colormap = class_colormap(len(crop_map.classes))
+    colormap = class_colormap(crop_map.classes)
     tags: dict[str, Any] = {f"class_{i}": name for i, name in enumerate(crop_map.classes)}
     write_geotiff(crop_map.labels, path, like=crop_map.cube, dtype="uint8",
                   nodata=NODATA_LABEL, colormap=colormap, tags=tags)
@@ -148,8 +140,10 @@ def write_map(crop_map: CropMap, path: str | Path) -> dict[str, Path]:
     return {"labels": path, "confidence": conf_path}
 
 
-def write_preview(crop_map: CropMap, path: str | Path, title: str = "") -> Path:
-    """A PNG of the map with a legend (class name, colour and share of the area)."""
+def write_preview(crop_map: CropMap, path: str | Path, title: str = "",
+                  colours: Mapping[str, str] | None = None) -> Path:
+    """A PNG of the map with a legend (class name, colour and share of the area); colours
+    keyed to the class names (``colours`` overrides them)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,19 +152,21 @@ def write_preview(crop_map: CropMap, path: str | Path, title: str = "") -> Path:
     from matplotlib.patches import Patch
 
     from cropscope.io import atomic_path
+    from cropscope.mapping.styles import class_colours
 
-    colours = _colours(len(crop_map.classes))
+    by_name = class_colours(crop_map.classes, colours)
+    palette = [by_name[c] for c in crop_map.classes]
     shown = np.ma.masked_equal(crop_map.labels, NODATA_LABEL)
     areas = crop_map.class_areas()
     fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
-    ax.imshow(shown, cmap=ListedColormap(colours), vmin=-0.5,
-              vmax=len(colours) - 0.5, interpolation="nearest")
+    ax.imshow(shown, cmap=ListedColormap(palette), vmin=-0.5,
+              vmax=len(palette) - 0.5, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title or "cropscope crop map")
     handles = [
         Patch(facecolor=c, edgecolor="black", label=f"{name} ({areas[name]['share']:.1%})")
-        for name, c in zip(crop_map.classes, colours, strict=True)
+        for name, c in zip(crop_map.classes, palette, strict=True)
     ]
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()

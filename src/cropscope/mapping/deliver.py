@@ -4,9 +4,12 @@
 resumable, optionally on Dask) in a hidden work folder beside the output and then delivers,
 next to ``out`` (e.g. ``map.tif``):
 
-- ``map.tif`` (labels, colour table and class names), ``map_probabilities.tif`` (uint8 per
-  class), ``map_uncertainty.tif`` (normalised entropy) — Cloud-Optimized GeoTIFFs, each
-  moved into place atomically;
+- ``map.tif`` (labels, colour table keyed to the class names, class names),
+  ``map_probabilities.tif`` (uint8 per class, GDAL scale 1/254 so GIS tools read 0–1),
+  ``map_uncertainty.tif`` (normalised entropy, scale 1/254) — Cloud-Optimized GeoTIFFs,
+  each moved into place atomically, with the permissions the user's umask gives;
+- ``map.tif.aux.xml`` (GDAL category names: QGIS / ArcGIS / GDAL show class names) and
+  ``map.qml`` (a QGIS style: each class's colour and name);
 - ``map.png``: a quick-look drawn from the labels' overviews (bounded memory);
 - ``map_areas.json``: pixels, share and hectares per class (each pixel's area on the
   ellipsoid, right in any CRS; mapped areas, not estimates).
@@ -20,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,10 +80,12 @@ def deliver_map(
     scheduler: str | None = None,
     resume: bool = True,
     progress: bool = True,
+    colours: Mapping[str, str] | None = None,
 ) -> MapProduct:
     """Map ``source`` (a cube source or a path :func:`~cropscope.data.readers.open.
     open_cube_source` opens) with ``model`` (a map model or classifier) into the map product
-    at ``out_path`` (see the module docstring)."""
+    at ``out_path`` (see the module docstring). ``colours``: ``{class: "#rrggbb"}`` over the
+    colours keyed to class names (:mod:`cropscope.mapping.styles`)."""
     from cropscope.io import write_json
     from cropscope.mapping.job import run_map_job
 
@@ -89,9 +95,13 @@ def deliver_map(
     work = targets["labels"].with_name(f".{targets['labels'].name}.mapjob")
     result = run_map_job(model, source, work, tile=tile, halo=halo, batch_size=batch_size,
                          progress=progress, resume=resume, workers=workers,
-                         scheduler=scheduler)
+                         scheduler=scheduler, colours=colours)
     for name in ("labels", "probabilities", "uncertainty"):
         os.replace(result.paths[name], targets[name])  # same folder: atomic
+    from cropscope.mapping.styles import write_category_names, write_qgis_style
+
+    write_category_names(targets["labels"], result.classes)
+    write_qgis_style(targets["labels"], result.classes, colours)
     write_preview_from_cog(targets["labels"], result.classes, targets["preview"])
     areas = class_areas(targets["labels"], result.classes)
     write_json(targets["areas"], areas)
@@ -132,6 +142,12 @@ def write_preview_from_cog(labels_path: Path, classes: list[str], path: Path) ->
     from cropscope.mapping.classify import CropMap, write_preview
 
     with rasterio.open(labels_path) as src:
+        try:  # the map's own colours
+            table = src.colormap(1)
+            colours = {c: "#{:02x}{:02x}{:02x}".format(*table[i][:3])
+                       for i, c in enumerate(classes) if i in table}
+        except ValueError:
+            colours = {}
         factor = max(1, math.ceil(max(src.height, src.width) / PREVIEW_SIDE))
         shape = (math.ceil(src.height / factor), math.ceil(src.width / factor))
         labels = src.read(1, out_shape=shape, resampling=Resampling.nearest)
@@ -140,4 +156,4 @@ def write_preview_from_cog(labels_path: Path, classes: list[str], path: Path) ->
                          attrs={"transform": tuple(float(v) for v in tuple(transform)[:6])})
     crop_map = CropMap(labels=labels, confidence=np.full(shape, np.nan, dtype=np.float32),
                        classes=classes, cube=frame)
-    return write_preview(crop_map, path)
+    return write_preview(crop_map, path, colours=colours)

@@ -9,10 +9,12 @@ files are closed, lists the finished windows, so a killed job resumes where it s
 At the end the intermediates are converted to COGs (GDAL's COG driver, DEFLATE,
 overviews), each written atomically. Outputs in ``out_dir``:
 
-- ``labels.tif``: uint8 class codes, 255 = nodata, colour table, ``class_<i>`` tags;
-- ``probabilities.tif``: one uint8 band per class, ``round(p * 254)``, 255 = nodata;
+- ``labels.tif``: uint8 class codes, 255 = nodata, colour table (colours keyed to the
+  class names, :mod:`cropscope.mapping.styles`), ``class_<i>`` tags;
+- ``probabilities.tif``: one uint8 band per class, ``round(p * 254)``, 255 = nodata, with
+  GDAL scale ``1/254`` (QGIS and ``rioxarray(mask_and_scale=True)`` read 0–1);
 - ``uncertainty.tif``: normalised entropy ``H(p) / log K`` as ``round(u * 254)``, 255 =
-  nodata;
+  nodata, scale ``1/254``;
 - ``map_job.json``: the journal (settings fingerprint, finished windows, outputs).
 
 With ``workers`` or ``scheduler`` the windows are read and predicted on a Dask cluster
@@ -29,7 +31,7 @@ import os
 import shutil
 import sys
 import warnings
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +41,7 @@ import numpy as np
 from cropscope.data.readers.cube import CubeLike
 from cropscope.errors import DataError
 from cropscope.io import atomic_path, read_json, write_json
-from cropscope.mapping.classify import NODATA_LABEL, class_colormap
+from cropscope.mapping.classify import NODATA_LABEL
 from cropscope.mapping.contract import MapModel, as_map_model, check_time_grid
 from cropscope.mapping.predictors import (
     WindowPredictor,
@@ -48,6 +50,7 @@ from cropscope.mapping.predictors import (
     quantise,
     window_predictor,
 )
+from cropscope.mapping.styles import class_colours
 from cropscope.mapping.windows import MapWindow, plan_windows
 from cropscope.threads import THREADS_ENV, current_threads
 
@@ -96,7 +99,8 @@ def _check_model(model: MapModel, source: CubeLike) -> None:
     check_time_grid(model, source.times)
 
 
-def _fingerprint(model: MapModel, source: CubeLike, tile: int, halo: int) -> dict[str, Any]:
+def _fingerprint(model: MapModel, source: CubeLike, tile: int, halo: int,
+                 colours: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Everything a finished window depends on: a resumed job must prove it is unchanged.
 
     Besides the settings and the grid: each input file's size and modification time, a digest
@@ -127,6 +131,7 @@ def _fingerprint(model: MapModel, source: CubeLike, tile: int, halo: int) -> dic
         "probe": probe,
         "tile": tile,
         "halo": halo,
+        "colours": class_colours(list(model.classes), colours),
     }
 
 
@@ -156,7 +161,8 @@ def _probe(model: MapModel, source: CubeLike) -> tuple[str, str]:
 
 
 def _create_intermediates(
-    partial: Path, source: CubeLike, classes: list[str], tile: int
+    partial: Path, source: CubeLike, classes: list[str], tile: int,
+    colours: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
     import rasterio
 
@@ -170,8 +176,10 @@ def _create_intermediates(
     counts = {"labels": 1, "probabilities": len(classes), "uncertainty": 1}
     if len(classes) > 1:
         base["interleave"] = "band"
+    from cropscope.mapping.styles import colour_table
+
     paths = {}
-    colormap = class_colormap(len(classes))
+    colormap = colour_table(classes, colours)
     class_tags = {f"class_{i}": name for i, name in enumerate(classes)}
     for name in OUTPUTS:
         path = partial / f"{name}.tif"
@@ -188,9 +196,12 @@ def _create_intermediates(
                     dst.update_tags(**class_tags, scale="probability = value / 254")
                     for i, cls in enumerate(classes):
                         dst.set_band_description(i + 1, cls)
+                    dst.scales = (1.0 / 254.0,) * len(classes)
+                    dst.offsets = (0.0,) * len(classes)
                 else:
                     dst.update_tags(scale="normalised entropy = value / 254")
                     dst.set_band_description(1, "normalised_entropy")
+                    dst.scales, dst.offsets = (1.0 / 254.0,), (0.0,)
         paths[name] = path
     return paths
 
@@ -438,6 +449,7 @@ def run_map_job(
     on_window: Callable[[MapWindow], None] | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
+    colours: Mapping[str, str] | None = None,
 ) -> MapJobResult:
     """Classify a scene window by window into COG labels, probabilities and uncertainty.
 
@@ -459,7 +471,8 @@ def run_map_job(
     journal, and the outputs are identical to a run without Dask.
 
     A lock on ``out_dir`` keeps two jobs from writing one output: a second job started on
-    the same folder while one runs fails at once with a clear message.
+    the same folder while one runs fails at once with a clear message. ``colours``
+    (``{class: "#rrggbb"}``) overrides the labels' colours (:mod:`cropscope.mapping.styles`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -490,7 +503,7 @@ def run_map_job(
         classes = list(model.classes)
         journal_path = out_dir / JOURNAL
         partial = out_dir / PARTIAL_DIR
-        fingerprint = _fingerprint(model, source, tile, halo)
+        fingerprint = _fingerprint(model, source, tile, halo, colours)
         finals = {name: out_dir / f"{name}.tif" for name in OUTPUTS}
         intermediates = {name: partial / f"{name}.tif" for name in OUTPUTS}
 
@@ -516,7 +529,7 @@ def run_map_job(
             shutil.rmtree(partial, ignore_errors=True)
             journal_path.unlink(missing_ok=True)
             partial.mkdir(parents=True)
-            _create_intermediates(partial, source, classes, tile)
+            _create_intermediates(partial, source, classes, tile, colours)
             journal = {"version": _JOURNAL_VERSION, "job": fingerprint, "n_windows": len(windows),
                        "done": [], "predicted": [], "complete": False}  # fmt: skip
             write_json(journal_path, journal)

@@ -16,7 +16,7 @@ patch classifiers, AgriFM / H2Crop segmentation runs) and
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,13 +106,15 @@ def predict_run(
     parcels_out: str | Path | None = None,
     parcel_id: str | None = None,
     progress: bool = True,
+    colours: Mapping[str, str] | str | Path | None = None,
 ) -> PredictResult:
     """Apply the run at ``run_dir`` to a table or a cube (see the module docstring).
 
     ``bands``: the cube's band names in the model's band order, when the cube names them
     differently (e.g. ``S2-L2A-B02`` for a model trained on ``B02``). ``composite``:
     median-composite the cube to the model's time grid (the dates it was trained on, moved
-    to the cube's year, or its regular grid) before mapping.
+    to the cube's year, or its regular grid) before mapping. ``colours``: class colours
+    (``{class: "#rrggbb"}``, or a JSON/YAML file of them) over the name-keyed defaults.
     """
     from cropscope.models.runs import load_run_model
 
@@ -153,7 +155,7 @@ def predict_run(
         return PredictResult("parcels", {"parcels": parcels_target}, n_rows=len(table))
     product = deliver_map(map_model, source, out_path, tile=tile, halo=halo,
                           batch_size=batch_size, workers=workers, scheduler=scheduler,
-                          resume=resume, progress=progress)
+                          resume=resume, progress=progress, colours=_colours(colours))
     result = PredictResult("map", dict(product.paths), product=product)
     if parcels is not None:
         from cropscope.mapping.parcels import aggregate_parcels, write_parcels
@@ -167,6 +169,26 @@ def predict_run(
                                f"({int((table['pixel_count'] > 0).sum())} with pixels) "
                                f"written to {parcels_target}")
     return result
+
+
+def _colours(colours: Mapping[str, str] | str | Path | None) -> dict[str, str] | None:
+    """Class colours given as a mapping or a JSON/YAML file of one."""
+    if colours is None or isinstance(colours, Mapping):
+        return None if colours is None else {str(k): str(v) for k, v in colours.items()}
+    path = Path(colours)
+    if not path.is_file():
+        raise DataError(f"colour file not found: {path}")
+    if path.stat().st_size > 1 << 20:
+        raise DataError(f"{path} is too large to be a colour file")
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML too
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is not a JSON/YAML colour file: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise DataError(f"{path} must map class names to '#rrggbb' colours")
+    return {str(k): v for k, v in data.items()}
 
 
 def _renamed(source: Any, cube_bands: list[str], model_bands: list[str]) -> Any:
