@@ -128,3 +128,21 @@ def test_smooth_command(tmp_path: Path) -> None:
     bad = run_cli("smooth", "--probabilities", str(prob), "--out", str(tmp_path / "t"),
                   "--window", "4", check=False)
     assert_one_line_error(bad, "odd")
+
+
+def test_propose_samples_command(tmp_path: Path) -> None:
+    from tests.mapping.test_active import _prob_map
+
+    path, _ = _prob_map(tmp_path)
+    existing = tmp_path / "have.csv"
+    pd.DataFrame({"x": [500_000 + 10 * 30.5], "y": [8_000_000 - 10 * 25.5],
+                  "label": ["a"]}).to_csv(existing, index=False)
+    proc = run_cli("propose-samples", "--probabilities", str(path), "--n", "6",
+                   "--min-distance", "5", "--exclude", str(existing), "--out",
+                   str(tmp_path / "next.csv"))
+    assert json.loads(proc.stdout)["n"] == 6
+    got = pd.read_csv(tmp_path / "next.csv")
+    assert (np.maximum(abs(got["row"] - 25), abs(got["col"] - 30)) >= 5).all()
+    bad = run_cli("propose-samples", "--probabilities", str(tmp_path / "no.tif"), "--n", "3",
+                  "--out", str(tmp_path / "x.csv"), check=False)
+    assert_one_line_error(bad, "not found")

@@ -90,9 +90,10 @@ def _same_crs(a: Any, b: Any) -> bool:
 def read_points(path: str | Path, label_column: str, map_crs: Any, *,
                 x_column: str | None = None, y_column: str | None = None,
                 points_crs: Any = None, reproject: bool = False,
-                layer: str | None = None) -> ReferencePoints:
+                layer: str | None = None, require_labels: bool = True) -> ReferencePoints:
     """Reference points with their labels, in ``map_crs`` (see the module doc).
-    ``layer``: the layer of a multi-layer file (a GeoPackage with several must name one)."""
+    ``layer``: the layer of a multi-layer file (a GeoPackage with several must name one);
+    ``require_labels=False`` reads points only (``labels`` then empty)."""
     import pandas as pd
 
     p = Path(path)
@@ -142,7 +143,7 @@ def read_points(path: str | Path, label_column: str, map_crs: Any, *,
     else:
         raise DataError(f"{p}: reference points must be .csv or a vector file "
                         f"({', '.join(_VECTOR_SUFFIXES)})")
-    if label_column not in frame.columns:
+    if require_labels and label_column not in frame.columns:
         raise DataError(f"{p}: no column {label_column!r}; columns: {list(frame.columns)}")
     if len(frame) == 0:
         raise DataError(f"{p} holds no point")
@@ -150,7 +151,7 @@ def read_points(path: str | Path, label_column: str, map_crs: Any, *,
     if bad.any():
         raise DataError(f"{p}: {int(bad.sum())} point(s) without valid coordinates "
                         f"(first: row {int(np.flatnonzero(bad)[0])})")
-    raw = frame[label_column]
+    raw = frame[label_column] if require_labels else pd.Series([], dtype=object)
     if raw.isna().any():
         raise DataError(f"{p}: {int(raw.isna().sum())} point(s) without a {label_column!r} "
                         "label; label every point or remove it")

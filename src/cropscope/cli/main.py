@@ -55,6 +55,7 @@ def _register() -> None:
     cli.add_command(assessment.sample_design)
     cli.add_command(assessment.accuracy)
     cli.add_command(postprocess.smooth)
+    cli.add_command(postprocess.propose_samples)
     cli.add_command(assessment.report)
     # --threads N on every command and group, applied before the command runs
     add_threads_option(cli)

@@ -1,4 +1,5 @@
-"""Map post-processing commands (thin calls into :mod:`cropscope.mapping`): ``smooth``."""
+"""Map post-processing commands (thin calls into :mod:`cropscope.mapping`): ``smooth``,
+``propose-samples`` (active learning)."""
 
 from __future__ import annotations
 
@@ -44,3 +45,40 @@ def smooth(prob_path: Path, labels_path: Path | None, out_dir: Path, window: int
                            "isolated_after": res.isolated_after,
                            "outputs": {k: str(v) for k, v in res.paths.items()}}))
     log(f"isolated pixels: {res.isolated_before:.2%} -> {res.isolated_after:.2%}")
+
+
+@click.command("propose-samples")
+@click.option("--probabilities", "prob_path", type=click.Path(path_type=Path), required=True,
+              help="The map's probabilities COG (map_probabilities.tif of 'predict').")
+@click.option("--n", "n_points", type=int, required=True, help="How many points to propose.")
+@click.option("--score", type=click.Choice(["entropy", "margin", "least-confidence"]),
+              default="entropy", show_default=True)
+@click.option("--min-distance", type=int, default=10, show_default=True,
+              help="Pixels between proposals, and from existing samples.")
+@click.option("--exclude", type=click.Path(path_type=Path), default=None,
+              help="Existing samples (points: .gpkg/.geojson/.csv with x/y or lon/lat) to "
+                   "keep away from.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out_path", type=click.Path(path_type=Path), required=True,
+              help="Points to write: .gpkg, .geojson or .csv.")
+def propose_samples(prob_path: Path, n_points: int, score: str, min_distance: int,
+                    exclude: Path | None, seed: int, out_path: Path) -> None:
+    """Active learning: the most uncertain pixels of a map, spread out, as points to label
+    next; prints how many and their mean score."""
+    import rasterio
+
+    from cropscope.assessment import read_points
+    from cropscope.mapping.active import propose_samples as propose
+
+    existing = None
+    if exclude is not None:
+        with rasterio.open(prob_path) as src:
+            crs = src.crs
+        pts = read_points(exclude, "__none__", crs, reproject=True, require_labels=False)
+        existing = (pts.x, pts.y)
+    res = propose(prob_path, n_points, method=score, min_distance=min_distance,
+                  exclude=existing, seed=seed)
+    res.write(out_path)
+    click.echo(json.dumps({"n": len(res.rows), "mean_score": float(res.score.mean()),
+                           "points_file": str(out_path)}))
+    log(f"{len(res.rows)} points to label written to {out_path}")

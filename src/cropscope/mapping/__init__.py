@@ -1,5 +1,6 @@
 """Map production: classify image time-series cubes into crop maps, and parcel maps."""
 
+from cropscope.mapping.active import Proposals, propose_samples, uncertainty_scores
 from cropscope.mapping.classify import CropMap, classify_cube, cube_pixels, write_map, write_preview
 from cropscope.mapping.contract import ClassifierMapModel, MapModel, as_map_model
 from cropscope.mapping.deliver import MapProduct, class_areas, deliver_map, map_output_paths
@@ -28,6 +29,7 @@ __all__ = [
     "MapModel",
     "MapProduct",
     "MapWindow",
+    "Proposals",
     "SmoothResult",
     "aggregate_parcels",
     "as_map_model",
@@ -40,10 +42,12 @@ __all__ = [
     "parcel_series",
     "plan_windows",
     "predict_parcels",
+    "propose_samples",
     "read_parcels",
     "run_map_job",
     "smooth_map",
     "smooth_probabilities",
+    "uncertainty_scores",
     "write_map",
     "write_parcels",
     "write_preview",
