@@ -146,3 +146,25 @@ def test_propose_samples_command(tmp_path: Path) -> None:
     bad = run_cli("propose-samples", "--probabilities", str(tmp_path / "no.tif"), "--n", "3",
                   "--out", str(tmp_path / "x.csv"), check=False)
     assert_one_line_error(bad, "not found")
+
+
+def test_relabel_commands(tmp_path: Path) -> None:
+    from tests.mapping.test_relabel import _speckled, _write
+
+    lab = _speckled()
+    src = _write(tmp_path / "map.tif", lab, ["maize", "soy", "forest"])
+    out = run_cli("sieve", "--map", str(src), "--min-pixels", "8", "--out",
+                  str(tmp_path / "s.tif")).stdout.strip()
+    assert Path(out).is_file()
+    run_cli("reclassify", "--map", str(src), "--rule", "maize=crop", "--rule", "soy=crop",
+            "--out", str(tmp_path / "r.tif"))
+    from cropscope.mapping import read_map_classes
+
+    assert read_map_classes(tmp_path / "r.tif") == ["crop", "forest"]
+    run_cli("mosaic", str(src), "--out", str(tmp_path / "m.tif"))
+    bad = run_cli("reclassify", "--map", str(src), "--rule", "cotton=crop", "--out",
+                  str(tmp_path / "x.tif"), check=False)
+    assert_one_line_error(bad, "cotton")
+    bad = run_cli("rollup", "--map", str(src), "--taxonomy", "sits-matogrosso", "--out",
+                  str(tmp_path / "lv"), check=False)
+    assert_one_line_error(bad, "not in the taxonomy")

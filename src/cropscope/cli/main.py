@@ -56,6 +56,9 @@ def _register() -> None:
     cli.add_command(assessment.accuracy)
     cli.add_command(postprocess.smooth)
     cli.add_command(postprocess.propose_samples)
+    for command in (postprocess.sieve, postprocess.reclassify, postprocess.rollup,
+                    postprocess.mosaic):
+        cli.add_command(command)
     cli.add_command(assessment.report)
     # --threads N on every command and group, applied before the command runs
     add_threads_option(cli)

@@ -1,5 +1,5 @@
 """Map post-processing commands (thin calls into :mod:`cropscope.mapping`): ``smooth``,
-``propose-samples`` (active learning)."""
+``sieve``, ``reclassify``, ``rollup``, ``mosaic``, ``propose-samples`` (active learning)."""
 
 from __future__ import annotations
 
@@ -82,3 +82,73 @@ def propose_samples(prob_path: Path, n_points: int, score: str, min_distance: in
     click.echo(json.dumps({"n": len(res.rows), "mean_score": float(res.score.mean()),
                            "points_file": str(out_path)}))
     log(f"{len(res.rows)} points to label written to {out_path}")
+
+
+@click.command("sieve")
+@click.option("--map", "map_path", type=click.Path(path_type=Path), required=True)
+@click.option("--min-pixels", type=int, required=True,
+              help="Minimum mapping unit: smaller patches join their largest neighbour.")
+@click.option("--connectivity", type=click.Choice(["4", "8"]), default="8", show_default=True)
+@click.option("--out", "out_path", type=click.Path(path_type=Path), required=True)
+def sieve(map_path: Path, min_pixels: int, connectivity: str, out_path: Path) -> None:
+    """Apply a minimum mapping unit to a class map."""
+    from cropscope.mapping import sieve_map
+
+    click.echo(str(sieve_map(map_path, out_path, min_pixels, connectivity=int(connectivity))))
+
+
+def _rules(rules: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for rule in rules:
+        old, eq, new = rule.partition("=")
+        if not eq or not old.strip() or not new.strip():
+            raise click.BadParameter(f"{rule!r}: give OLD=NEW")
+        out[old.strip()] = new.strip()
+    return out
+
+
+@click.command("reclassify")
+@click.option("--map", "map_path", type=click.Path(path_type=Path), required=True)
+@click.option("--rule", "rules", multiple=True, help="OLD=NEW (repeat; classes may merge).")
+@click.option("--mask", type=click.Path(path_type=Path), default=None,
+              help="A raster on the map's grid; its --mask-values pixels become --mask-class.")
+@click.option("--mask-values", default="1", show_default=True,
+              help="Comma-separated mask values that apply.")
+@click.option("--mask-class", default=None, help="Class for masked pixels (default: nodata).")
+@click.option("--out", "out_path", type=click.Path(path_type=Path), required=True)
+def reclassify(map_path: Path, rules: tuple[str, ...], mask: Path | None, mask_values: str,
+               mask_class: str | None, out_path: Path) -> None:
+    """Rename or merge classes of a map, and force a class (or nodata) under a mask."""
+    from cropscope.mapping import reclassify_map
+
+    try:
+        values = [int(v) for v in mask_values.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"--mask-values {mask_values!r}: integers") from None
+    click.echo(str(reclassify_map(map_path, out_path, _rules(rules), mask=mask,
+                                  mask_values=values, mask_class=mask_class)))
+
+
+@click.command("rollup")
+@click.option("--map", "map_path", type=click.Path(path_type=Path), required=True)
+@click.option("--taxonomy", required=True, help="A taxonomy file or shipped name.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Folder for one map per level (<map>_<level>.tif).")
+def rollup(map_path: Path, taxonomy: str, out_dir: Path) -> None:
+    """One map per level of a class hierarchy (each class becomes its ancestor)."""
+    from cropscope.mapping import rollup_map
+
+    outs = rollup_map(map_path, taxonomy, out_dir)
+    click.echo(json.dumps({k: str(v) for k, v in outs.items()}))
+
+
+@click.command("mosaic")
+@click.argument("tiles", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_path", type=click.Path(path_type=Path), required=True)
+@click.option("--mem-limit", type=int, default=256, show_default=True,
+              help="Memory for the merge, in MB.")
+def mosaic(tiles: tuple[Path, ...], out_path: Path, mem_limit: int) -> None:
+    """Merge map tiles (labels, probabilities or uncertainty of one product) into one COG."""
+    from cropscope.mapping import mosaic_maps
+
+    click.echo(str(mosaic_maps(list(tiles), out_path, mem_limit_mb=mem_limit)))

@@ -12,6 +12,13 @@ from cropscope.mapping.parcels import (
     read_parcels,
     write_parcels,
 )
+from cropscope.mapping.relabel import (
+    mosaic_maps,
+    read_map_classes,
+    reclassify_map,
+    rollup_map,
+    sieve_map,
+)
 from cropscope.mapping.smoothing import (
     BayesianSmoother,
     SmoothResult,
@@ -39,12 +46,17 @@ __all__ = [
     "deliver_map",
     "isolated_fraction",
     "map_output_paths",
+    "mosaic_maps",
     "parcel_series",
     "plan_windows",
     "predict_parcels",
     "propose_samples",
+    "read_map_classes",
     "read_parcels",
+    "reclassify_map",
+    "rollup_map",
     "run_map_job",
+    "sieve_map",
     "smooth_map",
     "smooth_probabilities",
     "uncertainty_scores",

@@ -1,0 +1,296 @@
+"""Relabelling a class map: minimum mapping unit, reclassification, taxonomy roll-up, mosaic.
+
+Operations on labels rasters (uint8 codes, 255 = nodata, ``class_<i>`` tags, as the map
+job writes them), each streamed window by window and written as a COG atomically (complete
+or absent), with colours keyed to the class names, GDAL category names and a QGIS style
+(:mod:`cropscope.mapping.styles`):
+
+- :func:`sieve_map`: the minimum mapping unit — connected patches smaller than
+  ``min_pixels`` (8- or 4-connected) take the class of their largest neighbour
+  (``rasterio.features.sieve``, GDAL's sieve filter). Each window is read with a halo of
+  ``min_pixels`` pixels, so every patch that touches the window and is smaller than the unit
+  lies wholly in the read area and is found; a larger patch cut by the read area still
+  shows at least ``min_pixels`` pixels and is kept. The neighbour a small patch joins is the
+  largest one *within the read area*; for a patch between two large regions that can differ
+  from an untiled run (which region is larger may depend on how much of it is read).
+- :func:`reclassify_map`: new class names by rules (``{old: new}``; several old classes
+  may merge), optionally forced to a class (or nodata) where a mask raster on the same grid
+  holds given values (e.g. a cropland mask, a water body layer).
+- :func:`rollup_map`: one map per level of a class hierarchy
+  (:class:`~cropscope.taxonomy.Taxonomy`): each class becomes its ancestor on that level.
+- :func:`mosaic_maps`: map tiles (same CRS, resolution and classes) merged into one map
+  (``rasterio.merge`` with a memory limit; where tiles overlap the first one wins), for
+  labels, probabilities or uncertainty alike.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cropscope.errors import DataError
+
+__all__ = ["mosaic_maps", "read_map_classes", "reclassify_map", "rollup_map", "sieve_map"]
+
+_NODATA = 255
+
+
+@contextmanager
+def _scratch(out: Path) -> Iterator[Path]:
+    """A temporary GeoTIFF path beside ``out``, removed afterwards whatever happens."""
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".work.tif", dir=out.parent)
+    os.close(fd)
+    path = Path(name)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def read_map_classes(path: str | Path) -> list[str]:
+    """Class names of a labels raster (its ``class_<i>`` tags)."""
+    import rasterio
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"map not found: {p}")
+    with rasterio.open(p) as src:
+        tags = src.tags()
+    names = {int(k[6:]): str(v) for k, v in tags.items()
+             if k.startswith("class_") and k[6:].isdigit()}
+    if not names:
+        raise DataError(f"{p} has no class names (class_<i> tags); is it a cropscope map?")
+    return [names.get(i, f"class_{i}") for i in range(max(names) + 1)]
+
+
+def _write_labels(src_path: Path, out: Path, classes: Sequence[str], halo: int, tile: int,
+                  fn: Callable[[np.ndarray, Any], np.ndarray],
+                  colours: Mapping[str, str] | None = None) -> Path:
+    """Stream ``src_path``'s band 1 by ``tile`` windows read with ``halo``; ``fn(read
+    array, rasterio window)`` returns the new codes of the read area; write the cores."""
+    import rasterio
+    from rasterio.shutil import copy as raster_copy
+    from rasterio.windows import Window
+
+    from cropscope.io import atomic_path
+    from cropscope.mapping.styles import colour_table, write_category_names, write_qgis_style
+
+    if len(classes) >= _NODATA:
+        raise DataError(f"too many classes for an 8-bit map: {len(classes)}")
+    if out.suffix.lower() not in (".tif", ".tiff"):
+        raise DataError(f"--out {out}: a map is a GeoTIFF (.tif)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(src_path) as src, _scratch(out) as work:
+        profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1,
+                   "dtype": "uint8", "nodata": _NODATA, "crs": src.crs,
+                   "transform": src.transform, "tiled": True, "blockxsize": 256,
+                   "blockysize": 256}
+        with rasterio.open(work, "w", **profile) as dst:
+            for r in range(0, src.height, tile):
+                for c in range(0, src.width, tile):
+                    h, w = min(tile, src.height - r), min(tile, src.width - c)
+                    r0, c0 = max(0, r - halo), max(0, c - halo)
+                    r1, c1 = min(src.height, r + h + halo), min(src.width, c + w + halo)
+                    win = Window(c0, r0, c1 - c0, r1 - r0)
+                    new = fn(src.read(1, window=win), win)
+                    dst.write(new[r - r0:r - r0 + h, c - c0:c - c0 + w].astype(np.uint8), 1,
+                              window=Window(c, r, w, h))
+            dst.write_colormap(1, colour_table(list(classes), colours))
+            dst.update_tags(**{f"class_{i}": n for i, n in enumerate(classes)})
+            dst.set_band_description(1, "class")
+        with atomic_path(out) as tmp:
+            raster_copy(work, tmp, driver="COG", compress="deflate", blocksize=512,
+                        overview_resampling="nearest")
+    write_category_names(out, classes)
+    write_qgis_style(out, classes, colours)
+    return out
+
+
+def sieve_map(labels: str | Path, out: str | Path, min_pixels: int, *,
+              connectivity: int = 8, tile: int = 1024) -> Path:
+    """The map with patches smaller than ``min_pixels`` merged into a neighbour (module
+    doc); nodata stays nodata and is never grown into."""
+    from rasterio.features import sieve
+
+    src = Path(labels)
+    classes = read_map_classes(src)
+    if min_pixels < 2:
+        raise DataError(f"the minimum mapping unit must be >= 2 pixels, got {min_pixels}")
+    if connectivity not in (4, 8):
+        raise DataError(f"connectivity must be 4 or 8, got {connectivity}")
+    halo = int(min_pixels)
+
+    def fn(codes: np.ndarray, _: Any) -> np.ndarray:
+        valid = codes != _NODATA
+        out = sieve(codes, size=halo, mask=valid, connectivity=connectivity)
+        return np.where(valid, out, _NODATA)
+
+    return _write_labels(src, Path(out), classes, halo, max(tile, 2 * halo), fn)
+
+
+def _code_map(old: Sequence[str], new_of: Mapping[str, str]) -> tuple[list[str], np.ndarray]:
+    """New classes (in order of first use) and the lookup table old code → new code."""
+    new_classes: list[str] = []
+    lut = np.full(256, _NODATA, dtype=np.uint8)
+    for i, name in enumerate(old):
+        target = new_of.get(name, name)
+        if target not in new_classes:
+            new_classes.append(target)
+        lut[i] = new_classes.index(target)
+    return new_classes, lut
+
+
+def _lookup(lut: np.ndarray) -> Callable[[np.ndarray, Any], np.ndarray]:
+    def fn(codes: np.ndarray, _: Any) -> np.ndarray:
+        return lut[codes]
+
+    return fn
+
+
+def reclassify_map(labels: str | Path, out: str | Path, rules: Mapping[str, str], *,
+                   mask: str | Path | None = None, mask_values: Sequence[int] = (1,),
+                   mask_class: str | None = None, tile: int = 1024) -> Path:
+    """New class names by ``rules`` (``{old: new}``; classes not named keep theirs); where
+    the raster ``mask`` (same grid) holds one of ``mask_values`` the pixel becomes
+    ``mask_class`` (``None``: nodata)."""
+    import rasterio
+
+    src = Path(labels)
+    old = read_map_classes(src)
+    unknown = sorted(set(rules) - set(old))
+    if unknown:
+        raise DataError(f"rules name {unknown}, not classes of the map ({old})")
+    classes, lut = _code_map(old, {str(k): str(v) for k, v in rules.items()})
+    forced = _NODATA
+    if mask is not None and mask_class is not None:
+        if mask_class not in classes:
+            classes.append(mask_class)
+        forced = classes.index(mask_class)
+    mask_src = None
+    if mask is not None:
+        mp = Path(mask)
+        if not mp.is_file():
+            raise DataError(f"mask not found: {mp}")
+        mask_src = rasterio.open(mp)
+        with rasterio.open(src) as ref:
+            same = (mask_src.height, mask_src.width) == (ref.height, ref.width) and \
+                mask_src.crs == ref.crs and \
+                np.allclose(tuple(mask_src.transform)[:6], tuple(ref.transform)[:6])
+        if not same:
+            mask_src.close()
+            raise DataError(f"the mask {mp} is not on the map's grid (size, CRS and "
+                            "transform must match); resample it onto the map first")
+    values = np.asarray(list(mask_values))
+
+    def fn(codes: np.ndarray, win: Any) -> np.ndarray:
+        new = lut[codes]
+        if mask_src is not None:
+            hit = np.isin(mask_src.read(1, window=win), values) & (codes != _NODATA)
+            new[hit] = forced
+        return new
+
+    try:
+        return _write_labels(src, Path(out), classes, 0, tile, fn)
+    finally:
+        if mask_src is not None:
+            mask_src.close()
+
+
+def rollup_map(labels: str | Path, taxonomy: Any, out_dir: str | Path, *,
+               tile: int = 1024) -> dict[str, Path]:
+    """One map per level of ``taxonomy`` coarser than (or at) the map's classes:
+    ``<out_dir>/<stem>_<level>.tif`` (see the module doc)."""
+    from cropscope.taxonomy import Taxonomy, load_taxonomy
+
+    tax = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy)
+    src = Path(labels)
+    old = read_map_classes(src)
+    where = {}
+    for name in old:
+        try:
+            where[name] = tax.find(name)
+        except DataError:
+            raise DataError(f"map class {name!r} is not in the taxonomy {tax.name!r}; "
+                            "crosswalk the legend first (cropscope taxonomy crosswalk)") from None
+    deepest = max(k for k, _ in where.values())
+    outs = {}
+    for level in range(deepest + 1):
+        rules = {}
+        for name, (k, _) in where.items():
+            path = tax.path(name, k)
+            rules[name] = path[min(level, k)]
+        level_name = tax.levels[level]
+        out = Path(out_dir) / f"{src.stem}_{level_name}.tif"
+        classes, lut = _code_map(old, rules)
+        outs[level_name] = _write_labels(src, out, classes, 0, tile, _lookup(lut))
+    return outs
+
+
+def mosaic_maps(tiles: Sequence[str | Path], out: str | Path, *,
+                mem_limit_mb: int = 256) -> Path:
+    """Merge map tiles (labels, probabilities or uncertainty COGs of one product, sharing CRS,
+    resolution, band count and classes) into one COG; the first tile wins where they
+    overlap."""
+    import rasterio
+    from rasterio.merge import merge
+    from rasterio.shutil import copy as raster_copy
+
+    from cropscope.io import atomic_path
+
+    paths = [Path(t) for t in tiles]
+    if not paths:
+        raise DataError("no map tiles to mosaic")
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"map tile not found: {missing[0]}")
+    with rasterio.open(paths[0]) as first:
+        crs, res, count = first.crs, first.res, first.count
+        tags, descriptions = first.tags(), first.descriptions
+        scales, offsets = first.scales, first.offsets
+        try:
+            colormap = first.colormap(1) if count == 1 else None
+        except ValueError:
+            colormap = None
+    for p in paths[1:]:
+        with rasterio.open(p) as src:
+            if src.crs != crs or not np.allclose(src.res, res) or src.count != count:
+                raise DataError(f"{p} differs from {paths[0]} in CRS, resolution or bands; "
+                                "tiles of one map share them")
+            if {k: v for k, v in src.tags().items() if k.startswith("class_")} != \
+                    {k: v for k, v in tags.items() if k.startswith("class_")}:
+                raise DataError(f"{p} has other classes than {paths[0]}")
+    target = Path(out)
+    if target.suffix.lower() not in (".tif", ".tiff"):
+        raise DataError(f"--out {target}: a map is a GeoTIFF (.tif)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _scratch(target) as work:
+        merge([str(p) for p in paths], nodata=_NODATA, dst_path=str(work),
+              mem_limit=mem_limit_mb, dst_kwds={"tiled": True, "blockxsize": 256,
+                                                "blockysize": 256})
+        with rasterio.open(work, "r+") as dst:
+            dst.update_tags(**tags)
+            for i, d in enumerate(descriptions):
+                if d:
+                    dst.set_band_description(i + 1, d)
+            dst.scales, dst.offsets = scales, offsets
+            if colormap is not None:
+                dst.write_colormap(1, colormap)
+        resampling = "nearest" if colormap is not None else "average"
+        with atomic_path(target) as tmp:
+            raster_copy(work, tmp, driver="COG", compress="deflate", blocksize=512,
+                        overview_resampling=resampling)
+    if colormap is not None:
+        from cropscope.mapping.styles import write_category_names, write_qgis_style
+
+        names = [tags[f"class_{i}"] for i in range(len(tags)) if f"class_{i}" in tags]
+        write_category_names(target, names)
+        colours = {n: "#{:02x}{:02x}{:02x}".format(*colormap[i][:3])
+                   for i, n in enumerate(names) if i in colormap}
+        write_qgis_style(target, names, colours)
+    return target
