@@ -37,7 +37,6 @@ def test_worldcereal_map_sample_accuracy_report(real_data_dir: Path, tmp_path: P
     nc = folder / "worldcereal_preprocessed_inputs.nc"
     source = open_cube_source(nc, variables="S2-L2A-*", nodata=65535, scale=1e-4)
     cube = source.read()
-    t, c, h, w = cube.shape
     # train on a random fifth of the pixels, labelled by WorldCereal's cropland map
     rng = np.random.default_rng(0)
     rows, cols = np.nonzero(truth >= 0)

@@ -293,7 +293,7 @@ def write_sample_points(design: SampleDesign, path: str | Path, class_map: str |
     ``col``, ``x``, ``y`` and an empty ``reference`` column for the interpreters."""
     import pandas as pd
 
-    from cropscope.io import atomic_path
+    from cropscope.data.points import write_points
 
     cmap = read_class_map(class_map)
     out = Path(path)
@@ -302,23 +302,7 @@ def write_sample_points(design: SampleDesign, path: str | Path, class_map: str |
     frame = pd.DataFrame({"point_id": np.arange(len(pts.rows)), "stratum": names,
                           "map_class": names, "row": pts.rows, "col": pts.cols,
                           "x": pts.x, "y": pts.y, "reference": [""] * len(names)})
-    suffix = out.suffix.lower()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".csv":
-        with atomic_path(out) as tmp:
-            frame.to_csv(tmp, index=False)
-        return out
-    if suffix not in (".gpkg", ".geojson"):
-        raise DataError(f"--out {out}: write points as .gpkg, .geojson or .csv")
-    import geopandas as gpd
-
-    gdf = gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(pts.x, pts.y), crs=cmap.crs)
-    driver = "GPKG" if suffix == ".gpkg" else "GeoJSON"
-    with atomic_path(out, suffix=suffix) as tmp:
-        tmp.unlink()  # the driver creates the file
-        # the GeoPackage layer is named after the file, as GIS tools name it when re-saving
-        gdf.to_file(tmp, driver=driver, layer=out.stem if driver == "GPKG" else None)
-    return out
+    return write_points(frame, out, cmap.crs)
 
 
 def write_assessment_tables(result: AreaEstimate, folder: str | Path) -> dict[str, Path]:

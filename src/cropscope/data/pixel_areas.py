@@ -64,6 +64,19 @@ def _to_lonlat(crs: Any, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.n
     return tr.transform(x, y)
 
 
+def _to_equal_area(crs: Any, x: np.ndarray, y: np.ndarray, cx: float, cy: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``x``/``y`` (in ``crs``) in the equal-area projection on the CRS's datum centred on
+    the point ``(cx, cy)``, so no pixel near it straddles the projection's seam."""
+    lon0 = float(_to_lonlat(crs, np.array([cx]), np.array([cy]))[0][0])
+    ex, ey = _equal_area_transformer(crs, lon0).transform(x, y)
+    ex, ey = np.asarray(ex), np.asarray(ey)
+    if not (np.isfinite(ex).all() and np.isfinite(ey).all()):
+        raise DataError("some pixel corners lie outside the CRS's valid area; pixel areas "
+                        "cannot be computed there")
+    return ex, ey
+
+
 def pixel_areas(crs: Any, transform: Any, shape: tuple[int, int], *,
                 row_off: int = 0, col_off: int = 0) -> PixelAreas:
     """Areas (hectares) of the ``shape`` window at ``(row_off, col_off)`` of a raster with
@@ -80,15 +93,7 @@ def pixel_areas(crs: Any, transform: Any, shape: tuple[int, int], *,
     cc, rr = np.meshgrid(cols, rows)
     x = t.c + t.a * cc + t.b * rr
     y = t.f + t.d * cc + t.e * rr
-    # centre the equal-area projection on the window, so no pixel straddles its seam
-    mid_x = np.array([x[h // 2, w // 2]])
-    mid_y = np.array([y[h // 2, w // 2]])
-    lon0 = float(_to_lonlat(crs, mid_x, mid_y)[0][0])
-    ex, ey = _equal_area_transformer(crs, lon0).transform(x, y)
-    ex, ey = np.asarray(ex), np.asarray(ey)
-    if not (np.isfinite(ex).all() and np.isfinite(ey).all()):
-        raise DataError("some pixel corners lie outside the CRS's valid area; pixel areas "
-                        "cannot be computed there")
+    ex, ey = _to_equal_area(crs, x, y, x[h // 2, w // 2], y[h // 2, w // 2])
     # shoelace of each quad (corners 1=(r,c), 2=(r,c+1), 3=(r+1,c+1), 4=(r+1,c)) by diagonals
     d13x, d13y = ex[1:, 1:] - ex[:-1, :-1], ey[1:, 1:] - ey[:-1, :-1]
     d24x, d24y = ex[1:, :-1] - ex[:-1, 1:], ey[1:, :-1] - ey[:-1, 1:]
@@ -99,13 +104,7 @@ def pixel_areas(crs: Any, transform: Any, shape: tuple[int, int], *,
 def _quad_areas(crs: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Hectares of quads whose corners ``x``/``y`` ``[..., 4]`` (in ``crs``, in ring order)
     are given, on the CRS's datum."""
-    mx, my = np.array([float(np.median(x))]), np.array([float(np.median(y))])
-    lon0 = float(_to_lonlat(crs, mx, my)[0][0])
-    ex, ey = _equal_area_transformer(crs, lon0).transform(x, y)
-    ex, ey = np.asarray(ex), np.asarray(ey)
-    if not (np.isfinite(ex).all() and np.isfinite(ey).all()):
-        raise DataError("some pixel corners lie outside the CRS's valid area; pixel areas "
-                        "cannot be computed there")
+    ex, ey = _to_equal_area(crs, x, y, float(np.median(x)), float(np.median(y)))
     d13x, d13y = ex[..., 2] - ex[..., 0], ey[..., 2] - ey[..., 0]
     d24x, d24y = ex[..., 3] - ex[..., 1], ey[..., 3] - ey[..., 1]
     return 0.5 * np.abs(d13x * d24y - d13y * d24x) / _M2_PER_HA

@@ -68,29 +68,13 @@ class Proposals:
         ``label`` column for the interpreters."""
         import pandas as pd
 
-        from cropscope.io import atomic_path
+        from cropscope.data.points import write_points
 
-        out = Path(path)
         frame = pd.DataFrame({"point_id": np.arange(len(self.rows)), "row": self.rows,
                               "col": self.cols, "x": self.x, "y": self.y,
                               "score": self.score, "map_class": self.map_class,
                               "label": [""] * len(self.rows)})
-        suffix = out.suffix.lower()
-        if suffix == ".csv":
-            with atomic_path(out) as tmp:
-                frame.to_csv(tmp, index=False)
-            return out
-        if suffix not in (".gpkg", ".geojson"):
-            raise DataError(f"--out {out}: write points as .gpkg, .geojson or .csv")
-        import geopandas as gpd
-
-        gdf = gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(self.x, self.y),
-                               crs=self.crs)
-        with atomic_path(out, suffix=suffix) as tmp:
-            tmp.unlink()
-            gdf.to_file(tmp, driver="GPKG" if suffix == ".gpkg" else "GeoJSON",
-                        layer=out.stem if suffix == ".gpkg" else None)
-        return out
+        return write_points(frame, path, self.crs)
 
 
 def _classes(src: Any) -> list[str]:

@@ -287,22 +287,30 @@ def map_report(labels: str | Path, out: str | Path, *, assessment: Any = None,
     return _write(_page(title or f"Crop map report: {labels.stem}", sections), Path(out))
 
 
-def _assessment_dict(assessment: Any) -> dict[str, Any]:
-    if hasattr(assessment, "to_dict"):
-        return dict(assessment.to_dict())
-    if isinstance(assessment, Mapping):
-        return dict(assessment)
+def _result_dict(obj: Any, what: str, hint: str, folder_file: str | None = None
+                 ) -> dict[str, Any]:
+    """A result given as an object with ``to_dict()``, a mapping, or the path of its JSON
+    file (a folder holding ``folder_file``); it must hold ``overall_accuracy``."""
+    if hasattr(obj, "to_dict"):
+        return dict(obj.to_dict())
+    if isinstance(obj, Mapping):
+        return dict(obj)
     from cropscope.io import read_json
 
-    path = Path(assessment)
-    if path.is_dir():
-        path = path / "assessment.json"
+    path = Path(obj)
+    if folder_file is not None and path.is_dir():
+        path = path / folder_file
     if not path.is_file():
-        raise DataError(f"assessment not found: {path}")
+        raise DataError(f"{what} not found: {path}")
     data = read_json(path)
     if not isinstance(data, dict) or "overall_accuracy" not in data:
-        raise DataError(f"{path} is not an assessment (cropscope accuracy --out)")
+        raise DataError(f"{path} is not an {what} ({hint})")
     return data
+
+
+def _assessment_dict(assessment: Any) -> dict[str, Any]:
+    return _result_dict(assessment, "assessment", "cropscope accuracy --out",
+                        "assessment.json")
 
 
 def evaluation_report(result: Any, out: str | Path, *, title: str | None = None) -> Path:
@@ -337,16 +345,4 @@ def evaluation_report(result: Any, out: str | Path, *, title: str | None = None)
 
 
 def _evaluation_dict(result: Any) -> dict[str, Any]:
-    if hasattr(result, "to_dict"):
-        return dict(result.to_dict())
-    if isinstance(result, Mapping):
-        return dict(result)
-    from cropscope.io import read_json
-
-    path = Path(result)
-    if not path.is_file():
-        raise DataError(f"evaluation not found: {path}")
-    data = read_json(path)
-    if not isinstance(data, dict) or "overall_accuracy" not in data:
-        raise DataError(f"{path} is not an evaluation result (cropscope evaluate --json)")
-    return data
+    return _result_dict(result, "evaluation", "cropscope evaluate --json")
