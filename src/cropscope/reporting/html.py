@@ -2,7 +2,8 @@
 
 Every image is embedded (base64 PNG drawn with matplotlib, Agg) and the style sheet is
 inline, so a report is one file that opens from disk, e-mail or a USB stick without a network
-(no CDN, no tiles). Sections:
+(no CDN, no tiles); only the optional basemap below the map quick-look is fetched, by a
+script after the page has loaded, and it stays hidden when offline. Sections:
 
 - :func:`map_report`: the map quick-look with a legend in the map's own colours (read from
   the labels raster's colour table), the uncertainty quick-look when the map job's
@@ -79,7 +80,8 @@ def _plt() -> Any:
 
 def _read_small(path: Path, band: int = 1) -> tuple[np.ndarray, dict[str, Any]]:
     """A raster band at reduced resolution (nearest: class codes stay codes), with the
-    raster's ``height``, ``width`` and ``crs`` (text)."""
+    raster's ``height``, ``width``, ``crs`` (text) and its lon/lat ``bounds`` (south, west,
+    north, east; None without a CRS)."""
     import rasterio
     from rasterio.enums import Resampling
 
@@ -87,7 +89,16 @@ def _read_small(path: Path, band: int = 1) -> tuple[np.ndarray, dict[str, Any]]:
         factor = max(1, math.ceil(max(src.height, src.width) / _SIDE))
         shape = (math.ceil(src.height / factor), math.ceil(src.width / factor))
         meta = {"height": src.height, "width": src.width,
-                "crs": src.crs.to_string() if src.crs else "no CRS"}
+                "crs": src.crs.to_string() if src.crs else "no CRS", "bounds": None}
+        if src.crs is not None:
+            from rasterio.errors import RasterioError
+            from rasterio.warp import transform_bounds
+
+            try:  # no basemap for a CRS that does not convert to lon/lat
+                w, s_, e, n = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+                meta["bounds"] = (s_, w, n, e)
+            except (ValueError, RasterioError):
+                meta["bounds"] = None
         return src.read(band, out_shape=shape, resampling=Resampling.nearest), meta
 
 
@@ -169,13 +180,48 @@ def _map_section(labels: Path, classes: list[str], cmap: dict[int, tuple[int, in
     ax.imshow(rgb, interpolation="nearest")
     ax.set_axis_off()
     img = _png(fig)
+    basemap = "" if meta["bounds"] is None else _basemap(rgb, codes != _NODATA, meta["bounds"])
     legend = "".join(
         f'<li><span class="swatch" style="background:{_hex(cmap[i])}"></span>{_e(c)}'
         f' <span class="note">({areas.get(c, {}).get("share", 0.0):.1%})</span></li>'
         for i, c in enumerate(classes))
     return (f'<h2 id="map">Map</h2><p class="meta">{_e(labels.name)} · {meta["height"]} × '
             f"{meta['width']} pixels · {_e(meta['crs'])}</p><figure><img alt=\"map quick-look\" "
-            f'src="{img}"></figure><ul class="legend" id="legend">{legend}</ul>')
+            f'src="{img}"></figure><ul class="legend" id="legend">{legend}</ul>{basemap}')
+
+
+def _basemap(rgb: np.ndarray, valid: np.ndarray, bounds: tuple[float, ...]) -> str:
+    """The map over OpenStreetMap tiles (Leaflet), shown only when the viewer is online.
+
+    Leaflet and the tiles are fetched by a script that runs after the page has loaded; when
+    they cannot be fetched (offline) the section stays hidden and the static quick-look above
+    is the map. The overlay is the quick-look stretched to the map's lon/lat bounds.
+    """
+    import json
+
+    plt = _plt()
+    rgba = np.dstack([rgb, np.where(valid, 200, 0).astype(np.uint8)])
+    buf = io.BytesIO()
+    plt.imsave(buf, rgba, format="png")
+    overlay = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    south, west, north, east = bounds
+    box = json.dumps([[south, west], [north, east]])
+    return ('<div id="basemap-section" hidden><h2>Map over OpenStreetMap</h2>'
+            '<div id="basemap" style="height:460px;border:1px solid #ddd"></div></div>'
+            "<script>window.addEventListener('load', function () {"
+            "var base = 'https://unpkg.com/leaflet@1.9.4/dist/';"
+            "var css = document.createElement('link'); css.rel = 'stylesheet';"
+            "css.href = base + 'leaflet.css'; document.head.appendChild(css);"
+            "var js = document.createElement('script'); js.src = base + 'leaflet.js';"
+            "js.onload = function () { try {"
+            "document.getElementById('basemap-section').hidden = false;"
+            "var m = L.map('basemap');"
+            "L.tileLayer('https://tile.openstreetmap.org/{z}/{x}/{y}.png', {maxZoom: 18,"
+            " attribution: '&copy; OpenStreetMap contributors'}).addTo(m);"
+            f"var b = {box}; L.imageOverlay('{overlay}', b).addTo(m); m.fitBounds(b);"
+            "} catch (e) { document.getElementById('basemap-section').hidden = true; } };"
+            "js.onerror = function () {};"  # offline: the static quick-look is the map
+            "document.head.appendChild(js); });</script>")
 
 
 def _uncertainty_section(path: Path) -> str:
