@@ -124,3 +124,47 @@ def test_mosaic_of_tiles_equals_the_whole(tmp_path: Path) -> None:
     other = _write(tmp_path / "c.tif", lab, ["maize", "cotton", "forest"])
     with pytest.raises(DataError, match="other classes"):
         mosaic_maps([left, other], tmp_path / "m2.tif")
+
+
+def test_relabelling_resumes_and_pickles_for_dask(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    import cropscope.mapping.job as job
+    from cropscope.mapping.relabel import _LookupOp, _RelabelModel, _SieveOp
+
+    lab = _speckled()
+    src = _write(tmp_path / "map.tif", lab, ["maize", "soy", "forest"])
+    ref = sieve_map(src, tmp_path / "ref.tif", 8, tile=32)
+
+    class Crash(Exception):
+        pass
+
+    real = job.run_map_job
+    seen = []
+
+    def crashing(*args, **kw):
+        def on_window(window):
+            seen.append(window.index)
+            if len(seen) == 3:
+                raise Crash
+
+        return real(*args, **kw, on_window=on_window)
+
+    with monkeypatch.context() as m:
+        m.setattr(job, "run_map_job", crashing)
+        with pytest.raises(Crash):
+            sieve_map(src, tmp_path / "out.tif", 8, tile=32)
+    assert not (tmp_path / "out.tif").exists()  # nothing half-written
+    journal = tmp_path / ".out.tif.relabel" / "map_job.json"
+    assert journal.is_file()
+    out = sieve_map(src, tmp_path / "out.tif", 8, tile=32)
+    with rasterio.open(out) as a, rasterio.open(ref) as b:
+        np.testing.assert_array_equal(a.read(1), b.read(1))
+    assert not journal.parent.exists()
+    # the operations travel to Dask workers by pickle
+    model = _RelabelModel(["a", "b"], _SieveOp(8, 8), 8, T)
+    again = pickle.loads(pickle.dumps(model))
+    assert again.name == model.name == "sieve(size=8,connectivity=8)"
+    lut = pickle.loads(pickle.dumps(_LookupOp(np.arange(256, dtype=np.uint8))))
+    assert lut(np.array([[3]]), None)[0, 0] == 3

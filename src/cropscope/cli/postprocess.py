@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from cropscope.cli._common import log
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.command("smooth")
@@ -84,17 +88,33 @@ def propose_samples(prob_path: Path, n_points: int, score: str, min_distance: in
     log(f"{len(res.rows)} points to label written to {out_path}")
 
 
+def _job_options(func: F) -> F:
+    """--tile, --workers, --scheduler, --resume/--no-resume of a relabelling map job."""
+    for option in reversed([
+        click.option("--tile", type=int, default=1024, show_default=True),
+        click.option("--workers", type=int, default=None, help="Local Dask processes."),
+        click.option("--scheduler", default=None, help="Address of a running Dask scheduler."),
+        click.option("--resume/--no-resume", default=True, show_default=True),
+    ]):
+        func = option(func)
+    return func
+
+
 @click.command("sieve")
 @click.option("--map", "map_path", type=click.Path(path_type=Path), required=True)
 @click.option("--min-pixels", type=int, required=True,
               help="Minimum mapping unit: smaller patches join their largest neighbour.")
 @click.option("--connectivity", type=click.Choice(["4", "8"]), default="8", show_default=True)
 @click.option("--out", "out_path", type=click.Path(path_type=Path), required=True)
-def sieve(map_path: Path, min_pixels: int, connectivity: str, out_path: Path) -> None:
+@_job_options
+def sieve(map_path: Path, min_pixels: int, connectivity: str, out_path: Path, tile: int,
+          workers: int | None, scheduler: str | None, resume: bool) -> None:
     """Apply a minimum mapping unit to a class map."""
     from cropscope.mapping import sieve_map
 
-    click.echo(str(sieve_map(map_path, out_path, min_pixels, connectivity=int(connectivity))))
+    click.echo(str(sieve_map(map_path, out_path, min_pixels, connectivity=int(connectivity),
+                             tile=tile, workers=workers, scheduler=scheduler, resume=resume,
+                             progress=True)))
 
 
 def _rules(rules: tuple[str, ...]) -> dict[str, str]:
@@ -116,8 +136,10 @@ def _rules(rules: tuple[str, ...]) -> dict[str, str]:
               help="Comma-separated mask values that apply.")
 @click.option("--mask-class", default=None, help="Class for masked pixels (default: nodata).")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), required=True)
+@_job_options
 def reclassify(map_path: Path, rules: tuple[str, ...], mask: Path | None, mask_values: str,
-               mask_class: str | None, out_path: Path) -> None:
+               mask_class: str | None, out_path: Path, tile: int, workers: int | None,
+               scheduler: str | None, resume: bool) -> None:
     """Rename or merge classes of a map, and force a class (or nodata) under a mask."""
     from cropscope.mapping import reclassify_map
 
@@ -126,7 +148,9 @@ def reclassify(map_path: Path, rules: tuple[str, ...], mask: Path | None, mask_v
     except ValueError:
         raise click.BadParameter(f"--mask-values {mask_values!r}: integers") from None
     click.echo(str(reclassify_map(map_path, out_path, _rules(rules), mask=mask,
-                                  mask_values=values, mask_class=mask_class)))
+                                  mask_values=values, mask_class=mask_class, tile=tile,
+                                  workers=workers, scheduler=scheduler, resume=resume,
+                                  progress=True)))
 
 
 @click.command("rollup")
@@ -134,11 +158,14 @@ def reclassify(map_path: Path, rules: tuple[str, ...], mask: Path | None, mask_v
 @click.option("--taxonomy", required=True, help="A taxonomy file or shipped name.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="Folder for one map per level (<map>_<level>.tif).")
-def rollup(map_path: Path, taxonomy: str, out_dir: Path) -> None:
+@_job_options
+def rollup(map_path: Path, taxonomy: str, out_dir: Path, tile: int, workers: int | None,
+           scheduler: str | None, resume: bool) -> None:
     """One map per level of a class hierarchy (each class becomes its ancestor)."""
     from cropscope.mapping import rollup_map
 
-    outs = rollup_map(map_path, taxonomy, out_dir)
+    outs = rollup_map(map_path, taxonomy, out_dir, tile=tile, workers=workers,
+                      scheduler=scheduler, resume=resume, progress=True)
     click.echo(json.dumps({k: str(v) for k, v in outs.items()}))
 
 

@@ -1,8 +1,10 @@
 """Relabelling a class map: minimum mapping unit, reclassification, taxonomy roll-up, mosaic.
 
 Operations on labels rasters (uint8 codes, 255 = nodata, ``class_<i>`` tags, as the map
-job writes them), each streamed window by window and written as a COG atomically (complete
-or absent), with colours keyed to the class names, GDAL category names and a QGIS style
+job writes them). Sieve, reclassify and roll-up run as a map model through the map job
+(:func:`~cropscope.mapping.job.run_map_job`: window by window with a halo, bounded memory,
+resumable from its journal, optionally on Dask) and deliver a COG atomically (complete or
+absent), with colours keyed to the class names, GDAL category names and a QGIS style
 (:mod:`cropscope.mapping.styles`):
 
 - :func:`sieve_map`: the minimum mapping unit — connected patches smaller than
@@ -20,11 +22,12 @@ or absent), with colours keyed to the class names, GDAL category names and a QGI
   (:class:`~cropscope.taxonomy.Taxonomy`): each class becomes its ancestor on that level.
 - :func:`mosaic_maps`: map tiles (same CRS, resolution and classes) merged into one map
   (``rasterio.merge`` with a memory limit; where tiles overlap the first one wins), for
-  labels, probabilities or uncertainty alike.
+  labels, probabilities or uncertainty alike (one pass, not resumable: rerun it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -69,69 +72,146 @@ def read_map_classes(path: str | Path) -> list[str]:
     return [names.get(i, f"class_{i}") for i in range(max(names) + 1)]
 
 
-def _write_labels(src_path: Path, out: Path, classes: Sequence[str], halo: int, tile: int,
-                  fn: Callable[[np.ndarray, Any], np.ndarray],
-                  colours: Mapping[str, str] | None = None) -> Path:
-    """Stream ``src_path``'s band 1 by ``tile`` windows read with ``halo``; ``fn(read
-    array, rasterio window)`` returns the new codes of the read area; write the cores."""
-    import rasterio
-    from rasterio.shutil import copy as raster_copy
-    from rasterio.windows import Window
+class _SieveOp:
+    """Patches smaller than ``size`` pixels take their largest neighbour's class."""
 
-    from cropscope.io import atomic_path
-    from cropscope.mapping.styles import colour_table, write_category_names, write_qgis_style
+    def __init__(self, size: int, connectivity: int) -> None:
+        self.size, self.connectivity = int(size), int(connectivity)
+        self.label = f"sieve(size={self.size},connectivity={self.connectivity})"
+
+    def __call__(self, codes: np.ndarray, window: Any) -> np.ndarray:
+        from rasterio.features import sieve
+
+        valid = codes != _NODATA
+        out = sieve(codes.astype(np.uint8), size=self.size, mask=valid,
+                    connectivity=self.connectivity)
+        return np.where(valid, out, _NODATA).astype(np.uint8)
+
+
+class _LookupOp:
+    """Codes through a lookup table; where a mask raster holds ``values``, ``forced``."""
+
+    def __init__(self, lut: np.ndarray, mask: Path | None = None,
+                 values: Sequence[int] = (), forced: int = _NODATA) -> None:
+        self.lut = np.asarray(lut, dtype=np.uint8)
+        self.mask = None if mask is None else str(mask)
+        self.values = np.asarray(list(values), dtype=np.int64)
+        self.forced = int(forced)
+        digest = hashlib.sha256(self.lut.tobytes() + self.values.tobytes()).hexdigest()[:16]
+        stamp = ""
+        if mask is not None:
+            st = Path(mask).stat()
+            stamp = f",mask={Path(mask).resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        self.label = f"lookup({digest},forced={self.forced}{stamp})"
+
+    def __call__(self, codes: np.ndarray, window: Any) -> np.ndarray:
+        new = self.lut[codes]
+        if self.mask is not None:
+            import rasterio
+
+            with rasterio.open(self.mask) as src:
+                hit = np.isin(src.read(1, window=window), self.values)
+            new[hit & (codes != _NODATA)] = self.forced
+        return new
+
+
+class _RelabelModel:
+    """A labels operation under the map-model contract: the cube is the map's labels (one
+    band, NaN = nodata), the output one-hot probabilities of the new labels, so the map job
+    streams, resumes and fans out relabelling as it does maps."""
+
+    input_kind = "patches"  # a halo of context, the core returned
+
+    def __init__(self, classes: Sequence[str], op: Callable[[np.ndarray, Any], np.ndarray],
+                 halo: int, transform: Any) -> None:
+        self._classes = list(classes)
+        self.op, self._halo, self.transform = op, int(halo), transform
+        self.name = str(getattr(op, "label", "relabel"))
+        self.run_digest = self.name  # the job's model identity: the operation and settings
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self._classes)
+
+    @property
+    def bands(self) -> list[str]:
+        return ["class"]
+
+    @property
+    def time_grid(self) -> Any:
+        from cropscope.runs.schema import TimeGrid
+
+        return TimeGrid.any()
+
+    @property
+    def halo(self) -> int:
+        return self._halo
+
+    def predict_window(self, cube: Any, core: tuple[slice, slice]
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        from rasterio.windows import Window
+
+        vals = np.asarray(cube.values, dtype=np.float64)[0, 0]
+        codes = np.where(np.isfinite(vals), vals, _NODATA).astype(np.int64)
+        codes = np.where((codes < 0) | (codes > _NODATA), _NODATA, codes)
+        t = self.transform
+        col0 = round((float(cube["x"].values[0]) - t.c) / t.a - 0.5)
+        row0 = round((float(cube["y"].values[0]) - t.f) / t.e - 0.5)
+        window = Window(col0, row0, codes.shape[1], codes.shape[0])
+        new = np.asarray(self.op(codes, window))[core]
+        k = len(self._classes)
+        proba = (new[None] == np.arange(k)[:, None, None]).astype(np.float32)
+        return proba, new != _NODATA
+
+
+def _run_relabel(src_path: Path, out: Path, classes: Sequence[str],
+                 op: Callable[[np.ndarray, Any], np.ndarray], halo: int, *, tile: int,
+                 resume: bool, progress: bool, workers: int | None, scheduler: str | None,
+                 colours: Mapping[str, str] | None = None) -> Path:
+    """Run ``op`` over the labels raster through the map job into the COG ``out``."""
+    import shutil
+
+    import rasterio
+
+    from cropscope.data.readers.cube import CubeSource
+    from cropscope.mapping.job import run_map_job
+    from cropscope.mapping.styles import write_category_names, write_qgis_style
 
     if len(classes) >= _NODATA:
         raise DataError(f"too many classes for an 8-bit map: {len(classes)}")
     if out.suffix.lower() not in (".tif", ".tiff"):
         raise DataError(f"--out {out}: a map is a GeoTIFF (.tif)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(src_path) as src, _scratch(out) as work:
-        profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1,
-                   "dtype": "uint8", "nodata": _NODATA, "crs": src.crs,
-                   "transform": src.transform, "tiled": True, "blockxsize": 256,
-                   "blockysize": 256}
-        with rasterio.open(work, "w", **profile) as dst:
-            for r in range(0, src.height, tile):
-                for c in range(0, src.width, tile):
-                    h, w = min(tile, src.height - r), min(tile, src.width - c)
-                    r0, c0 = max(0, r - halo), max(0, c - halo)
-                    r1, c1 = min(src.height, r + h + halo), min(src.width, c + w + halo)
-                    win = Window(c0, r0, c1 - c0, r1 - r0)
-                    new = fn(src.read(1, window=win), win)
-                    dst.write(new[r - r0:r - r0 + h, c - c0:c - c0 + w].astype(np.uint8), 1,
-                              window=Window(c, r, w, h))
-            dst.write_colormap(1, colour_table(list(classes), colours))
-            dst.update_tags(**{f"class_{i}": n for i, n in enumerate(classes)})
-            dst.set_band_description(1, "class")
-        with atomic_path(out) as tmp:
-            raster_copy(work, tmp, driver="COG", compress="deflate", blocksize=512,
-                        overview_resampling="nearest")
+    with rasterio.open(src_path) as src:
+        transform = src.transform
+    source = CubeSource.scan(src_path, dates=["2000-01-01"], band_names=["class"],
+                             nodata=_NODATA)
+    model = _RelabelModel(classes, op, halo, transform)
+    work = out.with_name(f".{out.name}.relabel")
+    res = run_map_job(model, source, work, tile=tile, resume=resume, progress=progress,
+                      workers=workers, scheduler=scheduler, colours=colours)
+    os.replace(res.paths["labels"], out)  # same folder: atomic
     write_category_names(out, classes)
     write_qgis_style(out, classes, colours)
+    shutil.rmtree(work, ignore_errors=True)
     return out
 
 
 def sieve_map(labels: str | Path, out: str | Path, min_pixels: int, *,
-              connectivity: int = 8, tile: int = 1024) -> Path:
+              connectivity: int = 8, tile: int = 1024, resume: bool = True,
+              progress: bool = False, workers: int | None = None,
+              scheduler: str | None = None) -> Path:
     """The map with patches smaller than ``min_pixels`` merged into a neighbour (module
     doc); nodata stays nodata and is never grown into."""
-    from rasterio.features import sieve
-
     src = Path(labels)
     classes = read_map_classes(src)
     if min_pixels < 2:
         raise DataError(f"the minimum mapping unit must be >= 2 pixels, got {min_pixels}")
     if connectivity not in (4, 8):
         raise DataError(f"connectivity must be 4 or 8, got {connectivity}")
-    halo = int(min_pixels)
-
-    def fn(codes: np.ndarray, _: Any) -> np.ndarray:
-        valid = codes != _NODATA
-        out = sieve(codes, size=halo, mask=valid, connectivity=connectivity)
-        return np.where(valid, out, _NODATA)
-
-    return _write_labels(src, Path(out), classes, halo, max(tile, 2 * halo), fn)
+    return _run_relabel(src, Path(out), classes, _SieveOp(min_pixels, connectivity),
+                        int(min_pixels), tile=max(tile, 2 * int(min_pixels)), resume=resume,
+                        progress=progress, workers=workers, scheduler=scheduler)
 
 
 def _code_map(old: Sequence[str], new_of: Mapping[str, str]) -> tuple[list[str], np.ndarray]:
@@ -146,16 +226,11 @@ def _code_map(old: Sequence[str], new_of: Mapping[str, str]) -> tuple[list[str],
     return new_classes, lut
 
 
-def _lookup(lut: np.ndarray) -> Callable[[np.ndarray, Any], np.ndarray]:
-    def fn(codes: np.ndarray, _: Any) -> np.ndarray:
-        return lut[codes]
-
-    return fn
-
-
 def reclassify_map(labels: str | Path, out: str | Path, rules: Mapping[str, str], *,
                    mask: str | Path | None = None, mask_values: Sequence[int] = (1,),
-                   mask_class: str | None = None, tile: int = 1024) -> Path:
+                   mask_class: str | None = None, tile: int = 1024, resume: bool = True,
+                   progress: bool = False, workers: int | None = None,
+                   scheduler: str | None = None) -> Path:
     """New class names by ``rules`` (``{old: new}``; classes not named keep theirs); where
     the raster ``mask`` (same grid) holds one of ``mask_values`` the pixel becomes
     ``mask_class`` (``None``: nodata)."""
@@ -172,38 +247,25 @@ def reclassify_map(labels: str | Path, out: str | Path, rules: Mapping[str, str]
         if mask_class not in classes:
             classes.append(mask_class)
         forced = classes.index(mask_class)
-    mask_src = None
+    mp = None
     if mask is not None:
         mp = Path(mask)
         if not mp.is_file():
             raise DataError(f"mask not found: {mp}")
-        mask_src = rasterio.open(mp)
-        with rasterio.open(src) as ref:
-            same = (mask_src.height, mask_src.width) == (ref.height, ref.width) and \
-                mask_src.crs == ref.crs and \
-                np.allclose(tuple(mask_src.transform)[:6], tuple(ref.transform)[:6])
+        with rasterio.open(mp) as m, rasterio.open(src) as ref:
+            same = (m.height, m.width) == (ref.height, ref.width) and m.crs == ref.crs and \
+                np.allclose(tuple(m.transform)[:6], tuple(ref.transform)[:6])
         if not same:
-            mask_src.close()
             raise DataError(f"the mask {mp} is not on the map's grid (size, CRS and "
                             "transform must match); resample it onto the map first")
-    values = np.asarray(list(mask_values))
-
-    def fn(codes: np.ndarray, win: Any) -> np.ndarray:
-        new = lut[codes]
-        if mask_src is not None:
-            hit = np.isin(mask_src.read(1, window=win), values) & (codes != _NODATA)
-            new[hit] = forced
-        return new
-
-    try:
-        return _write_labels(src, Path(out), classes, 0, tile, fn)
-    finally:
-        if mask_src is not None:
-            mask_src.close()
+    return _run_relabel(src, Path(out), classes, _LookupOp(lut, mp, mask_values, forced), 0,
+                        tile=tile, resume=resume, progress=progress, workers=workers,
+                        scheduler=scheduler)
 
 
 def rollup_map(labels: str | Path, taxonomy: Any, out_dir: str | Path, *,
-               tile: int = 1024) -> dict[str, Path]:
+               tile: int = 1024, resume: bool = True, progress: bool = False,
+               workers: int | None = None, scheduler: str | None = None) -> dict[str, Path]:
     """One map per level of ``taxonomy`` coarser than (or at) the map's classes:
     ``<out_dir>/<stem>_<level>.tif`` (see the module doc)."""
     from cropscope.taxonomy import Taxonomy, load_taxonomy
@@ -228,7 +290,9 @@ def rollup_map(labels: str | Path, taxonomy: Any, out_dir: str | Path, *,
         level_name = tax.levels[level]
         out = Path(out_dir) / f"{src.stem}_{level_name}.tif"
         classes, lut = _code_map(old, rules)
-        outs[level_name] = _write_labels(src, out, classes, 0, tile, _lookup(lut))
+        outs[level_name] = _run_relabel(src, out, classes, _LookupOp(lut), 0, tile=tile,
+                                        resume=resume, progress=progress, workers=workers,
+                                        scheduler=scheduler)
     return outs
 
 
