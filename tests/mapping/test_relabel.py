@@ -168,3 +168,33 @@ def test_relabelling_resumes_and_pickles_for_dask(tmp_path: Path,
     assert again.name == model.name == "sieve(size=8,connectivity=8)"
     lut = pickle.loads(pickle.dumps(_LookupOp(np.arange(256, dtype=np.uint8))))
     assert lut(np.array([[3]]), None)[0, 0] == 3
+
+
+def test_mosaic_of_probability_tiles_and_first_wins(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    q = rng.integers(0, 255, (3, 30, 40)).astype(np.uint8)
+    q[:, :2, :2] = 255
+    names = ["maize", "soy", "forest"]
+    whole = _write(tmp_path / "whole.tif", q, names)
+    a = _write(tmp_path / "a.tif", q[:, :, :25], names)
+    b = _write(tmp_path / "b.tif", q[:, :, 20:], names, transform=T * Affine.translation(20, 0))
+    out = mosaic_maps([a, b], tmp_path / "m.tif", tile=16)
+    with rasterio.open(out) as m, rasterio.open(whole) as w:
+        np.testing.assert_array_equal(m.read(), w.read())
+    # where tiles overlap, the first one given wins
+    other = q.copy()
+    other[:, :, 20:25] = 7
+    b2 = _write(tmp_path / "b2.tif", other[:, :, 20:], names,
+                transform=T * Affine.translation(20, 0))
+    first_b = mosaic_maps([b2, a], tmp_path / "m2.tif")
+    with rasterio.open(first_b) as m:
+        assert (m.read()[:, 2:, 20:25] == 7).all()
+    # one band without classes (uncertainty): merged in one pass
+    u = _write(tmp_path / "u.tif", q[:1, :, :25], None)
+    u2 = _write(tmp_path / "u2.tif", q[:1, :, 20:], None, transform=T * Affine.translation(20, 0))
+    with rasterio.open(mosaic_maps([u, u2], tmp_path / "u.m.tif")) as m:
+        np.testing.assert_array_equal(m.read(1), q[0])
+    off = _write(tmp_path / "off.tif", q[:, :, 20:], names,
+                 transform=T * Affine.translation(20.5, 0))
+    with pytest.raises(DataError, match="grid"):
+        mosaic_maps([a, off], tmp_path / "m3.tif")

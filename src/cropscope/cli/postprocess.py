@@ -173,9 +173,13 @@ def rollup(map_path: Path, taxonomy: str, out_dir: Path, tile: int, workers: int
 @click.argument("tiles", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_path", type=click.Path(path_type=Path), required=True)
 @click.option("--mem-limit", type=int, default=256, show_default=True,
-              help="Memory for the merge, in MB.")
-def mosaic(tiles: tuple[Path, ...], out_path: Path, mem_limit: int) -> None:
+              help="Memory for merging single-band tiles without classes, in MB.")
+@_job_options
+def mosaic(tiles: tuple[Path, ...], out_path: Path, mem_limit: int, tile: int,
+           workers: int | None, scheduler: str | None, resume: bool) -> None:
     """Merge map tiles (labels, probabilities or uncertainty of one product) into one COG."""
     from cropscope.mapping import mosaic_maps
 
-    click.echo(str(mosaic_maps(list(tiles), out_path, mem_limit_mb=mem_limit)))
+    click.echo(str(mosaic_maps(list(tiles), out_path, mem_limit_mb=mem_limit, tile=tile,
+                               workers=workers, scheduler=scheduler, resume=resume,
+                               progress=True)))

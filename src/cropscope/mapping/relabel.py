@@ -20,9 +20,10 @@ absent), with colours keyed to the class names, GDAL category names and a QGIS s
   holds given values (e.g. a cropland mask, a water body layer).
 - :func:`rollup_map`: one map per level of a class hierarchy
   (:class:`~cropscope.taxonomy.Taxonomy`): each class becomes its ancestor on that level.
-- :func:`mosaic_maps`: map tiles (same CRS, resolution and classes) merged into one map
-  (``rasterio.merge`` with a memory limit; where tiles overlap the first one wins), for
-  labels, probabilities or uncertainty alike (one pass, not resumable: rerun it).
+- :func:`mosaic_maps`: map tiles (same CRS, resolution and classes) merged into one map;
+  where tiles overlap the first one wins. Labels and probabilities go through the map job
+  over a GDAL VRT of the tiles (resumable, Dask); uncertainty (one band without classes)
+  through one ``rasterio.merge`` pass with a memory limit.
 """
 
 from __future__ import annotations
@@ -296,11 +297,109 @@ def rollup_map(labels: str | Path, taxonomy: Any, out_dir: str | Path, *,
     return outs
 
 
+class _PassModel:
+    """The cube's own values under the map-model contract: class codes (one band) as
+    one-hot probabilities, or probability bands as they are — what a mosaic copies."""
+
+    input_kind = "pixels"
+
+    def __init__(self, classes: Sequence[str], labels: bool, label: str) -> None:
+        self._classes, self.labels = list(classes), bool(labels)
+        self.name = self.run_digest = label
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self._classes)
+
+    @property
+    def bands(self) -> list[str]:
+        return ["class"] if self.labels else list(self._classes)
+
+    @property
+    def time_grid(self) -> Any:
+        from cropscope.runs.schema import TimeGrid
+
+        return TimeGrid.any()
+
+    @property
+    def halo(self) -> int:
+        return 0
+
+    def predict_window(self, cube: Any, core: tuple[slice, slice]
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        vals = np.asarray(cube.values, dtype=np.float64)[0][:, core[0], core[1]]
+        valid = np.isfinite(vals).all(axis=0)
+        if self.labels:
+            codes = np.where(valid, vals[0], -1)
+            proba = (codes[None] == np.arange(len(self._classes))[:, None, None])
+            return proba.astype(np.float32), valid & (codes < len(self._classes))
+        return np.nan_to_num(vals).astype(np.float32), valid
+
+
+def _write_vrt(paths: Sequence[Path], vrt: Path) -> None:
+    """A GDAL VRT mosaic of ``paths`` (one grid; the first listed wins where they overlap,
+    nodata 255 transparent). Rewritten only when its content changes, so a resumed job sees
+    the same file; the tiles' sizes and times are in it, so changed tiles change it."""
+    import html as _html
+
+    import rasterio
+
+    infos = []
+    for path in paths:
+        with rasterio.open(path) as src:
+            st = path.stat()
+            infos.append((path.resolve(), src.transform, src.width, src.height, src.count,
+                          src.crs, f"{st.st_size}:{st.st_mtime_ns}"))
+    t0 = infos[0][1]
+    left = min(i[1].c for i in infos)
+    top = max(i[1].f for i in infos)
+    res_x, res_y = t0.a, -t0.e
+    right = max(i[1].c + i[2] * res_x for i in infos)
+    bottom = min(i[1].f - i[3] * res_y for i in infos)
+    width, height = round((right - left) / res_x), round((top - bottom) / res_y)
+    rects = []
+    for path, t, w, h, *_ in infos:
+        xo, yo = (t.c - left) / res_x, (top - t.f) / res_y
+        if abs(xo - round(xo)) > 1e-6 or abs(yo - round(yo)) > 1e-6:
+            raise DataError(f"{path} is not on the grid of {infos[0][0]} (offsets of a "
+                            "fraction of a pixel); resample the tiles onto one grid")
+        rects.append((path, round(xo), round(yo), w, h))
+    count = infos[0][4]
+    bands = []
+    for b in range(1, count + 1):
+        sources = "".join(
+            f'<ComplexSource><SourceFilename relativeToVRT="0">{_html.escape(str(path))}'
+            f"</SourceFilename><SourceBand>{b}</SourceBand>"
+            f'<SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
+            f'<DstRect xOff="{xo}" yOff="{yo}" xSize="{w}" ySize="{h}"/>'
+            f"<NODATA>{_NODATA}</NODATA></ComplexSource>"
+            for path, xo, yo, w, h in reversed(rects))  # later sources are drawn on top
+        bands.append(f'<VRTRasterBand dataType="Byte" band="{b}"><NoDataValue>{_NODATA}'
+                     f"</NoDataValue>{sources}</VRTRasterBand>")
+    stamps = " ".join(i[6] for i in infos)
+    text = (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">'
+            f"<!-- tiles {stamps} -->"
+            f"<SRS>{_html.escape(infos[0][5].to_wkt())}</SRS>"
+            f"<GeoTransform>{left!r}, {res_x!r}, 0, {top!r}, 0, {-res_y!r}</GeoTransform>"
+            + "".join(bands) + "</VRTDataset>\n")
+    if not vrt.is_file() or vrt.read_text(encoding="utf-8") != text:
+        from cropscope.io import atomic_path
+
+        with atomic_path(vrt) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+
+
 def mosaic_maps(tiles: Sequence[str | Path], out: str | Path, *,
-                mem_limit_mb: int = 256) -> Path:
+                mem_limit_mb: int = 256, tile: int = 1024, resume: bool = True,
+                progress: bool = False, workers: int | None = None,
+                scheduler: str | None = None) -> Path:
     """Merge map tiles (labels, probabilities or uncertainty COGs of one product, sharing CRS,
     resolution, band count and classes) into one COG; the first tile wins where they
-    overlap."""
+    overlap. Labels and probabilities go through the map job over a VRT of the tiles
+    (resumable, Dask); a single band without classes (uncertainty) through one
+    ``rasterio.merge`` pass with ``mem_limit_mb``."""
+    import shutil
+
     import rasterio
     from rasterio.merge import merge
     from rasterio.shutil import copy as raster_copy
@@ -333,28 +432,45 @@ def mosaic_maps(tiles: Sequence[str | Path], out: str | Path, *,
     if target.suffix.lower() not in (".tif", ".tiff"):
         raise DataError(f"--out {target}: a map is a GeoTIFF (.tif)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _scratch(target) as work:
-        merge([str(p) for p in paths], nodata=_NODATA, dst_path=str(work),
+    names = [tags[f"class_{i}"] for i in range(len(tags)) if f"class_{i}" in tags]
+    if names and (count == 1 or count == len(names)):
+        from cropscope.data.readers.cube import CubeSource
+        from cropscope.mapping.job import run_map_job
+        from cropscope.mapping.styles import write_category_names, write_qgis_style
+
+        labels = count == 1
+        work = target.with_name(f".{target.name}.mosaic")
+        work.mkdir(exist_ok=True)
+        vrt = work / "tiles.vrt"
+        _write_vrt(paths, vrt)
+        source = CubeSource.scan(vrt, dates=["2000-01-01"],
+                                 band_names=["class"] if labels else names, nodata=_NODATA,
+                                 scale=None if labels else 1.0 / 254.0)
+        model = _PassModel(names, labels, f"mosaic({'labels' if labels else 'probabilities'})")
+        colours = None
+        if colormap is not None:
+            colours = {n: "#{:02x}{:02x}{:02x}".format(*colormap[i][:3])
+                       for i, n in enumerate(names) if i in colormap}
+        res_job = run_map_job(model, source, work / "job", tile=tile, resume=resume,
+                              progress=progress, workers=workers, scheduler=scheduler,
+                              colours=colours)
+        os.replace(res_job.paths["labels" if labels else "probabilities"], target)
+        if labels:
+            write_category_names(target, names)
+            write_qgis_style(target, names, colours)
+        shutil.rmtree(work, ignore_errors=True)
+        return target
+    with _scratch(target) as scratch:
+        merge([str(p) for p in paths], nodata=_NODATA, dst_path=str(scratch),
               mem_limit=mem_limit_mb, dst_kwds={"tiled": True, "blockxsize": 256,
                                                 "blockysize": 256})
-        with rasterio.open(work, "r+") as dst:
+        with rasterio.open(scratch, "r+") as dst:
             dst.update_tags(**tags)
             for i, d in enumerate(descriptions):
                 if d:
                     dst.set_band_description(i + 1, d)
             dst.scales, dst.offsets = scales, offsets
-            if colormap is not None:
-                dst.write_colormap(1, colormap)
-        resampling = "nearest" if colormap is not None else "average"
         with atomic_path(target) as tmp:
-            raster_copy(work, tmp, driver="COG", compress="deflate", blocksize=512,
-                        overview_resampling=resampling)
-    if colormap is not None:
-        from cropscope.mapping.styles import write_category_names, write_qgis_style
-
-        names = [tags[f"class_{i}"] for i in range(len(tags)) if f"class_{i}" in tags]
-        write_category_names(target, names)
-        colours = {n: "#{:02x}{:02x}{:02x}".format(*colormap[i][:3])
-                   for i, n in enumerate(names) if i in colormap}
-        write_qgis_style(target, names, colours)
+            raster_copy(scratch, tmp, driver="COG", compress="deflate", blocksize=512,
+                        overview_resampling="average")
     return target
