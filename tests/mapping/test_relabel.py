@@ -198,3 +198,24 @@ def test_mosaic_of_probability_tiles_and_first_wins(tmp_path: Path) -> None:
                  transform=T * Affine.translation(20.5, 0))
     with pytest.raises(DataError, match="grid"):
         mosaic_maps([a, off], tmp_path / "m3.tif")
+
+
+def test_rollup_from_a_hierarchical_run(tmp_path: Path) -> None:
+    from cropscope.data.samples import attach_taxonomy
+    from cropscope.models.registry import hierarchical_model
+    from cropscope.training.rundir import train_run
+    from tests.conftest import make_toy_set
+
+    tax = Taxonomy.from_paths([("crop", "class_0"), ("crop", "class_1"),
+                               ("natural", "class_2")], levels=["group", "class"])
+    ts = attach_taxonomy(make_toy_set(n_per_class=8), tax)
+    name, config = hierarchical_model("rf", {"n_estimators": 5})
+    train_run(ts, name, tmp_path / "run", config=config, holdout=0)
+    lab = _speckled()
+    src = _write(tmp_path / "map.tif", lab, ["class_0", "class_1", "class_2"])
+    outs = rollup_map(src, tmp_path / "run", tmp_path / "levels")
+    assert read_map_classes(outs["group"]) == ["crop", "natural"]
+    flat = tmp_path / "flat"
+    train_run(make_toy_set(n_per_class=8), "rf", flat, config={"n_estimators": 5}, holdout=0)
+    with pytest.raises(DataError, match="no class hierarchy"):
+        rollup_map(src, flat, tmp_path / "l2")

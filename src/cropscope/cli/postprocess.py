@@ -155,7 +155,8 @@ def reclassify(map_path: Path, rules: tuple[str, ...], mask: Path | None, mask_v
 
 @click.command("rollup")
 @click.option("--map", "map_path", type=click.Path(path_type=Path), required=True)
-@click.option("--taxonomy", required=True, help="A taxonomy file or shipped name.")
+@click.option("--taxonomy", required=True,
+              help="A taxonomy file, a shipped name, or a hierarchical run directory.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="Folder for one map per level (<map>_<level>.tif).")
 @_job_options

@@ -268,10 +268,23 @@ def rollup_map(labels: str | Path, taxonomy: Any, out_dir: str | Path, *,
                tile: int = 1024, resume: bool = True, progress: bool = False,
                workers: int | None = None, scheduler: str | None = None) -> dict[str, Path]:
     """One map per level of ``taxonomy`` coarser than (or at) the map's classes:
-    ``<out_dir>/<stem>_<level>.tif`` (see the module doc)."""
+    ``<out_dir>/<stem>_<level>.tif`` (see the module doc). ``taxonomy``: a
+    :class:`~cropscope.taxonomy.Taxonomy`, a file or shipped name, or the run directory of
+    a hierarchical model (its ``run.json`` taxonomy)."""
     from cropscope.taxonomy import Taxonomy, load_taxonomy
 
-    tax = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy)
+    if isinstance(taxonomy, Taxonomy):
+        tax = taxonomy
+    elif Path(str(taxonomy)).is_dir():
+        from cropscope.runs import open_run
+
+        spec = open_run(taxonomy).spec
+        if spec.taxonomy is None:
+            raise DataError(f"the run {taxonomy} has no class hierarchy (train it with "
+                            "--hierarchical)")
+        tax = Taxonomy.from_dict(dict(spec.taxonomy))
+    else:
+        tax = load_taxonomy(taxonomy)
     src = Path(labels)
     old = read_map_classes(src)
     where = {}
