@@ -40,7 +40,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -128,28 +127,12 @@ def remap_agrifm_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Tensors of a ``.safetensors`` or ``.pth``/``.pt`` file (``torch.load`` with
-    ``weights_only=True``; ``state_dict``/``model`` wrappers are unwrapped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"no checkpoint file at {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    """Tensors of a ``.safetensors`` or ``.pth``/``.pt`` file, read safely (an official
+    mmengine training checkpoint included; :func:`cropscope.models.checkpoint_reader.
+    read_checkpoint`)."""
+    from cropscope.models.checkpoint_reader import read_checkpoint
 
-        return dict(load_file(str(path)))
-    try:
-        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # re-raised with context
-        raise ModelError(f"cannot read {path} as a weights-only torch checkpoint: {exc}") from exc
-    while isinstance(obj, Mapping):
-        inner = next((obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), Mapping)),
-                     None)
-        if inner is None:
-            break
-        obj = inner
-    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ModelError(f"{path} does not hold a state dict of tensors")
-    return dict(obj)
+    return read_checkpoint(path).state_dict
 
 
 def _listing(keys: list[str], limit: int = 8) -> str:
