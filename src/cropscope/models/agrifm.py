@@ -225,9 +225,22 @@ class AgriFM(nn.Module):
         decoder_halve: bool = False,
         temporal: str = "attention",
         num_frames: int | Mapping[str, int] | None = None,
+        compat: str = "cropscope",
+        feature_size: int | Sequence[int] | None = None,
         **kw: Any,
     ) -> None:
         super().__init__()
+        if compat not in ("cropscope", "official"):
+            raise ModelError(f"compat must be 'cropscope' or 'official', got {compat!r}")
+        self.compat = compat
+        self.feature_size: tuple[int, int] | None = None
+        if feature_size is not None:
+            fs = (feature_size, feature_size) if isinstance(feature_size, int) \
+                else tuple(int(v) for v in feature_size)
+            if len(fs) != 2 or min(fs) < 1:
+                raise ModelError(f"feature_size must be one or two positive ints, got "
+                                 f"{feature_size!r}")
+            self.feature_size = (int(fs[0]), int(fs[1]))
         if not sources:
             raise ModelError("AgriFM needs at least one source")
         if temporal not in _TEMPORAL_MODES:
@@ -305,6 +318,10 @@ class AgriFM(nn.Module):
             self.head = HierarchicalFCNHead(self.feature_dim, self.levels)
         else:
             self.head = CropFCNHead(self.feature_dim, self.levels[0])
+        if compat == "official":
+            from cropscope.models.swin3d import set_official_compat
+
+            set_official_compat(self)
 
     @staticmethod
     def _patch_for(name: str, patch_size: Size3 | Mapping[str, Size3]) -> Size3:
@@ -391,6 +408,9 @@ class AgriFM(nn.Module):
         # seed grid = the reference source's deepest grid, then its skip grids coarse to fine
         sizes = [tuple(ref[-1].shape[-2:])] + [tuple(ref[k].shape[-2:])
                                               for k in reversed(range(n_skip))]
+        if self.compat == "official":  # the reference neck: feature_size, doubled per step
+            fh, fw = self.feature_size or sizes[0]
+            sizes = [(fh * 2**k, fw * 2**k) for k in range(n_skip + 1)]
         deep = [levels[-1] for levels in encoded]
         skips = [[levels[k] for levels in encoded] for k in reversed(range(n_skip))]
         return self.decoder(deep, skips, sizes, out_size)

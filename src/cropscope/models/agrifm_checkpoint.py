@@ -14,17 +14,22 @@ published                                          here
 ``encoder.S2_patch_emd.weights`` / ``.bias``       ``stems.S2.proj.weight`` / ``.bias``
 ``encoder.HLSL30_patch_emd.weights`` / ``.bias``   ``stems.HLS.proj.weight`` / ``.bias``
 ``encoder.Modis_patch_emd.weights`` / ``.bias``    ``stems.MODIS.proj.weight`` / ``.bias``
-``encoders.<SRC>.backbone.<as above>``             ``backbones.<SRC>.<as above>``
-``encoders.<SRC>.patch_emd.(proj.)weight(s)``      ``stems.<SRC>.proj.weight``
-``neck.<rest>`` / ``head.<rest>``                  ``decoder.<rest>`` / ``head.<rest>``
+``encoders.encoders.<SRC>.backbone.<as above>``    ``backbones.<SRC>.<as above>``
+``encoders.encoders.<SRC>.patch_emd.proj.<p>``     ``stems.<SRC>.proj.<p>``
+``neck.fusion_list.{k}.<rest>``                    ``decoder.steps.{k}.<rest>``
+``neck.out_conv.<rest>``                           ``decoder.out.<rest>``
+``heads.head.0.<p>`` / ``heads.head.2.<p>``        ``head.conv.<p>`` / ``head.cls.<p>``
 =================================================  ==========================================
 
 ``<rest>`` inside a block keeps its name (``norm1``, ``attn.qkv``, ``attn.proj``,
 ``attn.relative_position_bias_table``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``; merges: ``norm``,
 ``reduction``). A leading ``module.`` is stripped, ``relative_position_index`` buffers are
 dropped (derived; non-persistent here), and keys already in this module's names pass through
-(so this model's own ``state_dict()`` loads too). The ``encoders.*``/``neck.*``/``head.*`` rows
-(the reference's fine-tuned ``MultiUnifiedModel``) are not verified against a released file.
+(so this model's own ``state_dict()`` loads too). The ``encoders.encoders.*``, ``neck.*``
+and ``heads.*`` rows are those of the official fine-tuning model (``MultiUnifiedModel``,
+flyakon/AgriFM @ 13f476e2), checked against its real state dict in
+``../shared/data/official_reference`` (0 missing, 0 unexpected, 0 shape mismatches); the
+``encoders.<SRC>.*`` spelling without the doubled prefix is still accepted.
 
 :func:`load_agrifm_checkpoint` then fits the renamed state to a model: a shared ``backbone.*``
 is copied into every per-source body of a model built with ``shared_backbone=False`` (the
@@ -62,7 +67,8 @@ _BACKBONE_RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^norm\.(weight|bias)$"), r"norm.\1"),
 ]
 _STEM = re.compile(r"^encoder\.(\w+?)_patch_emd\.(?:proj\.)?(weights?|bias)$")
-_FT_STEM = re.compile(r"^encoders\.(\w+)\.patch_emd\.(?:proj\.)?(weights?|bias)$")
+_FT_STEM = re.compile(
+    r"^encoders\.(?:encoders\.)?(\w+)\.patch_emd\.(?:proj\.)?(weights?|bias)$")
 
 
 @dataclass
@@ -108,8 +114,14 @@ def remap_agrifm_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
             new = f"stems.{src}.proj.{'bias' if m.group(2) == 'bias' else 'weight'}"
         elif m := _FT_STEM.match(key):
             new = f"stems.{m.group(1)}.proj.{'bias' if m.group(2) == 'bias' else 'weight'}"
-        elif m := re.match(r"^encoders\.(\w+)\.backbone\.(.+)$", key):
+        elif m := re.match(r"^encoders\.(?:encoders\.)?(\w+)\.backbone\.(.+)$", key):
             new = f"backbones.{m.group(1)}." + _backbone_key(m.group(2))
+        elif m := re.match(r"^neck\.fusion_list\.(\d+)\.(.+)$", key):
+            new = f"decoder.steps.{m.group(1)}.{m.group(2)}"
+        elif key.startswith("neck.out_conv."):
+            new = "decoder.out." + key[len("neck.out_conv."):]
+        elif m := re.match(r"^heads\.head\.([02])\.(weight|bias)$", key):
+            new = f"head.{'conv' if m.group(1) == '0' else 'cls'}.{m.group(2)}"
         elif key.startswith("neck."):
             new = "decoder." + key[len("neck."):]
         elif key.startswith(_OWN_PREFIXES):

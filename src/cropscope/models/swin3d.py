@@ -63,6 +63,7 @@ __all__ = [
     "doy_encoding",
     "effective_window",
     "relative_position_index",
+    "set_official_compat",
     "shift_window_mask",
 ]
 
@@ -149,6 +150,27 @@ def _pad_end_replicate(x: Tensor, dim: int, multiple: int) -> Tensor:
     return torch.cat([x, *([last] * extra)], dim=dim)
 
 
+def _pad_end_zeros(x: Tensor, dim: int, multiple: int) -> Tensor:
+    """Pad ``x`` with zeros at the end of ``dim`` to a multiple of ``multiple``."""
+    extra = -x.shape[dim] % multiple
+    if not extra:
+        return x
+    shape = list(x.shape)
+    shape[dim] = extra
+    return torch.cat([x, x.new_zeros(shape)], dim=dim)
+
+
+def set_official_compat(module: nn.Module, on: bool = True) -> nn.Module:
+    """Switch every Swin3D part inside ``module`` to the reference code's conventions:
+    clipped windows index the full window's relative-position index as ``[:N, :N]``, and odd
+    sizes are zero-padded in the stem and the merges (instead of re-indexing the bias table
+    for the clipped window and repeating the last frame/row/column)."""
+    for sub in module.modules():
+        if isinstance(sub, WindowAttention3D | PatchMerging3D | PatchEmbed3D):
+            sub.official = bool(on)
+    return module
+
+
 class DropPath(nn.Module):
     """Stochastic depth: drop the residual branch per sample with probability ``p`` (training
     only), scaling kept samples by ``1 / (1 - p)``."""
@@ -202,10 +224,17 @@ class WindowAttention3D(nn.Module):
         self.proj = nn.Linear(dim, dim)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
+    #: official indexing of clipped windows: the full window's index cut to ``[:N, :N]``
+    #: (as the reference code does; :func:`set_official_compat`)
+    official: bool = False
+
     def position_bias(self, window: Size3) -> Tensor:
         """Relative-position bias ``[heads, N, N]`` for a (possibly clipped) window."""
         if window == self.window_size:
             index = self.relative_position_index
+        elif self.official:
+            n = window[0] * window[1] * window[2]
+            index = self.relative_position_index[:n, :n]
         else:
             index = relative_position_index(window, self.window_size).to(
                 self.relative_position_bias_table.device)
@@ -300,12 +329,16 @@ class PatchMerging3D(nn.Module):
         self.norm = nn.LayerNorm(n_in)
         self.reduction = nn.Linear(n_in, 2 * dim, bias=False)
 
+    #: zero padding of odd sizes, as the reference code (:func:`set_official_compat`)
+    official: bool = False
+
     def gather(self, x: Tensor) -> Tensor:
         """The neighbours concatenated on channels, before the norm."""
-        x = _pad_end_replicate(_pad_end_replicate(x, 2, 2), 3, 2)
+        pad = _pad_end_zeros if self.official else _pad_end_replicate
+        x = pad(pad(x, 2, 2), 3, 2)
         if not self.temporal:
             return rearrange(x, "b d (h i) (w j) c -> b d h w (j i c)", i=2, j=2)
-        x = _pad_end_replicate(x, 1, 2)
+        x = pad(x, 1, 2)
         if self.temporal_mode == "mean":
             x = rearrange(x, "b (d k) h w c -> b d k h w c", k=2).mean(dim=2)
             return rearrange(x, "b d (h i) (w j) c -> b d h w (j i c)", i=2, j=2)
@@ -326,11 +359,14 @@ class PatchEmbed3D(nn.Module):
         self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
         self.norm = nn.LayerNorm(embed_dim) if norm else None
 
+    #: zero padding to patch multiples, as the reference code (:func:`set_official_compat`)
+    official: bool = False
+
     def forward(self, x: Tensor) -> Tensor:
         pt, ph, pw = self.patch_size
         pads = (0, -x.shape[4] % pw, 0, -x.shape[3] % ph, 0, -x.shape[2] % pt)
         if any(pads):
-            x = F.pad(x, pads, mode="replicate")
+            x = F.pad(x, pads) if self.official else F.pad(x, pads, mode="replicate")
         x = self.proj(x)
         if self.norm is not None:
             x = rearrange(self.norm(rearrange(x, "b c d h w -> b d h w c")),

@@ -1,0 +1,83 @@
+"""AgriFM against the official code (flyakon/AgriFM @ 13f476e2): the official checkpoints
+load through cropscope's loader, and with ``compat="official"`` every stored case output
+is reproduced to max relative error <= 1e-5 (../shared/data/official_reference)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cropscope.models.agrifm import AgriFM
+from cropscope.models.agrifm_checkpoint import load_agrifm_checkpoint, remap_agrifm_state_dict
+
+pytestmark = pytest.mark.realdata
+
+CASES = ["a_T8_112px", "b_T8_64px_clipped", "c_T6_48px_stempad_B2", "d_T8_53x43_oddmerge",
+         "e_T8_56px_featuresize"]
+#: the small official configuration (configs.json "cropscope_equivalent")
+SMALL = {"preset": None, "embed_dim": 4, "depths": (2, 1, 1, 1), "num_heads": (2, 4, 8, 16),
+         "patch_size": (4, 2, 2), "window_size": (8, 7, 7), "drop_path_rate": 0.2,
+         "decoder_dim": 32, "temporal": "flatten", "compat": "official"}
+
+
+@pytest.fixture(scope="module")
+def folder(real_data_dir: Path) -> Path:
+    path = real_data_dir / "official_reference"
+    if not path.is_dir():
+        pytest.skip(f"{path} not found")
+    return path
+
+
+def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
+    assert tuple(got.shape) == tuple(want.shape)
+    return float((got - want).abs().max() / want.abs().max())
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_official_outputs_reproduced(folder: Path, case: str, restore_threads: None) -> None:
+    from safetensors import safe_open
+
+    torch.set_num_threads(1)  # the stored outputs were made on 1 thread
+    with safe_open(str(folder / f"agrifm_case_{case}.safetensors"), "pt") as f:
+        meta = f.metadata()
+        stored = {k: f.get_tensor(k) for k in f.keys()}
+    x = stored["input.S2"].float()
+    model = AgriFM({"S2": 10}, 2, num_frames=int(x.shape[1]),
+                   feature_size=json.loads(meta["neck.feature_size"]), **SMALL)
+    report = load_agrifm_checkpoint(model, folder / "agrifm_small_train_ckpt.pth")
+    assert not (report.missing or report.unexpected or report.mismatched)
+    model.eval()
+    with torch.no_grad():
+        logits = model({"S2": x})
+        levels = model.encode("S2", x)
+    assert list(logits.shape[-2:]) == json.loads(meta["neck.out_size"])
+    errors = {"logits": _rel(logits, stored["logits"]),
+              "encoder_features": _rel(levels[3], stored["encoder_features"])}
+    for i in range(3):
+        errors[f"features_list.{i}"] = _rel(levels[i], stored[f"features_list.{i}"])
+    assert max(errors.values()) <= 1e-5, errors
+
+
+def test_checkpoints_load_without_loss(folder: Path) -> None:
+    model = AgriFM({"S2": 10}, 2, num_frames=8, **SMALL)
+    for name in ("agrifm_small_train_ckpt.pth", "agrifm_small_state_dict.safetensors"):
+        report = load_agrifm_checkpoint(model, folder / name)
+        assert len(report.loaded) == 118  # 123 official keys less 5 derived index buffers
+        assert not (report.missing or report.unexpected or report.mismatched)
+
+
+def test_full_size_key_manifest_maps_one_to_one(folder: Path) -> None:
+    spec = json.loads((folder / "agrifm_base_keys.json").read_text())["finetune_model"]
+    with torch.device("meta"):
+        model = AgriFM({"S2": 10}, 2, "base", patch_size=(4, 2, 2), window_size=(8, 7, 7),
+                       decoder_dim=1024, temporal="flatten", num_frames=32, compat="official")
+        fake = {k: torch.empty(v) for k, v in spec["shapes"].items()}
+    mapped = remap_agrifm_state_dict(fake)
+    own = model.state_dict()
+    assert sorted(own) == sorted(mapped)  # 0 missing, 0 unexpected
+    assert [k for k in own if tuple(own[k].shape) != tuple(mapped[k].shape)] == []
+    assert sum(p.numel() for p in model.parameters()) == spec["param_counts"]["total"] \
+        == 196_192_458
