@@ -181,6 +181,8 @@ class H2CropNet(nn.Module):
         hyper_bands: int | None = 218,
         hyper_size: int = 64,
         priors: bool | None = None,
+        compat: str = "cropscope",
+        feature_size: int | Sequence[int] | None = None,
         **overrides: Any,
     ) -> None:
         super().__init__()
@@ -218,7 +220,8 @@ class H2CropNet(nn.Module):
             use_checkpoint=bool(opts.get("use_checkpoint", False)),
             decoder_dim=int(opts["decoder_dim"]), decoder_halve=True, temporal=temporal,
             num_frames=self.months if temporal == "flatten" else None,
-            temporal_merge=temporal_merges(self.months, n_merges), **backbone)
+            temporal_merge=temporal_merges(self.months, n_merges), compat=compat,
+            feature_size=feature_size, **backbone)
         #: bands of each image input the network reads (as :class:`AgriFM`'s)
         self.in_chans = dict(self.s2.in_chans)
         feature_dim = self.s2.feature_dim

@@ -1,0 +1,94 @@
+"""H2Crop against the official code (flyakon/H2Crop @ d5a861ba): official checkpoints load
+1:1 into H2CropNet, and with ``compat="official"`` the stored logits of every level are
+reproduced to max relative error <= 1e-5 (../shared/data/official_reference)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cropscope.models.h2crop import H2CropNet, h2crop_parameter_counts
+from cropscope.models.h2crop_checkpoint import load_h2crop_checkpoint, remap_h2crop_state_dict
+
+pytestmark = pytest.mark.realdata
+
+#: the small official configuration (configs.json "cropscope_equivalent", flatten time)
+SMALL = {"levels": [4, 6, 8, 10], "months": 6, "hyper_size": 16, "temporal": "flatten",
+         "backbone": {"preset": None, "embed_dim": 8, "depths": [2, 1, 1, 1],
+                      "num_heads": [2, 4, 8, 16]},
+         "patch_size": [2, 4, 4], "window_size": [8, 7, 7], "drop_path_rate": 0.2,
+         "decoder_dim": 64, "compat": "official",
+         "hyper": {"spatial_dim": 8, "spatial_depth": 1, "spatial_heads": 2,
+                   "spatial_patch": 1, "spectral_grid": 4, "spectral_dim": None,
+                   "spectral_depth": 1, "spectral_heads": 2, "out_dim": 8, "upscale": 3,
+                   "neck": True, "mlp_ratio": 4.0, "dropout": 0.0}}
+CASES = [("S2HP_T6_48px_clipped", "S2+H+P", "h2crop_small_train_ckpt.pth", 175, 17),
+         ("S2_T6_96px_clipped", "S2", "h2crop_small_S2only_state_dict.safetensors", 130, 5)]
+
+
+@pytest.fixture(scope="module")
+def folder(real_data_dir: Path) -> Path:
+    path = real_data_dir / "official_reference"
+    if not path.is_dir():
+        pytest.skip(f"{path} not found")
+    return path
+
+
+@pytest.mark.parametrize(("case", "config", "ckpt", "n_loaded", "n_dropped"), CASES)
+def test_official_outputs_reproduced(folder: Path, case: str, config: str, ckpt: str,
+                                     n_loaded: int, n_dropped: int,
+                                     restore_threads: None) -> None:
+    from safetensors import safe_open
+
+    torch.set_num_threads(1)
+    with safe_open(str(folder / f"h2crop_case_{case}.safetensors"), "pt") as f:
+        meta = f.metadata()
+        stored = {k: f.get_tensor(k) for k in f.keys()}
+    model = H2CropNet(config=config, s2_bands=10, hyper_bands=None if config == "S2" else 218,
+                      feature_size=json.loads(meta["neck.feature_size"]), **SMALL)
+    report = load_h2crop_checkpoint(model, folder / ckpt)
+    assert (len(report.loaded), len(report.dropped)) == (n_loaded, n_dropped)
+    inputs = {"S2": stored["input.S2"].float()}
+    if config != "S2":
+        inputs["EnMAP"] = stored["input.EnMAP"].float()
+        inputs["priors"] = torch.stack([stored[f"input.priors.level{k}"]
+                                        for k in range(1, 5)], dim=1)
+    model.eval()
+    with torch.no_grad():
+        outputs = model(inputs)
+    errors = {}
+    for k, out in enumerate(outputs, start=1):
+        want = stored[f"logits.level{k}"]
+        assert tuple(out.shape) == tuple(want.shape)
+        errors[k] = float((out - want).abs().max() / want.abs().max())
+    assert max(errors.values()) <= 1e-5, errors
+
+
+def test_full_size_key_manifest_maps_one_to_one(folder: Path) -> None:
+    spec = json.loads((folder / "h2crop_full_keys.json").read_text())
+    with torch.device("meta"):
+        model = H2CropNet(config="S2+H+P", preset="reference", months=6, compat="official")
+        fake = {k: torch.empty(v) for k, v in spec["shapes"].items()}
+    mapped, dropped = remap_h2crop_state_dict(fake)
+    own = model.state_dict()
+    assert sorted(own) == sorted(mapped) and len(own) == 542
+    assert [k for k in own if tuple(own[k].shape) != tuple(mapped[k].shape)] == []
+    assert set(spec["unused_timm_tensors"]) <= set(dropped)
+    # parameters = the manifest's parameter total less the unused timm tensors
+    counts = spec["param_counts"]
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params == counts["total"] - counts["EnMAP_unused_timm"] == 176_230_910
+    assert h2crop_parameter_counts("reference", 6, ["S2+H+P", "S2+H"]) == {
+        "S2+H+P": 176_230_910, "S2+H": 175_502_544}
+
+
+def test_a_wrong_configuration_is_reported(folder: Path) -> None:
+    from cropscope.errors import ModelError
+
+    other = dict(SMALL, decoder_dim=32)
+    model = H2CropNet(config="S2+H+P", s2_bands=10, hyper_bands=218, **other)
+    with pytest.raises(ModelError, match="shape mismatches"):
+        load_h2crop_checkpoint(model, folder / "h2crop_small_state_dict.safetensors")
