@@ -81,3 +81,38 @@ def test_full_size_key_manifest_maps_one_to_one(folder: Path) -> None:
     assert [k for k in own if tuple(own[k].shape) != tuple(mapped[k].shape)] == []
     assert sum(p.numel() for p in model.parameters()) == spec["param_counts"]["total"] \
         == 196_192_458
+
+
+def test_import_official_checkpoint_as_a_run(folder: Path, tmp_path: Path,
+                                             restore_threads: None) -> None:
+    from safetensors import safe_open
+
+    from cropscope.models.runs import load_run_model
+    from cropscope.models.segmentation_map import SegmentationRunModel
+    from tests.cli.test_cli import assert_one_line_error, run_cli
+
+    torch.set_num_threads(1)
+    options = {k: v for k, v in SMALL.items() if k != "compat"}
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**options, "sources": {"S2": 10}, "num_classes": 2,
+                                  "num_frames": 8, "feature_size": [7, 7]}))
+    proc = run_cli("models", "import", "--official", str(folder / "agrifm_small_train_ckpt.pth"),
+                   "--network", "agrifm", "--config", str(config), "--classes",
+                   "other,cropland", "--out", str(tmp_path / "run"))
+    assert json.loads(proc.stdout)["classes"] == ["other", "cropland"]
+    model = load_run_model(tmp_path / "run")
+    assert isinstance(model, SegmentationRunModel) and model.bands[0] == "B2"
+    with safe_open(str(folder / "agrifm_case_a_T8_112px.safetensors"), "pt") as f:
+        x, want = f.get_tensor("input.S2").float(), f.get_tensor("logits")
+    with torch.no_grad():
+        got = model.network({"S2": x})
+    assert float((got - want).abs().max() / want.abs().max()) <= 1e-5
+    # the wrong configuration: nothing written, one error line
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**options, "sources": {"S2": 10}, "num_classes": 2,
+                               "num_frames": 8, "decoder_dim": 16}))
+    proc = run_cli("models", "import", "--official", str(folder / "agrifm_small_train_ckpt.pth"),
+                   "--network", "agrifm", "--config", str(bad), "--out",
+                   str(tmp_path / "run2"), check=False)
+    assert_one_line_error(proc)
+    assert proc.returncode == 2 and not (tmp_path / "run2").exists()

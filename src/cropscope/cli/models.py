@@ -53,3 +53,35 @@ def inspect_checkpoint_cmd(path: Path, show_keys: bool) -> None:
     if show_keys:
         out["keys"] = {k: list(v.shape) for k, v in ck.state_dict.items()}
     click.echo(json.dumps(out, indent=1))
+
+
+@models.command("import")
+@click.option("--official", "checkpoint", type=click.Path(path_type=Path), required=True,
+              help="An official AgriFM / H2Crop checkpoint (training .pth or state dict).")
+@click.option("--network", type=click.Choice(["agrifm", "h2crop"]), required=True)
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+              help="JSON file of the checkpoint's network options.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="A network option (repeatable; JSON values), over --config.")
+@click.option("--classes", default=None, help="Comma-separated class names (output order).")
+@click.option("--bands", default=None,
+              help="Comma-separated band names of the S2 input (default: the network's).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Run directory to write.")
+def import_cmd(checkpoint: Path, network: str, config_file: Path | None,
+               settings: tuple[str, ...], classes: str | None, bands: str | None,
+               out_dir: Path) -> None:
+    """Turn an official checkpoint into a cropscope run (computing as the official code:
+    compat='official'); predict, evaluate and fine-tuning then take it."""
+    import json
+
+    from cropscope.cli._common import comma_list, parse_config
+    from cropscope.training.segmentation_run import import_official_run
+
+    band_list = comma_list(bands)
+    run = import_official_run(checkpoint, out_dir, network=network,
+                              network_kwargs=parse_config(config_file, settings),
+                              classes=comma_list(classes),
+                              bands=None if band_list is None else {"S2": band_list})
+    click.echo(json.dumps({"run": str(run.path), "kind": run.spec.kind,
+                           "network": run.spec.name, "classes": run.spec.classes}))

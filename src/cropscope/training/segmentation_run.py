@@ -30,10 +30,11 @@ from cropscope.runs import (
     begin_run,
     finish_run,
     first_process,
+    open_run,
 )
 
-__all__ = ["SegmentationRun", "finish_network_run", "start_network_run",
-           "train_segmentation_run"]
+__all__ = ["OFFICIAL_NETWORKS", "SegmentationRun", "finish_network_run",
+           "import_official_run", "start_network_run", "train_segmentation_run"]
 
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -420,3 +421,76 @@ def evaluate_segmentation_run(
     scores["classes"] = spec.classes
     scores["weights"] = weights
     return scores
+
+
+#: the networks whose official checkpoints can be imported, and the run kind they make
+OFFICIAL_NETWORKS = {"agrifm": "segmentation", "h2crop": "h2crop"}
+
+
+def import_official_run(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    network: str,
+    network_kwargs: Mapping[str, Any],
+    classes: Sequence[str] | None = None,
+    bands: Mapping[str, Sequence[str]] | None = None,
+    time_grid: TimeGrid | None = None,
+    normalisation: Any = None,
+) -> RunDir:
+    """A run directory from an official AgriFM / H2Crop checkpoint (a training ``.pth``,
+    read without mmengine, or a state dict), so ``predict``, ``evaluate`` and fine-tuning
+    (``pretrained=RUN``) take it like a run trained here.
+
+    ``network_kwargs``: the checkpoint's configuration (a checkpoint does not carry it in a
+    form that can be read without running code); ``compat="official"`` is added, so the
+    network computes as the official code. Every weight must fit (0 missing, 0 unexpected,
+    0 mis-shaped keys) or nothing is written. ``classes`` default to ``class_0..``;
+    ``bands`` to the network's registered default bands.
+    """
+    from cropscope.models.checkpoint_reader import read_checkpoint
+    from cropscope.models.networks import create_network, network_config
+    from cropscope.runs import staged_run
+
+    if network not in OFFICIAL_NETWORKS:
+        raise ModelError(f"official checkpoints can be imported for {sorted(OFFICIAL_NETWORKS)}"
+                         f", not {network!r}")
+    kwargs = {**dict(network_kwargs), "compat": "official"}
+    net = create_network(network, **kwargs)
+    ck = read_checkpoint(checkpoint)
+    if network == "agrifm":
+        from cropscope.models.agrifm import AgriFM
+        from cropscope.models.agrifm_checkpoint import load_agrifm_checkpoint
+
+        assert isinstance(net, AgriFM)
+        load_agrifm_checkpoint(net, ck.state_dict)
+        levels = list(getattr(net, "levels", []))
+    else:
+        from cropscope.models.h2crop_checkpoint import load_h2crop_checkpoint
+
+        load_h2crop_checkpoint(net, ck.state_dict)
+        levels = list(getattr(net, "levels", []))
+    n_out = levels[-1] if levels else 0
+    names = [str(c) for c in classes] if classes is not None else \
+        [f"class_{i}" for i in range(n_out)]
+    if n_out and len(names) != n_out:
+        raise ModelError(f"{len(names)} class names for a network with {n_out} outputs")
+    config = network_config(network)
+    default_bands: Mapping[str, Sequence[str]] = config.bands or {}
+    band_names = {str(k): [str(b) for b in v] for k, v in (bands or default_bands).items()}
+    in_chans = dict(getattr(net, "in_chans", {}))
+    for src, chans in in_chans.items():
+        if src in band_names and len(band_names[src]) != chans:
+            raise ModelError(f"{len(band_names[src])} band names for source {src!r}, which "
+                             f"has {chans} bands")
+    spec = network_spec(
+        OFFICIAL_NETWORKS[network], network, kwargs, classes=names,
+        bands={s: band_names[s] for s in in_chans if s in band_names} or band_names,
+        time_grid=time_grid or TimeGrid.any(), normalisation=normalisation,
+        training={"imported_from": Path(checkpoint).name, "layout": ck.layout,
+                  "official_meta": {k: v for k, v in ck.meta.items()
+                                    if k in ("epoch", "iter", "seed", "mmengine_version")}},
+        data=f"official:{Path(checkpoint).name}")
+    with staged_run(out_dir) as folder:
+        finish_network_run(folder, spec, net)
+    return open_run(out_dir)
