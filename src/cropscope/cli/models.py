@@ -58,7 +58,10 @@ def inspect_checkpoint_cmd(path: Path, show_keys: bool) -> None:
 @models.command("import")
 @click.option("--official", "checkpoint", type=click.Path(path_type=Path), required=True,
               help="An official AgriFM / H2Crop checkpoint (training .pth or state dict).")
-@click.option("--network", type=click.Choice(["agrifm", "h2crop"]), required=True)
+@click.option("--network", required=True,
+              type=click.Choice(["agrifm", "agrifm-official", "h2crop", "h2crop-official"]),
+              help="The registered network; the -official presets hold the official "
+                   "full-size configurations.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
               help="JSON file of the checkpoint's network options.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",

@@ -50,6 +50,7 @@ from cropscope.models.cascade import CascadeHeads
 from cropscope.models.swin3d import PatchEmbed3D, Swin3D
 
 __all__ = [
+    "AGRIFM_S2_NORMALISATION",
     "AGRIFM_SOURCES",
     "AgriFM",
     "CropFCNHead",
@@ -68,6 +69,15 @@ AGRIFM_SOURCES: dict[str, dict[str, Any]] = {
     "HLSL30": {"in_chans": 6, "patch_size": (4, 2, 2), "checkpoint_name": "HLSL30", "gsd": 30},
     # coarse grid (a 2.56 km chip is ~10 px at 250 m): keep every pixel as a token
     "MODIS": {"in_chans": 7, "patch_size": (4, 1, 1), "checkpoint_name": "Modis", "gsd": 250},
+}
+
+#: per-band z-score of the official AgriFM fine-tuning config for S2 (raw DN, reflectance
+#: x 1e4), in the order of the official inputs. The official band order is undocumented:
+#: the means fit B2, B3, B4, B8, B5, B6, B7, B8A, B11, B12 better than B2..B8, B8A, B11, B12
+#: (agrifm.md §5); check the order of your data before using them.
+AGRIFM_S2_NORMALISATION: dict[str, tuple[float, ...]] = {
+    "mean": (4179.0, 4066.0, 3957.0, 5207.0, 4327.0, 4873.0, 5049.0, 5111.0, 3057.0, 2491.0),
+    "std": (4042.0, 3691.0, 3629.0, 2974.0, 3570.0, 3086.0, 2938.0, 2806.0, 1808.0, 1694.0),
 }
 
 _TEMPORAL_MODES = ("attention", "mean", "flatten")

@@ -282,6 +282,65 @@ _BUILTIN: dict[str, NetworkConfig] = {cfg.name: cfg for cfg in (
         notes="months fixes the merges (and T with temporal='flatten', the reference preset); "
               "the tiny preset pools time with attention and runs on any T",
     ),
+    NetworkConfig(
+        name="agrifm-official",
+        builder=("cropscope.models.agrifm", "AgriFM"),
+        description="AgriFM as the official fine-tuning model (cropland_mapping.py): base, "
+                    "T = 32 flattened, decoder 1024, computing as the official code "
+                    "(compat='official'); loads the official checkpoints 1:1",
+        input_layout="patch-series {S2: [B, 32, 10, H, W]} (raw DN, z-scored with "
+                     "AGRIFM_S2_NORMALISATION)",
+        output="logits [B, K, H, W]",
+        kwargs={"sources": {"S2": 10}, "num_classes": 2, "preset": "base",
+                "patch_size": (4, 2, 2), "window_size": (8, 7, 7), "drop_path_rate": 0.2,
+                "decoder_dim": 1024, "temporal": "flatten", "num_frames": 32,
+                "compat": "official"},
+        options=_SWIN_OPTIONS,
+        classes_arg="num_classes",
+        bands={"S2": _S2_BANDS},
+        wavelengths={"S2": _S2_WAVELENGTHS},
+        time_steps=32,
+        dict_input=True,
+        test_kwargs={"sources": {"S2": 4}, "num_classes": 3, "preset": None, "embed_dim": 4,
+                     "depths": (2, 1, 1, 1), "num_heads": (2, 4, 8, 16), "decoder_dim": 16,
+                     "num_frames": 8, "drop_path_rate": 0.0},
+        test_inputs={"S2": _spec(8, 4, 16, 16)},
+        notes="set feature_size to the official neck's (e.g. img // 16) for its decoder grid",
+    ),
+    NetworkConfig(
+        name="h2crop-official",
+        builder=("cropscope.models.h2crop", "H2CropNet"),
+        description="H2Crop as the official S2+H+P model (crops_S2_H_P_jun.py), computing as "
+                    "the official code (compat='official'); loads the official checkpoints 1:1",
+        input_layout="{S2: [B, 6, 10, 192, 192], EnMAP: [B, 218, 64, 64], priors: "
+                     "[B, 4, 192, 192] int}",
+        output="logits: one [B, K_l, H, W] per level, coarse to fine",
+        kwargs={"levels": (7, 37, 83, 102), "config": "S2+H+P", "preset": "reference",
+                "months": 6, "s2_bands": 10, "hyper_bands": 218, "hyper_size": 64,
+                "compat": "official", "feature_size": 6},
+        options=("backbone", "patch_size", "window_size", "drop_path_rate", "decoder_dim",
+                 "temporal", "hyper", "use_checkpoint"),
+        classes_arg="levels",
+        bands={"S2": _S2_BANDS},
+        wavelengths={"S2": _S2_WAVELENGTHS},
+        time_steps="months",
+        patch_size="hyper_size",
+        dict_input=True,
+        test_kwargs={
+            "levels": (3, 4), "months": 4, "s2_bands": 4, "hyper_bands": 6, "hyper_size": 4,
+            "feature_size": None, "preset": "tiny",
+            "backbone": {"preset": None, "embed_dim": 8, "depths": (1, 1, 1, 1),
+                         "num_heads": (1, 1, 2, 2)},
+            "decoder_dim": 16, "temporal": "flatten",
+            "hyper": {"spatial_dim": 8, "spatial_depth": 1, "spatial_heads": 2,
+                      "spatial_patch": 2, "spectral_grid": 2, "spectral_dim": 8,
+                      "spectral_depth": 1, "spectral_heads": 2, "out_dim": 8, "upscale": 3,
+                      "neck": True, "mlp_ratio": 2.0, "dropout": 0.0},
+        },
+        test_inputs={"S2": _spec(4, 4, 12, 12), "EnMAP": _spec(6, 4, 4),
+                     "priors": _spec(2, 12, 12, dtype="int64", high=3)},
+        notes="feature_size 6 = 192 // 32, the official formula",
+    ),
 )}
 
 #: networks registered at run time (third parties, entry points once loaded)

@@ -424,7 +424,8 @@ def evaluate_segmentation_run(
 
 
 #: the networks whose official checkpoints can be imported, and the run kind they make
-OFFICIAL_NETWORKS = {"agrifm": "segmentation", "h2crop": "h2crop"}
+OFFICIAL_NETWORKS = {"agrifm": "segmentation", "agrifm-official": "segmentation",
+                     "h2crop": "h2crop", "h2crop-official": "h2crop"}
 
 
 def import_official_run(
@@ -458,7 +459,7 @@ def import_official_run(
     kwargs = {**dict(network_kwargs), "compat": "official"}
     net = create_network(network, **kwargs)
     ck = read_checkpoint(checkpoint)
-    if network == "agrifm":
+    if network.startswith("agrifm"):
         from cropscope.models.agrifm import AgriFM
         from cropscope.models.agrifm_checkpoint import load_agrifm_checkpoint
 
