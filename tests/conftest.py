@@ -62,6 +62,16 @@ def real_data_dir() -> Path:
     return path
 
 
+def shared_folder(real_data_dir: Path, name: str) -> Path:
+    """``real_data_dir / name``; skip (or fail in CI) when that dataset is missing."""
+    path = real_data_dir / name
+    if not path.is_dir():
+        if IN_CI:
+            pytest.fail(f"real data folder missing in CI: {path}")
+        pytest.skip(f"{path} not found")
+    return path
+
+
 def make_toy_set(
     n_per_class: int = 20,
     n_times: int = 12,

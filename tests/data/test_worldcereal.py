@@ -13,16 +13,14 @@ from cropscope.data.readers.worldcereal import (
     worldcereal_patches,
 )
 from cropscope.errors import DataError
+from tests.conftest import shared_folder
 
 pytestmark = pytest.mark.realdata
 
 
 @pytest.fixture(scope="module")
 def folder(real_data_dir: Path) -> Path:
-    path = real_data_dir / "worldcereal_s2s1_patch"
-    if not path.is_dir():
-        pytest.skip(f"{path} not found")
-    return path
+    return shared_folder(real_data_dir, "worldcereal_s2s1_patch")
 
 
 def test_sources_scaling_and_grid(folder: Path) -> None:

@@ -12,6 +12,7 @@ import torch
 
 from cropscope.models.agrifm import AgriFM
 from cropscope.models.agrifm_checkpoint import load_agrifm_checkpoint, remap_agrifm_state_dict
+from tests.conftest import shared_folder
 
 pytestmark = pytest.mark.realdata
 
@@ -25,10 +26,7 @@ SMALL = {"preset": None, "embed_dim": 4, "depths": (2, 1, 1, 1), "num_heads": (2
 
 @pytest.fixture(scope="module")
 def folder(real_data_dir: Path) -> Path:
-    path = real_data_dir / "official_reference"
-    if not path.is_dir():
-        pytest.skip(f"{path} not found")
-    return path
+    return shared_folder(real_data_dir, "official_reference")
 
 
 def _rel(got: torch.Tensor, want: torch.Tensor) -> float:

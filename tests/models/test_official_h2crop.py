@@ -12,6 +12,7 @@ import torch
 
 from cropscope.models.h2crop import H2CropNet, h2crop_parameter_counts
 from cropscope.models.h2crop_checkpoint import load_h2crop_checkpoint, remap_h2crop_state_dict
+from tests.conftest import shared_folder
 
 pytestmark = pytest.mark.realdata
 
@@ -31,10 +32,7 @@ CASES = [("S2HP_T6_48px_clipped", "S2+H+P", "h2crop_small_train_ckpt.pth", 175, 
 
 @pytest.fixture(scope="module")
 def folder(real_data_dir: Path) -> Path:
-    path = real_data_dir / "official_reference"
-    if not path.is_dir():
-        pytest.skip(f"{path} not found")
-    return path
+    return shared_folder(real_data_dir, "official_reference")
 
 
 @pytest.mark.parametrize(("case", "config", "ckpt", "n_loaded", "n_dropped"), CASES)

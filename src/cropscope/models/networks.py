@@ -23,7 +23,7 @@ import inspect
 import re
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from importlib import import_module
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -307,41 +307,19 @@ _BUILTIN: dict[str, NetworkConfig] = {cfg.name: cfg for cfg in (
         test_inputs={"S2": _spec(8, 4, 16, 16)},
         notes="set feature_size to the official neck's (e.g. img // 16) for its decoder grid",
     ),
-    NetworkConfig(
-        name="h2crop-official",
-        builder=("cropscope.models.h2crop", "H2CropNet"),
-        description="H2Crop as the official S2+H+P model (crops_S2_H_P_jun.py), computing as "
-                    "the official code (compat='official'); loads the official checkpoints 1:1",
-        input_layout="{S2: [B, 6, 10, 192, 192], EnMAP: [B, 218, 64, 64], priors: "
-                     "[B, 4, 192, 192] int}",
-        output="logits: one [B, K_l, H, W] per level, coarse to fine",
-        kwargs={"levels": (7, 37, 83, 102), "config": "S2+H+P", "preset": "reference",
-                "months": 6, "s2_bands": 10, "hyper_bands": 218, "hyper_size": 64,
-                "compat": "official", "feature_size": 6},
-        options=("backbone", "patch_size", "window_size", "drop_path_rate", "decoder_dim",
-                 "temporal", "hyper", "use_checkpoint"),
-        classes_arg="levels",
-        bands={"S2": _S2_BANDS},
-        wavelengths={"S2": _S2_WAVELENGTHS},
-        time_steps="months",
-        patch_size="hyper_size",
-        dict_input=True,
-        test_kwargs={
-            "levels": (3, 4), "months": 4, "s2_bands": 4, "hyper_bands": 6, "hyper_size": 4,
-            "feature_size": None, "preset": "tiny",
-            "backbone": {"preset": None, "embed_dim": 8, "depths": (1, 1, 1, 1),
-                         "num_heads": (1, 1, 2, 2)},
-            "decoder_dim": 16, "temporal": "flatten",
-            "hyper": {"spatial_dim": 8, "spatial_depth": 1, "spatial_heads": 2,
-                      "spatial_patch": 2, "spectral_grid": 2, "spectral_dim": 8,
-                      "spectral_depth": 1, "spectral_heads": 2, "out_dim": 8, "upscale": 3,
-                      "neck": True, "mlp_ratio": 2.0, "dropout": 0.0},
-        },
-        test_inputs={"S2": _spec(4, 4, 12, 12), "EnMAP": _spec(6, 4, 4),
-                     "priors": _spec(2, 12, 12, dtype="int64", high=3)},
-        notes="feature_size 6 = 192 // 32, the official formula",
-    ),
 )}
+# the official S2+H+P configuration: the h2crop entry with the official defaults
+_BUILTIN["h2crop-official"] = replace(
+    _BUILTIN["h2crop"], name="h2crop-official",
+    description="H2Crop as the official S2+H+P model (crops_S2_H_P_jun.py), computing as the "
+                "official code (compat='official'); loads the official checkpoints 1:1",
+    input_layout="{S2: [B, 6, 10, 192, 192], EnMAP: [B, 218, 64, 64], priors: "
+                 "[B, 4, 192, 192] int}",
+    kwargs={**_BUILTIN["h2crop"].kwargs, "preset": "reference", "compat": "official",
+            "feature_size": 6},
+    test_kwargs={**_BUILTIN["h2crop"].test_kwargs, "preset": "tiny", "feature_size": None,
+                 "temporal": "flatten"},
+    notes="feature_size 6 = 192 // 32, the official formula")
 
 #: networks registered at run time (third parties, entry points once loaded)
 _REGISTERED: dict[str, tuple[NetworkConfig, Callable[..., Any]]] = {}
