@@ -19,7 +19,7 @@ from cropscope.assessment import (
     sample_size,
     write_sample_points,
 )
-from cropscope.errors import EvaluationError
+from cropscope.errors import DataError, EvaluationError
 
 CLASSES = ["maize", "soy", "forest", "water"]
 
@@ -134,3 +134,35 @@ def test_geographic_map_is_assessed_in_hectares(tmp_path: Path) -> None:
     res = assess_map(path, tmp_path / "p.csv", label_column="ref")
     # 0.0003° at 12°S is about 33 m x 32.6 m: ~0.107 ha per pixel, 260 x 300 pixels
     assert 7_500 < res.total_area_ha < 8_900
+
+
+def test_stehman_strata_raster_end_to_end(tmp_path: Path) -> None:
+    """A sample stratified by an older map (not the map being assessed): estimates through
+    --strata agree with the full-grid truth."""
+    truth, mapped = truth_and_map(seed=4)
+    path = write_class_map(tmp_path / "map.tif", mapped, names=CLASSES)
+    rng = np.random.default_rng(9)
+    older = np.where(rng.random(truth.shape) < 0.7, truth, rng.integers(0, 4, truth.shape))
+    older[mapped == 255] = 255
+    strata = write_class_map(tmp_path / "older.tif", older, names=["s0", "s1", "s2", "s3"])
+    design = design_sample(strata, n=400, min_per_class=40, seed=3)  # drawn from the strata
+    write_sample_points(design, tmp_path / "p.csv", strata)
+    import pandas as pd
+
+    frame = pd.read_csv(tmp_path / "p.csv")
+    frame["ref"] = [CLASSES[truth[r, c]] for r, c in zip(frame["row"], frame["col"],
+                                                         strict=True)]
+    frame.to_csv(tmp_path / "p.csv", index=False)
+    res = assess_map(path, tmp_path / "p.csv", label_column="ref", strata=strata)
+    assert res.strata.endswith("older.tif") and res.overall_accuracy.se < 0.04
+    assert [s["stratum"] for s in res.stratum_table] == ["s0", "s1", "s2", "s3"]
+    valid = mapped != 255
+    true_oa = float((truth == mapped)[valid].mean())
+    assert abs(res.overall_accuracy.value - true_oa) < 3.5 * res.overall_accuracy.se
+    for k, name in enumerate(CLASSES):
+        true_ha = float(((truth == k) & valid).sum()) * 0.09
+        assert abs(res.area_ha[name].value - true_ha) < 3.5 * res.area_ha[name].se + 1e-9
+    # a strata raster on another grid is refused
+    other = write_class_map(tmp_path / "other.tif", older[:100], names=["s0", "s1", "s2", "s3"])
+    with pytest.raises(DataError, match="not on the map's grid"):
+        assess_map(path, tmp_path / "p.csv", label_column="ref", strata=other)
