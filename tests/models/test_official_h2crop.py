@@ -48,7 +48,7 @@ def test_official_outputs_reproduced(folder: Path, case: str, config: str, ckpt:
     model = H2CropNet(config=config, s2_bands=10, hyper_bands=None if config == "S2" else 218,
                       feature_size=json.loads(meta["neck.feature_size"]), **SMALL)
     report = load_h2crop_checkpoint(model, folder / ckpt)
-    assert (len(report.loaded), len(report.dropped)) == (n_loaded, n_dropped)
+    assert (len(report.loaded), len(report.ignored)) == (n_loaded, n_dropped)
     inputs = {"S2": stored["input.S2"].float()}
     if config != "S2":
         inputs["EnMAP"] = stored["input.EnMAP"].float()

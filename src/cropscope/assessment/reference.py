@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from cropscope.data.readers.class_tags import tagged_class_names
 from cropscope.errors import DataError, EvaluationError
 
 __all__ = ["ClassMap", "ReferencePoints", "locate", "read_class_map", "read_points"]
@@ -57,8 +58,7 @@ def read_class_map(path: str | Path) -> ClassMap:
         if not np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
             raise DataError(f"{p}: a class map holds integer codes, not {src.dtypes[0]}")
         tags = src.tags()
-        names = {int(k[6:]): str(v) for k, v in tags.items()
-                 if k.startswith("class_") and k[6:].isdigit()}
+        names = tagged_class_names(tags)
         nodata = None if src.nodata is None else int(src.nodata)
         info = ClassMap(p, src.crs, src.transform, src.height, src.width, nodata, names)
     if not names:  # a map without names: its codes are the names

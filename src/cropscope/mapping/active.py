@@ -77,12 +77,6 @@ class Proposals:
         return write_points(frame, path, self.crs)
 
 
-def _classes(src: Any) -> list[str]:
-    tags = src.tags()
-    return [str(tags.get(f"class_{i}") or src.descriptions[i] or f"class_{i}")
-            for i in range(src.count)]
-
-
 def _jitter(r0: int, c0: int, h: int, w: int, seed: int) -> np.ndarray:
     """A tiny value in [0, 1e-9) per pixel from its position and ``seed`` (an integer hash)."""
     rows = np.arange(r0, r0 + h, dtype=np.uint64)[:, None]
@@ -103,6 +97,8 @@ def propose_samples(probabilities: str | Path, n: int, *, method: str = "entropy
     import rasterio
     from rasterio.windows import Window
 
+    from cropscope.data.readers.class_tags import band_class_names
+
     path = Path(probabilities)
     if not path.is_file():
         raise DataError(f"probability map not found: {path}")
@@ -117,7 +113,7 @@ def propose_samples(probabilities: str | Path, n: int, *, method: str = "entropy
     with rasterio.open(path) as src:
         if src.count < 2 or src.dtypes[0] != "uint8":
             raise DataError(f"{path} is not a probability map (uint8, one band per class)")
-        classes = _classes(src)
+        classes = band_class_names(src)
         t, crs = src.transform, src.crs
         ex_r = ex_c = np.zeros(0, dtype=np.int64)
         if exclude is not None:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cropscope.data.readers.class_tags import band_class_names
 from cropscope.errors import DataError
 from cropscope.io import atomic_path
 from cropscope.mapping.windows import MapWindow, plan_windows
@@ -316,15 +317,6 @@ def _group(parcels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------- aggregation
-def _raster_classes(src: Any) -> list[str]:
-    tags = src.tags()
-    names = []
-    for i in range(src.count):
-        name = tags.get(f"class_{i}") or src.descriptions[i] or f"class_{i}"
-        names.append(str(name))
-    return names
-
-
 def _output_frame(
     gdf: Any, id_column: str, classes: list[str], mean: np.ndarray, pixel_count: np.ndarray,
     from_centroid: np.ndarray, extra: dict[str, Any] | None = None,
@@ -390,7 +382,7 @@ def aggregate_parcels(
         if lab is not None and (lab.shape != src.shape or lab.transform != src.transform
                                 or lab.crs != src.crs):  # fmt: skip
             raise DataError(f"{labels_tif} and {probabilities_tif} are not on the same grid")
-        classes = _raster_classes(src)
+        classes = band_class_names(src)
         k = len(classes)
         members = _Membership(_to_raster_crs(gdf, src.crs), src.transform, src.shape,
                               window_size, all_touched)  # fmt: skip

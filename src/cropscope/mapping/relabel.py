@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from cropscope.data.readers.class_tags import tagged_class_names
 from cropscope.errors import DataError
 
 __all__ = ["mosaic_maps", "read_map_classes", "reclassify_map", "rollup_map", "sieve_map"]
@@ -66,8 +67,7 @@ def read_map_classes(path: str | Path) -> list[str]:
         raise DataError(f"map not found: {p}")
     with rasterio.open(p) as src:
         tags = src.tags()
-    names = {int(k[6:]): str(v) for k, v in tags.items()
-             if k.startswith("class_") and k[6:].isdigit()}
+    names = tagged_class_names(tags)
     if not names:
         raise DataError(f"{p} has no class names (class_<i> tags); is it a cropscope map?")
     return [names.get(i, f"class_{i}") for i in range(max(names) + 1)]
@@ -438,14 +438,14 @@ def mosaic_maps(tiles: Sequence[str | Path], out: str | Path, *,
             if src.crs != crs or not np.allclose(src.res, res) or src.count != count:
                 raise DataError(f"{p} differs from {paths[0]} in CRS, resolution or bands; "
                                 "tiles of one map share them")
-            if {k: v for k, v in src.tags().items() if k.startswith("class_")} != \
-                    {k: v for k, v in tags.items() if k.startswith("class_")}:
+            if tagged_class_names(src.tags()) != tagged_class_names(tags):
                 raise DataError(f"{p} has other classes than {paths[0]}")
     target = Path(out)
     if target.suffix.lower() not in (".tif", ".tiff"):
         raise DataError(f"--out {target}: a map is a GeoTIFF (.tif)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    names = [tags[f"class_{i}"] for i in range(len(tags)) if f"class_{i}" in tags]
+    tagged = tagged_class_names(tags)
+    names = [tagged[i] for i in sorted(tagged)]
     if names and (count == 1 or count == len(names)):
         from cropscope.data.readers.cube import CubeSource
         from cropscope.mapping.job import run_map_job

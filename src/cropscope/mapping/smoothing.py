@@ -199,15 +199,6 @@ class BayesianSmoother:
         return np.nan_to_num(out), np.isfinite(out).all(axis=0)
 
 
-def _raster_classes(path: Path) -> list[str]:
-    import rasterio
-
-    with rasterio.open(path) as src:
-        tags = src.tags()
-        return [str(tags.get(f"class_{i}") or src.descriptions[i] or f"class_{i}")
-                for i in range(src.count)]
-
-
 def isolated_fraction(labels_path: str | Path, *, block: int = 1024) -> float:
     """Share of mapped pixels whose label differs from each of their mapped 8 neighbours
     (pixels without a mapped neighbour are not counted), read window by window."""
@@ -266,24 +257,23 @@ def smooth_map(probabilities: str | Path, out_dir: str | Path, *,
     before/after measure."""
     import rasterio
 
+    from cropscope.data.readers.class_tags import band_class_names
     from cropscope.data.readers.cube import CubeSource
     from cropscope.mapping.job import run_map_job
 
     prob = Path(probabilities)
     if not prob.is_file():
         raise DataError(f"probability map not found: {prob}")
-    classes = _raster_classes(prob)
+    with rasterio.open(prob) as src:
+        classes, transform, dtype = band_class_names(src), src.transform, src.dtypes[0]
     if len(classes) < 2:
         raise DataError(f"{prob} has {len(classes)} band; a probability map has one per class")
+    if dtype != "uint8":
+        raise DataError(f"{prob}: expected uint8 probabilities (p x 254), got {dtype}")
     if labels is None:
         guess = prob.with_name(prob.name.replace("_probabilities", "")) \
             if "_probabilities" in prob.name else prob.with_name("labels.tif")
         labels = guess if guess.is_file() else None
-    with rasterio.open(prob) as src:
-        transform = src.transform
-        if src.dtypes[0] != "uint8":
-            raise DataError(f"{prob}: expected uint8 probabilities (p x 254), got "
-                            f"{src.dtypes[0]}")
     source = CubeSource.scan(prob, dates=["2000-01-01"], band_names=classes,
                              nodata=NODATA_LABEL, scale=1.0 / 254.0)
     model = BayesianSmoother(classes, window=window, smoothness=smoothness,

@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import Tensor, nn
 
 from cropscope.errors import ModelError
+from cropscope.models.agrifm_checkpoint import CheckpointReport, remap_agrifm_state_dict
 
-__all__ = ["H2CropCheckpointReport", "load_h2crop_checkpoint", "remap_h2crop_state_dict"]
+__all__ = ["load_h2crop_checkpoint", "remap_h2crop_state_dict"]
 
 _ENMAP = "encoders.encoders.EnMAP."
 _UNUSED_TIMM = re.compile(r"^(s_vit|p_vit)\.(cls_token|pos_embed|patch_embed\.proj\.\w+|"
@@ -53,23 +53,9 @@ _ENMAP_RULES = {
 }
 
 
-@dataclass
-class H2CropCheckpointReport:
-    """What :func:`load_h2crop_checkpoint` did (empty lists after a strict load)."""
-
-    loaded: list[str] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(
-        default_factory=list)
-
-
 def remap_h2crop_state_dict(state: Mapping[str, Tensor]
                             ) -> tuple[dict[str, Tensor], list[str]]:
     """``(renamed state, dropped keys)`` of an official H2Crop state dict (module doc)."""
-    from cropscope.models.agrifm_checkpoint import remap_agrifm_state_dict
-
     s2: dict[str, Tensor] = {}
     out: dict[str, Tensor] = {}
     dropped: list[str] = []
@@ -111,11 +97,11 @@ def remap_h2crop_state_dict(state: Mapping[str, Tensor]
 
 
 def load_h2crop_checkpoint(model: nn.Module, source: str | Path | Mapping[str, Tensor],
-                           *, strict: bool = True) -> H2CropCheckpointReport:
+                           *, strict: bool = True) -> CheckpointReport:
     """Load an official H2Crop checkpoint (a training ``.pth``, a ``.safetensors`` state dict
     or a mapping) into ``model`` (an :class:`~cropscope.models.h2crop.H2CropNet`); with
     ``strict`` any missing, unexpected or mis-shaped key is a :class:`ModelError` listing
-    them."""
+    them. The report's ``ignored`` are the dropped keys (see the module doc)."""
     if isinstance(source, Mapping):
         state = dict(source)
     else:
@@ -124,7 +110,7 @@ def load_h2crop_checkpoint(model: nn.Module, source: str | Path | Mapping[str, T
         state = read_checkpoint(source).state_dict
     mapped, dropped = remap_h2crop_state_dict(state)
     own = model.state_dict()
-    report = H2CropCheckpointReport(dropped=dropped)
+    report = CheckpointReport(ignored=dropped)
     report.missing = [k for k in own if k not in mapped]
     report.unexpected = [k for k in mapped if k not in own]
     report.mismatched = [(k, tuple(mapped[k].shape), tuple(own[k].shape)) for k in own

@@ -103,26 +103,23 @@ def _read_small(path: Path, band: int = 1) -> tuple[np.ndarray, dict[str, Any]]:
 
 
 def _map_classes(path: Path) -> tuple[list[str], dict[int, tuple[int, int, int]]]:
+    """The map's classes and their colours: its colour table, else the name-keyed colours
+    the map products use (:mod:`cropscope.mapping.styles`)."""
     import rasterio
 
-    with rasterio.open(path) as src:
-        tags = src.tags()
-        names = {int(k[6:]): str(v) for k, v in tags.items()
-                 if k.startswith("class_") and k[6:].isdigit()}
-        try:
-            cmap = {int(k): tuple(int(c) for c in v[:3]) for k, v in src.colormap(1).items()}
-        except ValueError:  # no colour table
-            cmap = {}
-    if not names:
-        raise DataError(f"{path} has no class names (class_<i> tags); is it a cropscope map?")
-    k = max(names) + 1
-    classes = [names.get(i, f"class_{i}") for i in range(k)]
-    if not all(i in cmap for i in range(k)):
-        from matplotlib import colormaps
+    from cropscope.mapping.relabel import read_map_classes
+    from cropscope.mapping.styles import colour_table
 
-        tab = colormaps["tab20"]
-        cmap = {i: tuple(int(255 * c) for c in tab(i % 20)[:3]) for i in range(k)}
-    return classes, cmap  # type: ignore[return-value]
+    classes = read_map_classes(path)
+    with rasterio.open(path) as src:
+        try:
+            table = dict(src.colormap(1))
+        except ValueError:  # no colour table
+            table = {}
+    if not all(i in table for i in range(len(classes))):
+        table = dict(colour_table(classes))
+    return classes, {i: (int(table[i][0]), int(table[i][1]), int(table[i][2]))
+                     for i in range(len(classes))}
 
 
 def _hex(rgb: Sequence[int]) -> str:

@@ -465,12 +465,11 @@ def import_official_run(
 
         assert isinstance(net, AgriFM)
         load_agrifm_checkpoint(net, ck.state_dict)
-        levels = list(getattr(net, "levels", []))
     else:
         from cropscope.models.h2crop_checkpoint import load_h2crop_checkpoint
 
         load_h2crop_checkpoint(net, ck.state_dict)
-        levels = list(getattr(net, "levels", []))
+    levels = list(getattr(net, "levels", []))
     n_out = levels[-1] if levels else 0
     names = [str(c) for c in classes] if classes is not None else \
         [f"class_{i}" for i in range(n_out)]
