@@ -30,18 +30,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared/data/official_reference"
 
-AGRIFM = {"preset": None, "embed_dim": 4, "depths": (2, 1, 1, 1), "num_heads": (2, 4, 8, 16),
-          "patch_size": (4, 2, 2), "window_size": (8, 7, 7), "drop_path_rate": 0.2,
-          "decoder_dim": 32, "temporal": "flatten", "compat": "official"}
-H2CROP = {"levels": [4, 6, 8, 10], "months": 6, "hyper_size": 16, "temporal": "flatten",
-          "backbone": {"preset": None, "embed_dim": 8, "depths": [2, 1, 1, 1],
-                       "num_heads": [2, 4, 8, 16]},
-          "patch_size": [2, 4, 4], "window_size": [8, 7, 7], "drop_path_rate": 0.2,
-          "decoder_dim": 64, "compat": "official",
-          "hyper": {"spatial_dim": 8, "spatial_depth": 1, "spatial_heads": 2,
-                    "spatial_patch": 1, "spectral_grid": 4, "spectral_dim": None,
-                    "spectral_depth": 1, "spectral_heads": 2, "out_dim": 8, "upscale": 3,
-                    "neck": True, "mlp_ratio": 4.0, "dropout": 0.0}}
 VARIANTS = ("official", "index", "padding", "decoder", "all cropscope")
 
 
@@ -73,6 +61,14 @@ def main() -> None:
     from cropscope.models.h2crop_checkpoint import load_h2crop_checkpoint
 
     torch.set_num_threads(1)
+    # the small official configurations, as cropscope options (configs.json)
+    configs = json.loads((DATA / "configs.json").read_text())
+    agrifm = {k: v for k, v in configs["agrifm_small"]["cropscope_equivalent"].items()
+              if k not in ("note", "num_classes")}
+    agrifm.update(preset=None, compat="official")
+    h2crop = {k: v for k, v in configs["h2crop_small"]["cropscope_equivalent"].items()
+              if k != "note"}
+    h2crop.update(temporal="flatten", compat="official")
     rows = []
     for path in sorted(DATA.glob("*_case_*.safetensors")):
         with safe_open(str(path), "pt") as f:
@@ -82,7 +78,7 @@ def main() -> None:
         x = stored["input.S2"].float()
         if path.name.startswith("agrifm"):
             model: torch.nn.Module = AgriFM({"S2": 10}, 2, num_frames=int(x.shape[1]),
-                                            feature_size=fs, **AGRIFM)
+                                            feature_size=fs, **agrifm)
             load_agrifm_checkpoint(model, DATA / "agrifm_small_state_dict.safetensors")
             inputs = {"S2": x}
             ref = stored["logits"]
@@ -90,7 +86,7 @@ def main() -> None:
             config = meta["config"]
             model = H2CropNet(config=config, s2_bands=10,
                               hyper_bands=None if config == "S2" else 218, feature_size=fs,
-                              **H2CROP)
+                              **h2crop)
             name = ("h2crop_small_S2only_state_dict.safetensors" if config == "S2"
                     else "h2crop_small_state_dict.safetensors")
             load_h2crop_checkpoint(model, DATA / name)

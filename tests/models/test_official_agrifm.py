@@ -18,15 +18,19 @@ pytestmark = pytest.mark.realdata
 
 CASES = ["a_T8_112px", "b_T8_64px_clipped", "c_T6_48px_stempad_B2", "d_T8_53x43_oddmerge",
          "e_T8_56px_featuresize"]
-#: the small official configuration (configs.json "cropscope_equivalent")
-SMALL = {"preset": None, "embed_dim": 4, "depths": (2, 1, 1, 1), "num_heads": (2, 4, 8, 16),
-         "patch_size": (4, 2, 2), "window_size": (8, 7, 7), "drop_path_rate": 0.2,
-         "decoder_dim": 32, "temporal": "flatten", "compat": "official"}
-
-
 @pytest.fixture(scope="module")
 def folder(real_data_dir: Path) -> Path:
     return shared_folder(real_data_dir, "official_reference")
+
+
+@pytest.fixture(scope="module")
+def small(folder: Path) -> dict:
+    """The small official configuration as AgriFM options (configs.json's
+    cropscope_equivalent), computing as the official code."""
+    eq = json.loads((folder / "configs.json").read_text())["agrifm_small"]
+    options = {k: v for k, v in eq["cropscope_equivalent"].items()
+               if k not in ("note", "num_classes")}
+    return {**options, "preset": None, "compat": "official"}
 
 
 def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -35,7 +39,8 @@ def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_official_outputs_reproduced(folder: Path, case: str, restore_threads: None) -> None:
+def test_official_outputs_reproduced(folder: Path, small: dict, case: str,
+                                     restore_threads: None) -> None:
     from safetensors import safe_open
 
     torch.set_num_threads(1)  # the stored outputs were made on 1 thread
@@ -44,7 +49,7 @@ def test_official_outputs_reproduced(folder: Path, case: str, restore_threads: N
         stored = {k: f.get_tensor(k) for k in f.keys()}
     x = stored["input.S2"].float()
     model = AgriFM({"S2": 10}, 2, num_frames=int(x.shape[1]),
-                   feature_size=json.loads(meta["neck.feature_size"]), **SMALL)
+                   feature_size=json.loads(meta["neck.feature_size"]), **small)
     report = load_agrifm_checkpoint(model, folder / "agrifm_small_train_ckpt.pth")
     assert not (report.missing or report.unexpected or report.mismatched)
     model.eval()
@@ -59,8 +64,8 @@ def test_official_outputs_reproduced(folder: Path, case: str, restore_threads: N
     assert max(errors.values()) <= 1e-5, errors
 
 
-def test_checkpoints_load_without_loss(folder: Path) -> None:
-    model = AgriFM({"S2": 10}, 2, num_frames=8, **SMALL)
+def test_checkpoints_load_without_loss(folder: Path, small: dict) -> None:
+    model = AgriFM({"S2": 10}, 2, num_frames=8, **small)
     for name in ("agrifm_small_train_ckpt.pth", "agrifm_small_state_dict.safetensors"):
         report = load_agrifm_checkpoint(model, folder / name)
         assert len(report.loaded) == 118  # 123 official keys less 5 derived index buffers
@@ -81,7 +86,7 @@ def test_full_size_key_manifest_maps_one_to_one(folder: Path) -> None:
         == 196_192_458
 
 
-def test_import_official_checkpoint_as_a_run(folder: Path, tmp_path: Path,
+def test_import_official_checkpoint_as_a_run(folder: Path, small: dict, tmp_path: Path,
                                              restore_threads: None) -> None:
     from safetensors import safe_open
 
@@ -90,7 +95,7 @@ def test_import_official_checkpoint_as_a_run(folder: Path, tmp_path: Path,
     from tests.cli.test_cli import assert_one_line_error, run_cli
 
     torch.set_num_threads(1)
-    options = {k: v for k, v in SMALL.items() if k != "compat"}
+    options = {k: v for k, v in small.items() if k != "compat"}
     config = tmp_path / "config.json"
     config.write_text(json.dumps({**options, "sources": {"S2": 10}, "num_classes": 2,
                                   "num_frames": 8, "feature_size": [7, 7]}))

@@ -16,16 +16,6 @@ from tests.conftest import shared_folder
 
 pytestmark = pytest.mark.realdata
 
-#: the small official configuration (configs.json "cropscope_equivalent", flatten time)
-SMALL = {"levels": [4, 6, 8, 10], "months": 6, "hyper_size": 16, "temporal": "flatten",
-         "backbone": {"preset": None, "embed_dim": 8, "depths": [2, 1, 1, 1],
-                      "num_heads": [2, 4, 8, 16]},
-         "patch_size": [2, 4, 4], "window_size": [8, 7, 7], "drop_path_rate": 0.2,
-         "decoder_dim": 64, "compat": "official",
-         "hyper": {"spatial_dim": 8, "spatial_depth": 1, "spatial_heads": 2,
-                   "spatial_patch": 1, "spectral_grid": 4, "spectral_dim": None,
-                   "spectral_depth": 1, "spectral_heads": 2, "out_dim": 8, "upscale": 3,
-                   "neck": True, "mlp_ratio": 4.0, "dropout": 0.0}}
 CASES = [("S2HP_T6_48px_clipped", "S2+H+P", "h2crop_small_train_ckpt.pth", 175, 17),
          ("S2_T6_96px_clipped", "S2", "h2crop_small_S2only_state_dict.safetensors", 130, 5)]
 
@@ -35,8 +25,19 @@ def folder(real_data_dir: Path) -> Path:
     return shared_folder(real_data_dir, "official_reference")
 
 
+@pytest.fixture(scope="module")
+def small(folder: Path) -> dict:
+    """The small official configuration as H2CropNet options (configs.json's
+    cropscope_equivalent, time flattened as the official stream), computing as the
+    official code."""
+    eq = json.loads((folder / "configs.json").read_text())["h2crop_small"]
+    options = {k: v for k, v in eq["cropscope_equivalent"].items() if k != "note"}
+    return {**options, "temporal": "flatten", "compat": "official"}
+
+
 @pytest.mark.parametrize(("case", "config", "ckpt", "n_loaded", "n_dropped"), CASES)
-def test_official_outputs_reproduced(folder: Path, case: str, config: str, ckpt: str,
+def test_official_outputs_reproduced(folder: Path, small: dict, case: str, config: str,
+                                     ckpt: str,
                                      n_loaded: int, n_dropped: int,
                                      restore_threads: None) -> None:
     from safetensors import safe_open
@@ -46,7 +47,7 @@ def test_official_outputs_reproduced(folder: Path, case: str, config: str, ckpt:
         meta = f.metadata()
         stored = {k: f.get_tensor(k) for k in f.keys()}
     model = H2CropNet(config=config, s2_bands=10, hyper_bands=None if config == "S2" else 218,
-                      feature_size=json.loads(meta["neck.feature_size"]), **SMALL)
+                      feature_size=json.loads(meta["neck.feature_size"]), **small)
     report = load_h2crop_checkpoint(model, folder / ckpt)
     assert (len(report.loaded), len(report.ignored)) == (n_loaded, n_dropped)
     inputs = {"S2": stored["input.S2"].float()}
@@ -83,10 +84,10 @@ def test_full_size_key_manifest_maps_one_to_one(folder: Path) -> None:
         "S2+H+P": 176_230_910, "S2+H": 175_502_544}
 
 
-def test_a_wrong_configuration_is_reported(folder: Path) -> None:
+def test_a_wrong_configuration_is_reported(folder: Path, small: dict) -> None:
     from cropscope.errors import ModelError
 
-    other = dict(SMALL, decoder_dim=32)
+    other = dict(small, decoder_dim=32)
     model = H2CropNet(config="S2+H+P", s2_bands=10, hyper_bands=218, **other)
     with pytest.raises(ModelError, match="shape mismatches"):
         load_h2crop_checkpoint(model, folder / "h2crop_small_state_dict.safetensors")
