@@ -63,3 +63,40 @@ def test_bad_configuration_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["h2crop", "experiment", str(data), "--out",
                                       str(tmp_path / "x"), "--configs", "S2,H"])
     assert result.exit_code != 0 and "unknown configuration" in result.output
+
+
+def test_official_recipe_from_agrifm_weights(tmp_path: Path) -> None:
+    """``--recipe official --init-agrifm FILE``: the S2 encoder starts from the file (a
+    vanishing learning rate keeps it there), run.json records the recipe and the file's
+    hash, and the official best-epoch score is logged."""
+    import torch
+    from safetensors.torch import save_file
+
+    from cropscope.models.h2crop import H2CropNet
+    from cropscope.runs.store import file_sha256
+    from cropscope.training.h2crop import load_h2crop_run
+
+    data = tmp_path / "data"
+    _ok(["h2crop", "generate", str(data), "--samples", "8", "--size", "24", "--hyper-size", "8",
+         "--hyper-bands", "12"])
+    torch.manual_seed(7)
+    donor = H2CropNet(config="S2", levels=[7, 37, 83, 102], months=6)
+    weights = tmp_path / "agrifm.safetensors"
+    save_file({k: v.contiguous() for k, v in donor.s2.state_dict().items()}, str(weights))
+    run = tmp_path / "run"
+    _ok(["h2crop", "train", str(data), "--out", str(run), "--config", "S2", "--months", "6",
+         "--recipe", "official", "--init-agrifm", str(weights), "--set", "lr=1e-12", *QUICK])
+    spec = json.loads((run / "run.json").read_text())
+    training = spec["training"]
+    assert training["recipe"] == "official" and training["decay_all"] is True
+    assert training["init_agrifm"]["sha256"] == file_sha256(weights)
+    assert training["init_agrifm"]["loaded"] > 0
+    history = json.loads((run / "history.json").read_text())["history"]
+    assert "val_mfscore_mean" in history[0]
+    trained = load_h2crop_run(run).s2.state_dict()
+    body = [k for k in trained if k.startswith(("backbones.", "stems."))]
+    assert body and all(torch.allclose(trained[k], donor.s2.state_dict()[k], atol=1e-6)
+                        for k in body)
+    # the decoder was not taken from the file
+    assert not torch.allclose(trained["decoder.out.0.weight"],
+                              donor.s2.state_dict()["decoder.out.0.weight"])

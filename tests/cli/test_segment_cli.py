@@ -148,3 +148,20 @@ def test_train_on_worldcereal(real_data_dir: Path, tmp_path: Path) -> None:
                 "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["n_pixels"] == 4 * 50 * 50
+
+
+def test_official_recipe(h5_dir: Path, tmp_path: Path) -> None:
+    """``--recipe official`` trains AgriFM with the official recipe under the given options;
+    a network without an official recipe is one clear error."""
+    out = tmp_path / "run"
+    res = _run(["train", str(h5_dir), "--sources", "S2", "--out", str(out), "--network",
+                "agrifm", "--epochs", "1", "--batch-size", "2", "--device", "cpu",
+                "--recipe", "official", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    config = open_run(out).spec.training["config"]
+    assert (config["decay_all"], config["warmup_cap"], config["loss_mean_over"],
+            config["augment"], config["monitor"], config["epochs"]) == (
+        True, None, "all", False, "mfscore", 1)
+    bad = _run(["train", str(h5_dir), "--sources", "S2", "--out", str(tmp_path / "bad"),
+                *FAST, "--recipe", "official"])
+    assert isinstance(bad.exception, ModelError) and "no official recipe" in str(bad.exception)

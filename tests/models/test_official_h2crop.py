@@ -91,3 +91,40 @@ def test_a_wrong_configuration_is_reported(folder: Path, small: dict) -> None:
     model = H2CropNet(config="S2+H+P", s2_bands=10, hyper_bands=218, **other)
     with pytest.raises(ModelError, match="shape mismatches"):
         load_h2crop_checkpoint(model, folder / "h2crop_small_state_dict.safetensors")
+
+
+def test_s2_stream_starts_from_official_agrifm_weights(folder: Path) -> None:
+    """As the official configurations' ``init_cfg``: the official AgriFM fine-tuning
+    checkpoint's body initialises H2Crop's S2 encoder; AgriFM's (4, 2, 2) stem kernel does
+    not fit H2Crop's (2, 4, 4) and keeps its initialisation; decoder and heads untouched."""
+    from cropscope.errors import ModelError
+    from cropscope.models.agrifm_checkpoint import remap_agrifm_state_dict
+    from cropscope.models.checkpoint_reader import read_checkpoint
+    from cropscope.models.h2crop_checkpoint import init_s2_from_agrifm
+
+    eq = json.loads((folder / "configs.json").read_text())["agrifm_small"]
+    body = {k: eq["cropscope_equivalent"][k] for k in ("embed_dim", "depths", "num_heads")}
+    torch.manual_seed(0)
+    model = H2CropNet(config="S2", s2_bands=10, levels=[4, 6, 8, 10], months=6,
+                      backbone={"preset": None, **body}, patch_size=(2, 4, 4),
+                      decoder_dim=32, temporal="flatten")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    path = folder / "agrifm_small_train_ckpt.pth"
+    report = init_s2_from_agrifm(model, path)
+    official = remap_agrifm_state_dict(read_checkpoint(path).state_dict)
+    after = model.state_dict()
+    encoder = [k for k in after if k.startswith(("s2.backbones.", "s2.stems."))]
+    assert report.initialised == ["s2.stems.S2.proj.weight"]
+    assert sorted(report.loaded) == sorted(k for k in encoder
+                                           if k not in report.initialised)
+    for key in report.loaded:
+        assert torch.equal(after[key], official[key[len("s2."):]]), key
+    for key in after:
+        if key not in report.loaded:
+            assert torch.equal(after[key], before[key]), key
+    # a stream of another size is refused and left as it was
+    other = H2CropNet(config="S2", s2_bands=10, levels=[4, 6, 8, 10], months=6)
+    state = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(ModelError, match="does not fit"):
+        init_s2_from_agrifm(other, path)
+    assert all(torch.equal(v, state[k]) for k, v in other.state_dict().items())

@@ -40,6 +40,17 @@ def training_options(func: Any) -> Any:
                           "--set cutmix=0"),
         click.option("--model-set", "model_settings", multiple=True, metavar="KEY=VALUE",
                      help="H2CropNet keyword, repeatable (JSON values)."),
+        click.option("--recipe", default="cropscope", show_default=True,
+                     type=click.Choice(["cropscope", "official"]),
+                     help="cropscope's recipe, or exactly the official one (weight decay on "
+                          "every parameter, uncapped 1000-iteration warm-up); "
+                          "docs/h2crop.md lists the differences."),
+        click.option("--init-agrifm", type=click.Path(exists=True, dir_okay=False,
+                                                      path_type=Path), default=None,
+                     help="Start the S2 encoder from this AgriFM checkpoint (AgriFM.pth, an "
+                          "official fine-tuning checkpoint or safetensors), as the official "
+                          "configurations do; a stem that does not fit keeps its "
+                          "initialisation."),
         click.option("--progress/--no-progress", default=True, show_default=True),
     ]
     for option in reversed(options):
@@ -100,7 +111,8 @@ def from_enmap(root: Path, months: int) -> None:
 @training_options
 def train(root: Path, out_dir: Path, config: str, months: int, resume: bool, preset: str,
           epochs: int | None, batch_size: int | None, device: str | None, normalise: str,
-          settings: tuple[str, ...], model_settings: tuple[str, ...], progress: bool) -> None:
+          settings: tuple[str, ...], model_settings: tuple[str, ...], recipe: str,
+          init_agrifm: Path | None, progress: bool) -> None:
     """Train one configuration, test it, print the level means as JSON."""
     from cropscope.evaluation import format_levels_report
     from cropscope.training import train_h2crop
@@ -109,6 +121,7 @@ def train(root: Path, out_dir: Path, config: str, months: int, resume: bool, pre
                        training=option_overrides(settings, epochs=epochs, batch_size=batch_size,
                                                     device=device),
                        normalise=_normalise(normalise), resume=resume, progress=progress,
+                       recipe=recipe, init_agrifm=init_agrifm,
                        **parse_config(None, model_settings))
     if run.test is not None:
         log(format_levels_report(run.test))
@@ -152,7 +165,7 @@ def evaluate(run_dir: Path, root: Path | None, split: str, weights: str, batch_s
 def experiment(root: Path, out_dir: Path, configs: str, months_list: str, preset: str,
                epochs: int | None, batch_size: int | None, device: str | None,
                normalise: str, settings: tuple[str, ...], model_settings: tuple[str, ...],
-               progress: bool) -> None:
+               recipe: str, init_agrifm: Path | None, progress: bool) -> None:
     """The temporal-window experiment: every configuration at every window."""
     from cropscope.training import temporal_window_experiment
 
@@ -164,8 +177,8 @@ def experiment(root: Path, out_dir: Path, configs: str, months_list: str, preset
         root, out_dir, configs=names, months=[int(m) for m in months_list.split(",")],
         preset=preset, training=option_overrides(settings, epochs=epochs, batch_size=batch_size,
                                                     device=device),
-        normalise=_normalise(normalise), progress=progress,
-        **parse_config(None, model_settings))
+        normalise=_normalise(normalise), progress=progress, recipe=recipe,
+        init_agrifm=init_agrifm, **parse_config(None, model_settings))
     cols = [c for c in ("config", "months", "all_bg_macro_f1", "all_nobg_macro_f1",
                         "all_nobg_miou", "enmap_gain_f1") if c in table]
     click.echo(table[cols].to_string(index=False))

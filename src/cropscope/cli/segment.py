@@ -89,11 +89,15 @@ def segment() -> None:
 @click.option("--bands", default=None,
               help="H5 data: comma-separated band names of the first source, in channel "
                    "order (maps match cube bands by these names; default band_1..band_C).")
+@click.option("--recipe", default="default", show_default=True,
+              type=click.Choice(["default", "official"]),
+              help="The training recipe under --epochs/--lr/--set: cropscope's defaults, or "
+                   "the network's official one (AgriFM, H2Crop; docs/agrifm.md).")
 @scale_out_options
 @model_options
 def train(data_dir: Path | None, worldcereal_dir: Path | None, sources: str | None,
           train_split: str, val_split: str, tile_size: int, target: str,
-          pretrained: Path | None, bands: str | None, out_dir: Path, network: str,
+          pretrained: Path | None, bands: str | None, recipe: str, out_dir: Path, network: str,
           preset: str, model_settings: tuple[str, ...], epochs: int | None,
           lr: float | None, batch_size: int | None, device: str | None, resume: bool,
           settings: tuple[str, ...], normalise: bool, progress: bool) -> None:
@@ -117,7 +121,7 @@ def train(data_dir: Path | None, worldcereal_dir: Path | None, sources: str | No
         data.train, out_dir, network=network, network_kwargs=kwargs, classes=data.classes,
         bands=data.bands, time_grid=data.time_grid, val_dataset=data.val,
         normalisation=data.normalisation, config=config, resume=resume, progress=progress,
-        pretrained=pretrained, data=data.data,
+        pretrained=pretrained, data=data.data, recipe=recipe,
         extra={"tile_size": tile_size, "target": target} if worldcereal_dir else None)
     if res.result.resumed_from:
         log(f"resumed after epoch {res.result.resumed_from}")

@@ -27,6 +27,7 @@ from torch import Tensor
 from cropscope.errors import ModelError
 
 __all__ = [
+    "OFFICIAL_RECIPES",
     "AugmentFn",
     "LossFn",
     "SegmentationConfig",
@@ -41,9 +42,12 @@ __all__ = [
     "f1_from_confusion",
     "index_batches",
     "lr_factor",
+    "official_recipe",
+    "reference_fscore",
     "resolve_device",
     "segmentation_scores",
     "shard_batches",
+    "warmup_length",
 ]
 
 #: A batch-level augmentation: ``(x_batch, generator) -> x_batch`` (same shape, on CPU).
@@ -52,6 +56,8 @@ AugmentFn = Callable[[Tensor, torch.Generator], Tensor]
 LossFn = Callable[[Any, Tensor], Tensor]
 #: how the best epoch is chosen for hierarchical outputs
 SELECT_ON = ("finest", "mean")
+#: validation scores that may select the best epoch
+MONITORS = ("macro_f1", "miou", "overall_accuracy", "mfscore")
 
 
 # ---------------------------------------------------------------------------- classification
@@ -128,18 +134,36 @@ class SegmentationConfig:
     lr: float = 6e-5
     weight_decay: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.999)
-    #: linear warm-up iterations (capped at a fifth of all iterations) and its start factor
+    #: linear warm-up iterations and its start factor; the factor reaches 1 on the last
+    #: warm-up iteration (mmengine's ``LinearLR(begin=0, end=warmup_iters)``)
     warmup_iters: int = 1000
     warmup_start: float = 0.01
+    #: cap the warm-up at this fraction of all iterations, so that short runs on small data
+    #: leave it (None: no cap, as the references, which need a run longer than the warm-up)
+    warmup_cap: float | None = 0.2
     #: final learning rate of the cosine decay
     min_lr: float = 1e-6
     ignore_index: int = -1
+    #: weight decay on every parameter, norm gains and biases included (the references); False:
+    #: only on weights of two or more dimensions
+    decay_all: bool = False
     #: per-class loss weights (one list per level for hierarchical models)
     class_weights: list[float] | list[list[float]] | None = None
     #: loss weight of each hierarchy level (default: equal)
     level_weights: list[float] | None = None
+    #: how the levels' losses combine: "mean" (weighted mean: the loss of a hierarchy is on
+    #: the scale of one level) or "sum" (weighted sum, as the H2Crop reference)
+    level_reduction: str = "mean"
+    #: what each level's cross-entropy is averaged over: "labelled" pixels (``ignore_index``
+    #: left out) or "all" pixels of the batch, ignored ones counting 0 (the AgriFM reference)
+    loss_mean_over: str = "labelled"
     #: random flips and 90° rotations of every source and the label
     augment: bool = True
+    #: per sample: probability of each flip (vertical, horizontal), and the probability of
+    #: applying a rotation by k·90°, k drawn uniformly from 0–3 (1.0: always; the H2Crop
+    #: reference's MapRotate: 0.5)
+    flip_p: float = 0.5
+    rotate_p: float = 1.0
     #: probability per sample of CutMix ("CropCutup", :func:`cutmix_batch`); 0: off
     cutmix: float = 0.0
     #: range of the pasted square's side, as a fraction of the label grid's side
@@ -152,8 +176,10 @@ class SegmentationConfig:
     num_workers: int = 0
     #: clip the gradient norm (None: no clipping, as the reference)
     grad_clip: float | None = None
-    #: validation score that selects ``best.safetensors``: "macro_f1", "miou" or
-    #: "overall_accuracy"
+    #: validation score that selects ``best.safetensors``: "macro_f1", "miou",
+    #: "overall_accuracy" or "mfscore" (the references' mFscore: per-class F1 over the classes
+    #: present in the validation truth, in percent rounded to 2 decimals; see
+    #: :func:`reference_fscore`)
     monitor: str = "macro_f1"
     #: hierarchical models: that score on the finest level ("finest") or its mean over the
     #: levels ("mean", as the H2Crop reference)
@@ -185,9 +211,21 @@ class SegmentationConfig:
         cfg = cls(**data)
         if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0 or cfg.checkpoint_every < 1:
             raise ModelError("epochs, batch_size, lr and checkpoint_every must be positive")
-        if cfg.monitor not in ("macro_f1", "miou", "overall_accuracy"):
-            raise ModelError(f"monitor must be macro_f1, miou or overall_accuracy, "
-                             f"got {cfg.monitor!r}")
+        if cfg.monitor not in MONITORS:
+            raise ModelError(f"monitor must be one of {MONITORS}, got {cfg.monitor!r}")
+        if cfg.level_reduction not in ("mean", "sum"):
+            raise ModelError(f"level_reduction must be 'mean' or 'sum', got "
+                             f"{cfg.level_reduction!r}")
+        if cfg.loss_mean_over not in ("labelled", "all"):
+            raise ModelError(f"loss_mean_over must be 'labelled' or 'all', got "
+                             f"{cfg.loss_mean_over!r}")
+        if cfg.warmup_iters < 0 or not 0.0 <= cfg.warmup_start <= 1.0:
+            raise ModelError("warmup_iters must be >= 0 and warmup_start in [0, 1]")
+        if cfg.warmup_cap is not None and not 0.0 < float(cfg.warmup_cap) <= 1.0:
+            raise ModelError(f"warmup_cap must be in (0, 1] or None, got {cfg.warmup_cap!r}")
+        for name in ("flip_p", "rotate_p"):
+            if not 0.0 <= float(getattr(cfg, name)) <= 1.0:
+                raise ModelError(f"{name} must be in [0, 1], got {getattr(cfg, name)!r}")
         if cfg.select_on not in SELECT_ON:
             raise ModelError(f"select_on must be one of {SELECT_ON}, got {cfg.select_on!r}")
         if int(cfg.num_nodes) < 1 or not isinstance(cfg.strategy, str):
@@ -200,6 +238,51 @@ class SegmentationConfig:
         d["betas"] = list(self.betas)
         d["cutmix_ratio"] = list(self.cutmix_ratio)
         return d
+
+
+#: The official fine-tuning recipes as :class:`SegmentationConfig` options, read from the
+#: configurations of flyakon/AgriFM @ 13f476e2 (``configs/cropland_mapping.py``) and
+#: flyakon/H2Crop @ d5a861ba (``configs/hyper_benefits/crops_S2*_jun.py``) and checked
+#: against the ``optimizer`` / ``param_schedulers`` states of the official training
+#: checkpoints (``tests/engine/test_official_recipe.py``). Both: AdamW (lr 6e-5, weight
+#: decay 5e-4 on every parameter, one group), ``LinearLR`` from 1 % over 1000 iterations,
+#: then ``CosineAnnealingLR`` to the end of the run, batch 4, validation every epoch and
+#: the best ``mFscore`` kept (``CheckpointHook(save_best="mFscore", rule="greater")``),
+#: AMP (``train.py --amp``), no gradient clipping.
+OFFICIAL_RECIPES: dict[str, dict[str, Any]] = {
+    # CropCEloss: cross-entropy with ignore index -1 averaged over all pixels; the training
+    # pipeline has its flips and rotation commented out; 50 epochs; eta_min 1e-6
+    "agrifm": {
+        "epochs": 50, "batch_size": 4, "lr": 6e-5, "weight_decay": 5e-4,
+        "betas": (0.9, 0.999), "warmup_iters": 1000, "warmup_start": 0.01,
+        "warmup_cap": None, "min_lr": 1e-6, "decay_all": True, "ignore_index": -1,
+        "loss_mean_over": "all", "level_reduction": "sum", "augment": False, "cutmix": 0.0,
+        "monitor": "mfscore", "select_on": "finest", "restore_best": True, "amp": True,
+        "grad_clip": None,
+    },
+    # CropBalanceloss(average=True) per level (mean over labelled pixels, background
+    # included), the four summed; MapVerticalFlip / MapHorizontalFlip p = 0.5, MapRotate
+    # p = 0.5 (k·90°, k uniform in 0-3); CropCutup p = 0.5, side ratio U(0.5, 1); 100
+    # epochs; eta_min 6e-6; mFscore averaged over the four levels
+    "h2crop": {
+        "epochs": 100, "batch_size": 4, "lr": 6e-5, "weight_decay": 5e-4,
+        "betas": (0.9, 0.999), "warmup_iters": 1000, "warmup_start": 0.01,
+        "warmup_cap": None, "min_lr": 6e-6, "decay_all": True, "ignore_index": -1,
+        "loss_mean_over": "labelled", "level_reduction": "sum", "augment": True,
+        "flip_p": 0.5, "rotate_p": 0.5, "cutmix": 0.5, "cutmix_ratio": (0.5, 1.0),
+        "monitor": "mfscore", "select_on": "mean", "restore_best": True, "amp": True,
+        "grad_clip": None,
+    },
+}
+
+
+def official_recipe(network: str, **overrides: Any) -> SegmentationConfig:
+    """The official fine-tuning recipe of ``network`` ("agrifm" or "h2crop"; see
+    :data:`OFFICIAL_RECIPES`) with ``overrides`` (e.g. ``epochs=2, device="cpu"``)."""
+    key = network.split("-")[0].lower()
+    if key not in OFFICIAL_RECIPES:
+        raise ModelError(f"no official recipe for {network!r}; known: {sorted(OFFICIAL_RECIPES)}")
+    return SegmentationConfig.from_dict({**OFFICIAL_RECIPES[key], **overrides})
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -218,11 +301,29 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def warmup_length(total: int, warmup_iters: int, cap: float | None) -> int:
+    """The warm-up iterations of a run of ``total`` iterations: ``warmup_iters``, at most
+    ``cap`` of ``total`` (rounded down) when ``cap`` is set."""
+    if cap is None:
+        return int(warmup_iters)
+    return min(int(warmup_iters), math.floor(total * float(cap) + 1e-9))
+
+
 def lr_factor(it: int, total: int, warmup: int, start: float, floor: float) -> float:
-    """Learning-rate multiplier at iteration ``it`` of ``total``: linear from ``start`` to 1
-    over ``warmup`` iterations, then cosine from 1 down to ``floor``."""
+    """Learning-rate multiplier at iteration ``it`` (0-based) of ``total``.
+
+    Warm-up: linear from ``start`` at iteration 0 to 1 at iteration ``warmup - 1``, as
+    mmengine's ``LinearLR(start_factor=start, begin=0, end=warmup)``. Then a cosine from 1
+    at iteration ``warmup`` down to ``floor`` at iteration ``total``, as mmengine's
+    ``CosineAnnealingLR(begin=warmup, eta_min=floor·lr)`` with the runner's default end
+    (the last iteration trains at the cosine's value one step before ``floor``). Both are
+    the references' schedules; the official training checkpoints' stored learning rates are
+    reproduced in ``tests/engine/test_official_recipe.py``.
+    """
     if warmup > 0 and it < warmup:
-        return start + (1.0 - start) * it / warmup
+        if warmup == 1:
+            return start
+        return start + (1.0 - start) * it / (warmup - 1)
     span = max(total - warmup, 1)
     p = min(max(it - warmup, 0) / span, 1.0)
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * p))
@@ -239,17 +340,26 @@ def _spatial_op(x: Tensor, flip_h: bool, flip_w: bool, k: int) -> Tensor:
 
 
 def augment_batch(
-    inputs: dict[str, Tensor], labels: Tensor, gen: torch.Generator
+    inputs: dict[str, Tensor], labels: Tensor, gen: torch.Generator,
+    flip_p: float = 0.5, rotate_p: float = 1.0,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """Per sample, the same random flips and 90° rotation of every source (last two axes)
-    and of the label. Rotations by 90°/270° only when every grid is square."""
+    and of the label.
+
+    Each flip (rows, columns) happens with probability ``flip_p``; a rotation by k·90°, k
+    uniform in 0–3, is applied with probability ``rotate_p`` (so with ``rotate_p = 0.5``, as
+    the H2Crop reference's ``MapRotate``, a sample keeps its orientation with probability
+    0.625). Rotations by 90°/270° only when every grid is square (else k·180°, k in 0–1).
+    """
     square = all(v.shape[-1] == v.shape[-2] for v in inputs.values()) and \
         labels.shape[-1] == labels.shape[-2]
     out_x: dict[str, list[Tensor]] = {k: [] for k in inputs}
     out_y = []
     for b in range(labels.shape[0]):
-        fh, fw = (torch.rand(2, generator=gen) < 0.5).tolist()
+        fh, fw = (torch.rand(2, generator=gen) < flip_p).tolist()
         r = int(torch.randint(0, 4 if square else 2, (1,), generator=gen))
+        if rotate_p < 1.0 and float(torch.rand((), generator=gen)) >= rotate_p:
+            r = 0
         k = r if square else 2 * r  # non-square grids: 0° or 180° only
         for key, v in inputs.items():
             out_x[key].append(_spatial_op(v[b], fh, fw, k))
@@ -361,6 +471,29 @@ def segmentation_scores(cm: np.ndarray | Tensor) -> dict[str, Any]:
     }
 
 
+def reference_fscore(cm: np.ndarray | Tensor) -> float:
+    """The references' ``mFscore`` of one level (mmseg's ``CropIoUMetric``), in percent.
+
+    Per class: precision ``tp / (predicted + 1e-8)``, recall ``tp / truth`` and
+    ``F = 2 P R / (P + R + 1e-8)``; classes absent from the truth have no recall and are
+    left out of the mean (a class predicted but never true therefore costs nothing, unlike
+    :func:`segmentation_scores`' macro-F1, which counts it as 0). The mean is multiplied by
+    100 and rounded to 2 decimals, as the references log it; the best epoch is the first to
+    exceed the best so far. Over several levels the references take the mean of these
+    rounded values. NaN when no class is present.
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    truth, predicted = cm.sum(1), cm.sum(0)
+    present = truth > 0
+    if not present.any():
+        return math.nan
+    precision = tp[present] / (predicted[present] + 1e-8)
+    recall = tp[present] / truth[present]
+    f = 2 * precision * recall / (precision + recall + 1e-8)
+    return float(np.round(np.mean(f) * 100, 2))
+
+
 def _levels(out: Any) -> list[Tensor]:
     return list(out) if isinstance(out, list | tuple) else [out]
 
@@ -381,7 +514,14 @@ def _fit_size(logits: Tensor, size: tuple[int, ...]) -> Tensor:
 
 
 class SegmentationLoss:
-    """Cross-entropy per level (ignore index, class weights), weighted mean over levels."""
+    """Cross-entropy per level (ignore index, class weights), combined over the levels.
+
+    Each level's loss is averaged over its labelled pixels (``loss_mean_over="labelled"``)
+    or over all pixels, ignored ones counting 0 (``"all"``, the AgriFM reference's
+    ``CropCEloss``); the levels are combined by a weighted mean (``level_reduction="mean"``)
+    or sum (``"sum"``, the H2Crop reference, whose per-level losses mmengine adds up). With
+    Adam(W) a constant factor on the loss changes the update only through ``eps``.
+    """
 
     def __init__(self, cfg: SegmentationConfig, device: torch.device | str = "cpu") -> None:
         self.cfg = cfg
@@ -407,8 +547,14 @@ class SegmentationLoss:
             weight = None if self.class_weights is None else self.class_weights[i].to(o.device)
             if not (y != self.cfg.ignore_index).any():
                 continue  # an all-ignored level adds nothing (CE would be NaN)
-            total = total + w * F.cross_entropy(o, y, weight=weight,
-                                                ignore_index=self.cfg.ignore_index)
+            if self.cfg.loss_mean_over == "all":
+                ce = F.cross_entropy(o, y, weight=weight, ignore_index=self.cfg.ignore_index,
+                                     reduction="sum") / float(y.numel())
+            else:
+                ce = F.cross_entropy(o, y, weight=weight, ignore_index=self.cfg.ignore_index)
+            total = total + w * ce
+        if self.cfg.level_reduction == "sum":
+            return total
         return total / float(sum(lw))
 
 

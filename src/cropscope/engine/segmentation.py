@@ -20,6 +20,12 @@ H2Crop) then applies :func:`cutmix_batch` ("CropCutup"): a random square of a pa
 sample is pasted into every input at the same footprint (each on its own grid, priors
 included) and into the labels of every level.
 
+:func:`official_recipe` (``"agrifm"``, ``"h2crop"``) gives the official fine-tuning recipes
+exactly: weight decay on every parameter, an uncapped warm-up, the AgriFM loss averaged
+over all pixels, the H2Crop levels summed and its rotation probability, the references'
+``mFscore`` selecting the best epoch (docs/agrifm.md and docs/h2crop.md list each
+difference from the defaults and its measured effect).
+
 A final training batch of a single sample is dropped (batch norm cannot normalise one
 value per channel; evaluation keeps every sample).
 
@@ -69,6 +75,7 @@ from cropscope.engine.recipe import (
     confusion_matrix,
     cutmix_batch,
     lr_factor,
+    official_recipe,
     resolve_device,
     segmentation_scores,
 )
@@ -86,6 +93,7 @@ __all__ = [
     "cutmix_batch",
     "evaluate_segmentation",
     "lr_factor",
+    "official_recipe",
     "resolve_device",
     "segmentation_scores",
     "train_segmentation",

@@ -53,7 +53,9 @@ from cropscope.engine.recipe import (
     epoch_seed,
     f1_from_confusion,
     lr_factor,
+    reference_fscore,
     segmentation_scores,
+    warmup_length,
 )
 from cropscope.engine.runner import report_epoch
 from cropscope.errors import ModelError
@@ -323,7 +325,7 @@ class SegmentationTask(L.LightningModule):
         self.cfg = cfg
         self.loss_fn: LossFn = loss_fn or SegmentationLoss(cfg)
         self.total = cfg.epochs * steps_per_epoch
-        self.warmup = min(cfg.warmup_iters, self.total // 5)
+        self.warmup = warmup_length(self.total, cfg.warmup_iters, cfg.warmup_cap)
         self.floor = min(cfg.min_lr / cfg.lr, 1.0)
         self.start_epoch = start_epoch
         self.end_epoch = cfg.epochs if end_epoch is None else end_epoch
@@ -356,10 +358,14 @@ class SegmentationTask(L.LightningModule):
         for name, p in self.net.named_parameters():
             if not p.requires_grad:
                 continue
-            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay},
-             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
+            if cfg.decay_all or not (p.ndim <= 1 or name.endswith(".bias")):
+                decay.append(p)
+            else:
+                no_decay.append(p)
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
+        if no_decay:  # decay_all: one group, as the references' OptimWrapper
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
         total, warmup, start, floor = self.total, self.warmup, cfg.warmup_start, self.floor
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda it: lr_factor(it, total, warmup, start, floor))
@@ -399,7 +405,8 @@ class SegmentationTask(L.LightningModule):
             return batch
         inputs, labels = batch
         if self.cfg.augment:
-            inputs, labels = augment_batch(inputs, labels, self._aug_gen)
+            inputs, labels = augment_batch(inputs, labels, self._aug_gen,
+                                           self.cfg.flip_p, self.cfg.rotate_p)
         if self.cfg.cutmix > 0:
             inputs, labels = cutmix_batch(inputs, labels, self._mix_gen, self.cfg.cutmix,
                                           self.cfg.cutmix_ratio)
@@ -480,12 +487,17 @@ class SegmentationTask(L.LightningModule):
         for key in ("overall_accuracy", "miou", "macro_f1"):
             out[f"val_{key}"] = fine[key]
         monitor = self.cfg.monitor
-        if len(per_level) > 1:  # select_on == "mean"
+        if monitor == "mfscore":
+            vals = [reference_fscore(cm.reshape(math.isqrt(cm.numel()), -1).numpy())
+                    for cm in cms]
+            out["val_mfscore"] = vals[-1]
+        else:
             vals = [s[monitor] for s in per_level]
+        if len(per_level) > 1:  # select_on == "mean"
             out[f"val_{monitor}_mean"] = float(np.mean(vals))
             out["_score"] = out[f"val_{monitor}_mean"]
         else:
-            out["_score"] = fine[monitor]
+            out["_score"] = vals[-1]
         return out
 
     # -------------------------------------------------------------------- epoch end

@@ -23,6 +23,12 @@ timm's ``VisionTransformer`` base class creates but the official forward never u
 
 Build the network with ``temporal="flatten"`` and ``compat="official"`` (and the official
 ``feature_size``) to reproduce the official outputs; see ``docs/h2crop.md``.
+
+:func:`init_s2_from_agrifm` starts the S2 stream from AgriFM weights, as the official
+configurations do (``init_cfg=dict(type="pretrained", checkpoint="AgriFM.pth")`` on the S2
+encoder): the Video Swin body is loaded, a stem that does not fit (the released (4, 4, 4) or
+AgriFM's (4, 2, 2) against H2Crop's (2, 4, 4)) keeps its initialisation, and the decoder,
+EnMAP stream and heads are never taken from the file.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from torch import Tensor, nn
 from cropscope.errors import ModelError
 from cropscope.models.agrifm_checkpoint import CheckpointReport, remap_agrifm_state_dict
 
-__all__ = ["load_h2crop_checkpoint", "remap_h2crop_state_dict"]
+__all__ = ["init_s2_from_agrifm", "load_h2crop_checkpoint", "remap_h2crop_state_dict"]
 
 _ENMAP = "encoders.encoders.EnMAP."
 _UNUSED_TIMM = re.compile(r"^(s_vit|p_vit)\.(cls_token|pos_embed|patch_embed\.proj\.\w+|"
@@ -127,4 +133,55 @@ def load_h2crop_checkpoint(model: nn.Module, source: str | Path | Mapping[str, T
             if k in own and tuple(v.shape) == tuple(own[k].shape)}
     model.load_state_dict(fits, strict=False)
     report.loaded = sorted(fits)
+    return report
+
+
+#: names of the S2 stream's encoder in :class:`~cropscope.models.agrifm.AgriFM`
+_ENCODER_PREFIXES = ("stems.", "backbone.", "backbones.")
+
+
+def init_s2_from_agrifm(model: nn.Module, source: str | Path | Mapping[str, Tensor]
+                        ) -> CheckpointReport:
+    """Initialise the S2 encoder of ``model`` (an :class:`~cropscope.models.h2crop.H2CropNet`)
+    from an AgriFM checkpoint: the released pretraining file, an official fine-tuning
+    checkpoint or state dict, or a cropscope AgriFM's weights (any layout
+    :func:`~cropscope.models.agrifm_checkpoint.load_agrifm_checkpoint` reads).
+
+    Only the stem and the body are read (the official ``PretrainingSwinTransformer3DEncoder``
+    initialisation); the decoder and heads keep theirs. A stem whose shape does not fit stays
+    at its initialisation and is listed in ``mismatched`` (as mmengine's non-strict load
+    skips it). Every body tensor must load: a missing, unexpected or mis-shaped body key (a
+    checkpoint of another size) is a :class:`ModelError`, and nothing is changed.
+    """
+    from cropscope.models.agrifm_checkpoint import _fit_to_model, read_state_dict
+
+    s2 = getattr(model, "s2", None)
+    if s2 is None:
+        raise ModelError("init_s2_from_agrifm needs an H2CropNet (it has no S2 stream)")
+    raw = (read_state_dict(source) if isinstance(source, str | Path) else dict(source))
+    encoder = {k: v for k, v in remap_agrifm_state_dict(raw).items()
+               if k.startswith(_ENCODER_PREFIXES)}
+    state, ignored = _fit_to_model(s2, encoder)
+    own = {k: v for k, v in s2.state_dict().items() if k.startswith(_ENCODER_PREFIXES)}
+    report = CheckpointReport(ignored=sorted(ignored))
+    report.missing = [k for k in own if k not in state and not k.startswith("stems.")]
+    report.unexpected = [k for k in state if k not in own]
+    report.mismatched = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
+                         if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    body_bad = [k for k, _, _ in report.mismatched if not k.startswith("stems.")]
+    if report.missing or report.unexpected or body_bad or not state:
+        parts = []
+        for label, items in (("missing", report.missing), ("unexpected", report.unexpected),
+                             ("mis-shaped", body_bad)):
+            if items:
+                parts.append(f"{len(items)} {label} body keys ({', '.join(items[:4])})")
+        raise ModelError("the AgriFM checkpoint does not fit this H2CropNet's S2 stream: " +
+                         ("; ".join(parts) or "it holds no encoder weights") +
+                         " (build the stream with the checkpoint's embed_dim, depths and "
+                         "heads)")
+    bad = {k for k, _, _ in report.mismatched}
+    fits = {k: v for k, v in state.items() if k not in bad}
+    s2.load_state_dict(fits, strict=False)
+    report.loaded = sorted("s2." + k for k in fits)
+    report.initialised = sorted("s2." + k for k in bad)
     return report

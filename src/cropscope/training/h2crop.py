@@ -2,15 +2,15 @@
 it per level (with and without background, changed and unchanged pixels), and the
 temporal-window experiment over the four configurations (h2crop.md §3–4).
 
-Recipe (:func:`h2crop_recipe`, h2crop.md §3): AdamW (lr 6e-5, weight decay 5e-4), linear
-warm-up from 1 % over 1000 iterations (capped at a fifth of the run) then cosine per
-iteration to 6e-6, random flips and 90° rotations of every input, CutMix with p = 0.5 that
-pastes the same footprint into S2, EnMAP, the priors and all label levels (the reference
-forgets the priors), summed per-level cross-entropy including background, AMP on CUDA,
-resumable checkpoints, and the weights of the best validation epoch kept for testing.
-Two deliberate differences: weight decay is not applied to biases and norms, and the best
-epoch is chosen on the finest level's macro-F1 (the reference uses the mean over the four
-levels).
+Recipe (:func:`h2crop_recipe`): the official one (``OFFICIAL_RECIPES["h2crop"]`` of
+:mod:`cropscope.engine.recipe`: AdamW lr 6e-5 / weight decay 5e-4, linear warm-up from 1 % over
+1000 iterations then cosine per iteration to 6e-6, flips p = 0.5 and a k·90° rotation
+p = 0.5, CutMix p = 0.5, per-level cross-entropy including background summed over the
+levels, AMP on CUDA, the best validation epoch by the reference's ``mFscore`` averaged over
+the four levels, 100 epochs at batch 4) with three documented differences (docs/h2crop.md):
+no weight decay on norms and biases, the warm-up capped at a fifth of the run, and CutMix
+that also mixes the priors (the reference forgets them). ``h2crop_recipe(official=True)``
+drops the first two (the third is a fix).
 
 A run directory (:mod:`cropscope.runs`, kind ``h2crop``) holds ``run.json`` (the registered
 ``h2crop`` network and its arguments, classes, bands, months, normalisation), the selected
@@ -46,20 +46,21 @@ __all__ = [
 ]
 
 
-#: H2Crop's recipe as overrides of :class:`~cropscope.engine.segmentation.SegmentationConfig`
-RECIPE: dict[str, Any] = {
-    "epochs": 100, "batch_size": 4, "lr": 6e-5, "weight_decay": 5e-4, "warmup_iters": 1000,
-    "warmup_start": 0.01, "min_lr": 6e-6, "augment": True, "cutmix": 0.5, "amp": True,
-    "monitor": "macro_f1", "restore_best": True,
-}
+#: where cropscope's H2Crop recipe departs from the official one (docs/h2crop.md)
+RECIPE_CHANGES: dict[str, Any] = {"decay_all": False, "warmup_cap": 0.2}
 
 
-def h2crop_recipe(**overrides: Any) -> Any:
+def h2crop_recipe(official: bool = False, **overrides: Any) -> Any:
     """The H2Crop :class:`~cropscope.engine.segmentation.SegmentationConfig` with
-    ``overrides`` (e.g. ``epochs=2, device="cpu"``)."""
+    ``overrides`` (e.g. ``epochs=2, device="cpu"``); ``official``: exactly the reference's
+    recipe, without :data:`RECIPE_CHANGES`."""
+    from cropscope.engine.recipe import OFFICIAL_RECIPES
     from cropscope.engine.segmentation import SegmentationConfig
 
-    return SegmentationConfig.from_dict({**RECIPE, **overrides})
+    base = dict(OFFICIAL_RECIPES["h2crop"])
+    if not official:
+        base.update(RECIPE_CHANGES)
+    return SegmentationConfig.from_dict({**base, **overrides})
 
 
 @dataclass
@@ -151,12 +152,17 @@ def train_h2crop(
     resume: bool = True,
     progress: bool = True,
     stop_after: int | None = None,
+    recipe: str = "cropscope",
+    init_agrifm: str | Path | None = None,
     **model_kw: Any,
 ) -> H2CropRun:
     """Train configuration ``config`` on the first ``months`` months of the H2Crop-layout
     folder ``root`` (splits ``train``, ``val``, ``test``), then evaluate the test split.
 
-    ``training``: overrides of :func:`h2crop_recipe`; ``levels``: classes per level with
+    ``recipe``: ``"cropscope"`` or ``"official"`` (:func:`h2crop_recipe`), ``training``: its
+    overrides; ``init_agrifm``: an AgriFM checkpoint to start the S2 encoder from, as the
+    official configurations do (:func:`~cropscope.models.h2crop_checkpoint.init_s2_from_agrifm`;
+    not read when a run resumes); ``levels``: classes per level with
     background (default: the folder's ``taxonomy.json`` if it has one, else H2Crop's
     7/37/83/102); ``normalise``: ``"reference"`` (the paper's constants), ``"train"``
     (statistics of the training split), a ``BandStats`` or None. Extra keywords go to
@@ -172,7 +178,9 @@ def train_h2crop(
     root = Path(root)
     if config not in H2CROP_CONFIGS:
         raise ModelError(f"unknown configuration {config!r}; choose from {list(H2CROP_CONFIGS)}")
-    cfg = h2crop_recipe(**dict(training or {}))
+    if recipe not in ("cropscope", "official"):
+        raise ModelError(f"recipe must be 'cropscope' or 'official', got {recipe!r}")
+    cfg = h2crop_recipe(official=recipe == "official", **dict(training or {}))
     sizes = _level_sizes(root, levels)
     probe = H2CropDataset(root, "train", with_hyper=False, normalise=None)
     has = sample_contents(probe.files[0])
@@ -202,7 +210,11 @@ def train_h2crop(
     torch.manual_seed(cfg.seed)
     model = H2CropNet(**model_args)
     out = None if out_dir is None else Path(out_dir)
-    spec = h2crop_spec(root, model_args, stats, cfg.to_dict())
+    training_record: dict[str, Any] = {"recipe": recipe, **cfg.to_dict()}
+    if init_agrifm is not None:
+        training_record["init_agrifm"] = _init_from_agrifm(model, Path(init_agrifm), out,
+                                                           resume)
+    spec = h2crop_spec(root, model_args, stats, training_record)
     if out is not None:
         start_network_run(out, spec, resume=resume)
     t0 = time.perf_counter()
@@ -224,6 +236,24 @@ def train_h2crop(
                      params=sum(p.numel() for p in model.parameters()), test=test,
                      history=result.history, best_epoch=result.best_epoch,
                      seconds=time.perf_counter() - t0, out_dir=out)
+
+
+def _init_from_agrifm(model: Any, path: Path, out: Path | None, resume: bool
+                      ) -> dict[str, Any]:
+    """Start ``model``'s S2 encoder from the AgriFM checkpoint ``path`` (unless a run in
+    ``out`` resumes from its own state); what was loaded, for ``run.json``."""
+    from cropscope.engine.checkpoints import has_last
+    from cropscope.models.h2crop_checkpoint import init_s2_from_agrifm
+    from cropscope.runs.store import file_sha256
+
+    if not path.is_file():
+        raise DataError(f"AgriFM checkpoint not found: {path}")
+    record: dict[str, Any] = {"file": path.name, "sha256": file_sha256(path)}
+    if out is not None and resume and has_last(out):
+        return record  # the resumed state already holds (and supersedes) these weights
+    report = init_s2_from_agrifm(model, path)
+    record.update({"loaded": len(report.loaded), "initialised": report.initialised})
+    return record
 
 
 def _h2crop_classes(root: Path, sizes: Sequence[int]) -> list[str]:

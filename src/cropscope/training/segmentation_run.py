@@ -119,6 +119,7 @@ def train_segmentation_run(
     kind: str = "segmentation",
     stop_after: int | None = None,
     extra: Mapping[str, Any] | None = None,
+    recipe: str = "default",
 ) -> SegmentationRun:
     """Train a registered segmentation network on ``train_dataset`` into a run directory.
 
@@ -128,8 +129,11 @@ def train_segmentation_run(
     datasets were standardised with (stored for inference); ``pretrained``: a
     ``pretrained-encoder`` run (or its weights file) to start from, head excluded;
     ``config``: :class:`~cropscope.engine.segmentation.SegmentationConfig` options
-    (``epochs``, ``lr``, ``devices``, ``strategy``, ...). ``stop_after`` stops after that many
-    epochs without finishing the run (resume later).
+    (``epochs``, ``lr``, ``devices``, ``strategy``, ...) on top of ``recipe``: ``"default"``
+    (:class:`~cropscope.engine.segmentation.SegmentationConfig`'s defaults) or ``"official"``
+    (the network's official recipe, :func:`~cropscope.engine.recipe.official_recipe`; AgriFM
+    and H2Crop networks). ``stop_after`` stops after that many epochs without finishing the
+    run (resume later).
     """
     import torch
 
@@ -137,7 +141,14 @@ def train_segmentation_run(
     from cropscope.models.networks import create_network
 
     kwargs = dict(network_kwargs or {})
-    cfg = SegmentationConfig.from_dict(dict(config or {}))
+    if recipe == "official":
+        from cropscope.engine.recipe import official_recipe
+
+        cfg = official_recipe(network, **dict(config or {}))
+    elif recipe == "default":
+        cfg = SegmentationConfig.from_dict(dict(config or {}))
+    else:
+        raise ModelError(f"recipe must be 'default' or 'official', got {recipe!r}")
     norm = normalisation.to_dict() if hasattr(normalisation, "to_dict") else normalisation
     spec = network_spec(kind, network, kwargs, classes=classes, bands=bands,
                         time_grid=time_grid or TimeGrid.any(), normalisation=norm,
