@@ -138,3 +138,30 @@ def test_parameter_counts_on_meta() -> None:
     # pooled time: skips of width 128/256/512 instead of 1024 each
     assert count(ours) == 176_140_366
     assert count(ours.temporal) == 128 + 256 + 512 + 1024 + 4
+
+
+def test_decoder_source_subsets() -> None:
+    """The official neck's in_feature_key / in_fusion_key_list: MODIS seeds the decoder and
+    joins only the coarsest up-step; the steps are sized for the sources they read."""
+    full = AgriFM({"S2": 10, "MODIS": 7}, 3, **SMALL)
+    model = AgriFM({"S2": 10, "MODIS": 7}, 3, seed_sources=["S2", "MODIS"],
+                   fusion_sources=[["S2", "MODIS"], ["S2"], ["S2"]], **SMALL).eval()
+    assert model.fusion_sources == [["S2", "MODIS"], ["S2"], ["S2"]]
+    in_full = [step[0].in_channels for step in full.decoder.steps]
+    in_sub = [step[0].in_channels for step in model.decoder.steps]
+    assert in_sub[0] == in_full[0] and in_sub[1] < in_full[1] and in_sub[2] < in_full[2]
+    inputs = {"S2": torch.randn(1, 8, 10, 32, 32), "MODIS": torch.randn(1, 8, 7, 8, 8)}
+    with torch.no_grad():
+        assert model(inputs).shape == (1, 3, 32, 32)
+    # S2 alone seeds and feeds every step: the MODIS input no longer changes the output
+    s2_only = AgriFM({"S2": 10, "MODIS": 7}, 3, seed_sources=["S2"],
+                     fusion_sources=[["S2"]] * 3, **SMALL).eval()
+    with torch.no_grad():
+        a = s2_only(inputs)
+        b = s2_only({**inputs, "MODIS": torch.randn(1, 8, 7, 8, 8)})
+    torch.testing.assert_close(a, b)
+    for bad in ({"seed_sources": ["L30"]}, {"fusion_sources": [["S2"]]},
+                {"fusion_sources": [["S2"], [], ["S2"]]},
+                {"fusion_sources": [["S2", "S2"], ["S2"], ["S2"]]}):
+        with pytest.raises(ModelError, match="sources"):
+            AgriFM({"S2": 10, "MODIS": 7}, 3, **SMALL, **bad)

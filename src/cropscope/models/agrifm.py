@@ -215,7 +215,12 @@ class AgriFM(nn.Module):
     in it get their :data:`AGRIFM_SOURCES` default, else (4, 2, 2)); use ``{"S2": (4, 4, 4)}``
     to load the released weights. ``decoder_dim`` defaults to the last stage's width (1024
     for ``base``, the reference's ``embed_dim``); ``decoder_halve`` halves it at every
-    up-step (H2Crop's decoder). Other keywords: ``temporal``
+    up-step (H2Crop's decoder). ``seed_sources`` (default: all) are the sources whose deepest
+    maps seed the decoder and ``fusion_sources`` (one list per up-step, coarse to fine;
+    default: all sources at every step) those whose skips each step reads: the official
+    neck's ``in_feature_key`` and ``in_fusion_key_list`` (e.g. MODIS only at the coarsest
+    step). ``compat="official"`` with ``feature_size`` computes as the official code (see
+    docs/agrifm.md). Other keywords: ``temporal``
     (``"attention" | "mean" | "flatten"``), ``num_frames`` (for ``"flatten"``), and anything
     :class:`~cropscope.models.swin3d.Swin3D` accepts (``temporal_merge``, ``embed_dim``, ...).
     """
@@ -237,6 +242,8 @@ class AgriFM(nn.Module):
         num_frames: int | Mapping[str, int] | None = None,
         compat: str = "cropscope",
         feature_size: int | Sequence[int] | None = None,
+        seed_sources: Sequence[str] | None = None,
+        fusion_sources: Sequence[Sequence[str]] | None = None,
         **kw: Any,
     ) -> None:
         super().__init__()
@@ -315,9 +322,11 @@ class AgriFM(nn.Module):
                      for i, c in enumerate(level_dims)]
             self.temporal[name] = nn.ModuleList(pools)
             widths[name] = [p.out_channels for p in pools]
-        deep = [widths[name][-1] for name in self.source_names]
-        skips = [[widths[name][k] for name in self.source_names]
-                 for k in reversed(range(n_stages - 1))]
+        self.seed_sources, self.fusion_sources = self._decoder_sources(
+            seed_sources, fusion_sources, n_stages - 1)
+        deep = [widths[name][-1] for name in self.seed_sources]
+        skips = [[widths[name][k] for name in self.fusion_sources[i]]
+                 for i, k in enumerate(reversed(range(n_stages - 1)))]
         self.decoder_dim = int(self.dims[-1] if decoder_dim is None else decoder_dim)
         self.decoder = MultiFusionNeck(deep, skips, self.decoder_dim, halve=decoder_halve)
         self.feature_dim = self.decoder.out_dim
@@ -421,9 +430,39 @@ class AgriFM(nn.Module):
         if self.compat == "official":  # the reference neck: feature_size, doubled per step
             fh, fw = self.feature_size or sizes[0]
             sizes = [(fh * 2**k, fw * 2**k) for k in range(n_skip + 1)]
-        deep = [levels[-1] for levels in encoded]
-        skips = [[levels[k] for levels in encoded] for k in reversed(range(n_skip))]
+        by_name = dict(zip(self.source_names, encoded, strict=True))
+        deep = [by_name[s][-1] for s in self.seed_sources]
+        skips = [[by_name[s][k] for s in self.fusion_sources[i]]
+                 for i, k in enumerate(reversed(range(n_skip)))]
         return self.decoder(deep, skips, sizes, out_size)
+
+    def _decoder_sources(self, seed: Sequence[str] | None,
+                         fusion: Sequence[Sequence[str]] | None, n_steps: int
+                         ) -> tuple[list[str], list[list[str]]]:
+        """The sources whose deepest maps seed the decoder and, per up-step (coarse to
+        fine), whose skips it reads (the reference neck's ``in_feature_key`` and
+        ``in_fusion_key_list``); every source by default."""
+        names = self.source_names
+
+        def check(group: Sequence[str], what: str) -> list[str]:
+            if isinstance(group, str):
+                group = [group]
+            chosen = [str(s) for s in group]
+            unknown = [s for s in chosen if s not in names]
+            if not chosen or unknown or len(set(chosen)) != len(chosen):
+                raise ModelError(f"{what} must name distinct sources of {names}, got "
+                                 f"{list(group)!r}")
+            return chosen
+
+        seeds = list(names) if seed is None else check(seed, "seed_sources")
+        if fusion is None:
+            steps = [list(names) for _ in range(n_steps)]
+        else:
+            if isinstance(fusion, str) or len(fusion) != n_steps:
+                raise ModelError(f"fusion_sources needs one list of sources per decoder "
+                                 f"up-step ({n_steps}), got {fusion!r}")
+            steps = [check(g, f"fusion_sources[{i}]") for i, g in enumerate(fusion)]
+        return seeds, steps
 
     def forward(self, inputs: Mapping[str, Tensor] | Tensor) -> Tensor | list[Tensor]:
         """Logits ``[B, K, H, W]`` (a list of per-level logits if hierarchical; the features

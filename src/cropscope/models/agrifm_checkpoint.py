@@ -18,6 +18,7 @@ published                                          here
 ``encoders.encoders.<SRC>.patch_emd.proj.<p>``     ``stems.<SRC>.proj.<p>``
 ``neck.fusion_list.{k}.<rest>``                    ``decoder.steps.{k}.<rest>``
 ``neck.out_conv.<rest>``                           ``decoder.out.<rest>``
+``neck.in_conv.<rest>`` (several seed sources)     ``decoder.seed.<rest>``
 ``heads.head.0.<p>`` / ``heads.head.2.<p>``        ``head.conv.<p>`` / ``head.cls.<p>``
 =================================================  ==========================================
 
@@ -120,6 +121,8 @@ def remap_agrifm_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
             new = f"decoder.steps.{m.group(1)}.{m.group(2)}"
         elif key.startswith("neck.out_conv."):
             new = "decoder.out." + key[len("neck.out_conv."):]
+        elif key.startswith("neck.in_conv."):
+            new = "decoder.seed." + key[len("neck.in_conv."):]
         elif m := re.match(r"^heads\.head\.([02])\.(weight|bias)$", key):
             new = f"head.{'conv' if m.group(1) == '0' else 'cls'}.{m.group(2)}"
         elif key.startswith("neck."):
