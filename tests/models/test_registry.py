@@ -24,6 +24,7 @@ FAST: dict[str, dict[str, Any]] = {
                              "spectral_dim": 16, "out_dim": 16, "spatial_depth": 1,
                              "spectral_depth": 1},
 }
+FAST["minirocket"] = {"n_features": 840}
 FAST["hierarchical"] = {"base": "rf", "base_config": FAST["rf"]}
 FAST["ensemble"] = {
     "members": [{"model": "rf", "config": FAST["rf"]},

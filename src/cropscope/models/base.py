@@ -343,6 +343,8 @@ _BUILTIN: dict[str, tuple[str, str, str]] = {
                              "(H2Crop EnMAP stream)"),
     "spectral-cnn": ("cropscope.models.spectral_cnn", "SpectralCNN",
                      "1-D CNN along the spectrum of a pixel"),
+    "minirocket": ("cropscope.models.rocket", "MiniRocket",
+                   "MiniRocket / MultiRocket random-kernel features + ridge (or logistic) head"),
 }
 _REGISTERED: dict[str, type[Classifier]] = {}
 
