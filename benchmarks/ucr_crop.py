@@ -1,7 +1,8 @@
-"""MiniRocket and MultiRocket on UCR "Crop" (TRAIN split): stratified k-fold accuracy and cost.
+"""MiniRocket, MultiRocket and InceptionTime on UCR "Crop" (TRAIN): stratified k-fold accuracy.
 
 Stratified ``--folds``-fold cross-validation (shuffled, ``--seed``) of the registered
-``minirocket`` model, once per variant, on ``ucr_crop/Crop_TRAIN.tsv`` of the data folder
+``minirocket`` model (variants ``minirocket`` and ``multirocket``) and ``inceptiontime``
+model, once per variant, on ``ucr_crop/Crop_TRAIN.tsv`` of the data folder
 (7200 NDVI series x 46 steps, 24 classes; the archive's TEST split is held back and not used
 here). Each variant runs in its own child process so that its peak resident memory
 (``ru_maxrss``) is its own; the thread count is applied with
@@ -11,12 +12,22 @@ Printed per variant: accuracy mean ± standard deviation over the folds (and per
 and predict seconds, wall time, the ratio of the wall time and the accuracy difference to the
 baseline variant (``--baseline``), and peak memory. Never asserts.
 
+``--variant-config VARIANT=JSON`` sets options of one variant only (after ``--config``, which
+applies to every variant), e.g. ``inceptiontime={"epochs": 10}``. ``--soft-vote A B ...``
+also scores, per fold, the mean of those variants' out-of-fold class probabilities (each
+variant then writes its probabilities to a temporary ``.npy`` file). The ridge head of the
+rocket variants gives the softmax of its decision scores, which is flat: in such a vote it
+mostly breaks the ties of the other members.
+
 Published figures on the official TEST split (train on all 7200, test on 16 800 series; a
 different protocol, for orientation only): MultiRocket 0.7739, ROCKET 0.7517,
-MiniRocket 0.7522.
+MiniRocket 0.7522, InceptionTime 0.7722.
 
     python benchmarks/ucr_crop.py --threads 2
     python benchmarks/ucr_crop.py --variants minirocket --folds 5 --max-folds 1
+    python benchmarks/ucr_crop.py --variants inceptiontime multirocket \
+        --variant-config 'inceptiontime={"epochs": 10, "n_models": 1}' \
+        --soft-vote inceptiontime multirocket --threads 2
 """
 
 from __future__ import annotations
@@ -27,10 +38,18 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-PUBLISHED = {"minirocket": 0.7522, "multirocket": 0.7739}
+PUBLISHED = {"minirocket": 0.7522, "multirocket": 0.7739, "inceptiontime": 0.7722}
+#: variant -> (registered model, its options)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "minirocket": ("minirocket", {"variant": "minirocket"}),
+    "multirocket": ("minirocket", {"variant": "multirocket"}),
+    "inceptiontime": ("inceptiontime", {}),
+}
 
 
 def _peak_mib() -> float:
@@ -53,34 +72,46 @@ def worker(args: argparse.Namespace) -> None:
 
     ts = read_ucr_crop(args.data)
     assert ts.labels is not None
-    config = {"variant": args.worker, "seed": args.seed}
-    if args.n_features is not None:
+    name, variant_options = VARIANTS[args.worker]
+    config = {**variant_options, "seed": args.seed}
+    if args.n_features is not None and name == "minirocket":
         config["n_features"] = args.n_features
     config.update(json.loads(args.config))
+    config.update(json.loads(args.worker_config))
     folds = StratifiedKFold(args.folds, shuffle=True, random_state=args.seed)
     accs, fit_s, predict_s = [], [], []
     start = time.perf_counter()
     n_features = None
+    proba = np.full((ts.n_samples, len(ts.classes)), np.nan, dtype=np.float32)
     for k, (tr, te) in enumerate(folds.split(np.zeros(ts.n_samples), ts.labels)):
         if args.max_folds is not None and k >= args.max_folds:
             break
-        model = create_model("minirocket", **config)
+        model = create_model(name, **config)
         t0 = time.perf_counter()
         model.fit(ts.subset(tr))
         t1 = time.perf_counter()
+        proba[te] = model.predict_proba(ts.subset(te))
         pred = model.predict(ts.subset(te))
         t2 = time.perf_counter()
         accs.append(float((pred == ts.labels[te]).mean()))
         fit_s.append(t1 - t0)
         predict_s.append(t2 - t1)
         assert model.card is not None
-        n_features = model.card.extra["n_features"]
+        if name == "minirocket":
+            n_features = model.card.extra["n_features"]
+            detail = f"alpha {model.card.extra['alpha']}"
+        else:  # a deep model: its parameter count, and the members' epochs
+            n_features = sum(int(p.numel()) for p in model.module.parameters())
+            detail = f"epochs run {[m['epochs_run'] for m in model.card.extra['members']]}"
         print(f"  {args.worker} fold {k}: accuracy {accs[-1]:.4f}, fit {fit_s[-1]:.1f} s, "
-              f"predict {predict_s[-1]:.1f} s, alpha {model.card.extra['alpha']}",
+              f"predict {predict_s[-1]:.1f} s, {detail}",
               file=sys.stderr, flush=True)  # fmt: skip
+    if args.proba_out is not None:
+        np.save(args.proba_out, proba)
     print(json.dumps({
         "variant": args.worker, "accuracy": accs, "fit_s": fit_s, "predict_s": predict_s,
         "wall_s": time.perf_counter() - start, "threads": threads, "n_features": n_features,
+        "config": config,
         "n_samples": ts.n_samples, "n_times": ts.n_times, "peak_mib": _peak_mib(),
         "blas_threads": sorted({p["num_threads"] for p in threadpool_info()}),
     }))  # fmt: skip
@@ -99,26 +130,52 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-features", type=int, default=None, help="default: per variant")
     parser.add_argument("--config", default="{}", help="more model options, as JSON")
+    parser.add_argument("--variant-config", action="append", default=[],
+                        metavar="VARIANT=JSON", help="options of one variant (repeatable)")
+    parser.add_argument("--soft-vote", nargs="+", default=None, metavar="VARIANT",
+                        help="also score the mean of these variants' probabilities")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-config", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument("--proba-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker(args)
         return
-
-    rows = []
-    for variant in args.variants:
-        cmd = [sys.executable, __file__, "--worker", variant, "--data", str(args.data),
-               "--folds", str(args.folds), "--threads", str(args.threads),
-               "--seed", str(args.seed), "--config", args.config]  # fmt: skip
-        if args.max_folds is not None:
-            cmd += ["--max-folds", str(args.max_folds)]
-        if args.n_features is not None:
-            cmd += ["--n-features", str(args.n_features)]
-        done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True,
-                              env=os.environ.copy())  # fmt: skip
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    per_variant: dict[str, str] = {}
+    for item in args.variant_config:
+        variant, _, options = item.partition("=")
+        if variant not in VARIANTS or not isinstance(json.loads(options), dict):
+            parser.error(f"--variant-config {item!r}: expected VARIANT=JSON object, VARIANT "
+                         f"among {sorted(VARIANTS)}")
+        per_variant[variant] = options
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; known: {sorted(VARIANTS)}")
+    vote = args.soft_vote or []
+    if set(vote) - set(args.variants) or len(vote) == 1:
+        parser.error("--soft-vote needs two or more of the variants that run")
 
     import numpy as np
+
+    rows = []
+    probas: dict[str, np.ndarray] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant in args.variants:
+            cmd = [sys.executable, __file__, "--worker", variant, "--data", str(args.data),
+                   "--folds", str(args.folds), "--threads", str(args.threads),
+                   "--seed", str(args.seed), "--config", args.config,
+                   "--worker-config", per_variant.get(variant, "{}")]  # fmt: skip
+            if args.max_folds is not None:
+                cmd += ["--max-folds", str(args.max_folds)]
+            if args.n_features is not None:
+                cmd += ["--n-features", str(args.n_features)]
+            if variant in vote:
+                cmd += ["--proba-out", str(Path(tmp) / f"{variant}.npy")]
+            done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True,
+                                  env=os.environ.copy())  # fmt: skip
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            if variant in vote:
+                probas[variant] = np.load(Path(tmp) / f"{variant}.npy")
 
     first = rows[0]
     print(
@@ -146,11 +203,37 @@ def main(argv: list[str] | None = None) -> None:
               f"{'' if pub is None else f'{pub:.4f}':>11}")  # fmt: skip
     for r in rows:
         print(f"{r['variant']} per fold: " + ", ".join(f"{a:.4f}" for a in r["accuracy"]))
+    if vote:
+        _print_soft_vote(args, vote, probas)
+    for r in rows:
+        print(f"{r['variant']} options: {json.dumps(r['config'])}")
     print(
         f"(baseline {base['variant']}; std over folds (population); fit/pred: summed over "
-        "folds; peak MiB: ru_maxrss of the variant's own process; published: official "
-        "TEST split, another protocol)"
+        "folds; features: kernel features of a rocket variant, parameters of a deep model; "
+        "peak MiB: ru_maxrss of the variant's own process; published: official TEST split, "
+        "another protocol)"
     )
+
+
+def _print_soft_vote(args: argparse.Namespace, vote: list[str], probas: dict[str, Any]) -> None:
+    """Per fold, the accuracy of the mean of the ``vote`` variants' probabilities."""
+    import numpy as np
+    from sklearn.model_selection import StratifiedKFold
+
+    from cropscope.data.readers.ucr import read_ucr_crop
+
+    ts = read_ucr_crop(args.data)
+    assert ts.labels is not None
+    mean = np.mean([probas[v] for v in vote], axis=0)
+    folds = StratifiedKFold(args.folds, shuffle=True, random_state=args.seed)
+    accs = []
+    for k, (_, te) in enumerate(folds.split(np.zeros(ts.n_samples), ts.labels)):
+        if args.max_folds is not None and k >= args.max_folds:
+            break
+        accs.append(float((mean[te].argmax(axis=1) == ts.labels[te]).mean()))
+    acc = np.asarray(accs)
+    print(f"soft vote {' + '.join(vote)} (mean probability): {acc.mean():.4f} ± {acc.std():.4f}; "
+          "per fold: " + ", ".join(f"{a:.4f}" for a in accs))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ FAST: dict[str, dict[str, Any]] = {
                              "spectral_depth": 1},
 }
 FAST["minirocket"] = {"n_features": 840}
+FAST["inceptiontime"] = {"epochs": 15, "batch_size": 16, "lr": 3e-3, "n_models": 1, "filters": 8}
 FAST["hierarchical"] = {"base": "rf", "base_config": FAST["rf"]}
 FAST["ensemble"] = {
     "members": [{"model": "rf", "config": FAST["rf"]},

@@ -345,6 +345,8 @@ _BUILTIN: dict[str, tuple[str, str, str]] = {
                      "1-D CNN along the spectrum of a pixel"),
     "minirocket": ("cropscope.models.rocket", "MiniRocket",
                    "MiniRocket / MultiRocket random-kernel features + ridge (or logistic) head"),
+    "inceptiontime": ("cropscope.models.inceptiontime", "InceptionTime",
+                      "InceptionTime: ensemble of Inception networks (Ismail Fawaz et al. 2020)"),
 }
 _REGISTERED: dict[str, type[Classifier]] = {}
 
