@@ -10,7 +10,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "public_mode", "read_json", "to_jsonable", "write_json"]
+__all__ = ["ARRAY_READ_ERRORS", "MAX_USER_FILE_BYTES", "atomic_path", "load_yaml",
+           "public_mode", "read_arrays", "read_json", "read_user_text", "to_jsonable",
+           "write_json"]
+
+#: the largest small user file (a taxonomy, a colour table, a config) read whole
+MAX_USER_FILE_BYTES = 16 * 1024 * 1024
+#: the most YAML nodes and the deepest nesting :func:`load_yaml` accepts
+MAX_YAML_NODES = 1_000_000
+MAX_YAML_DEPTH = 100
 
 
 @contextmanager
@@ -76,6 +84,100 @@ def write_json(path: str | Path, data: Any) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=_default) + "\n")
     return path
+
+
+def read_user_text(path: str | Path, what: str, limit: int = MAX_USER_FILE_BYTES) -> str:
+    """The UTF-8 text of a small user file, refused (:class:`~cropscope.errors.DataError`)
+    when missing, larger than ``limit`` bytes or not text."""
+    from cropscope.errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} not found: {path}")
+    if path.stat().st_size > limit:
+        raise DataError(f"{path} is too large to be a {what} ({path.stat().st_size} bytes, "
+                        f"at most {limit})")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not a UTF-8 text {what}: {exc}") from None
+
+
+def load_yaml(text: str, what: str) -> Any:
+    """YAML (or JSON) parsed with bounded work: aliases (``*name``, the "billion laughs"
+    that make a few hundred bytes expand to gigabytes) are refused, and so are more than
+    :data:`MAX_YAML_NODES` nodes or nesting deeper than :data:`MAX_YAML_DEPTH`; then the
+    safe loader (no tags that build objects). Any problem is a
+    :class:`~cropscope.errors.DataError` naming ``what``."""
+    import yaml
+
+    from cropscope.errors import DataError
+
+    nodes = depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                raise DataError(f"{what}: YAML aliases (*{event.anchor}) are not accepted")
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise DataError(f"{what}: nested deeper than {MAX_YAML_DEPTH} levels")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+            if isinstance(event, yaml.NodeEvent):
+                nodes += 1
+                if nodes > MAX_YAML_NODES:
+                    raise DataError(f"{what}: more than {MAX_YAML_NODES} YAML nodes")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = " ".join(str(exc).split())
+        raise DataError(f"{what} is not valid YAML/JSON: {first}") from None
+    except (RecursionError, ValueError, OverflowError) as exc:  # e.g. an out-of-range date
+        raise DataError(f"{what} is not valid YAML/JSON: {exc}") from None
+
+
+def _array_read_errors() -> tuple[type[BaseException], ...]:
+    import tokenize
+    import zipfile
+
+    # NumPy parses a .npy header with ast.literal_eval: a damaged header is a SyntaxError
+    # (or a TokenError); a damaged .npz is a BadZipFile
+    return (OSError, ValueError, EOFError, KeyError, SyntaxError, tokenize.TokenError,
+            zipfile.BadZipFile)
+
+
+#: what ``np.load`` raises on a damaged ``.npy``/``.npz`` (see :func:`read_arrays`)
+ARRAY_READ_ERRORS = _array_read_errors()
+
+
+def read_arrays(path: str | Path, names: tuple[str, ...] | None = None,
+                error: type[Exception] | None = None) -> Any:
+    """The array of a ``.npy`` file, or the arrays ``names`` of a ``.npz`` (a dict), read
+    without pickle; a missing, damaged or incomplete file is one ``error`` (default
+    :class:`~cropscope.errors.DataError`) naming it."""
+    import numpy as np
+
+    from cropscope.errors import DataError
+
+    fault = error or DataError
+    path = Path(path)
+    if not path.is_file():
+        raise fault(f"{path} is missing")
+    try:
+        with open(path, "rb") as fh:
+            loaded = np.load(fh, allow_pickle=False)
+            if names is None:
+                if not isinstance(loaded, np.ndarray):
+                    raise ValueError("an .npz archive where one array was expected")
+                return loaded
+            with loaded as data:
+                absent = [n for n in names if n not in data.files]
+                if absent:
+                    raise KeyError(f"no arrays {absent}")
+                return {n: np.asarray(data[n]) for n in names}
+    except ARRAY_READ_ERRORS as exc:
+        raise fault(f"{path} is damaged or not what was expected ({type(exc).__name__}: "
+                    f"{' '.join(str(exc).split())[:200]})") from None
 
 
 def read_json(path: str | Path) -> Any:

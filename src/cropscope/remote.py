@@ -7,7 +7,14 @@ Files are looked up under the local data directory (:func:`cropscope.settings.da
 :func:`fetch`): streamed into a temporary file next to their destination, hashed on the way
 and renamed onto the destination only when the SHA-256 matches, into the data directory, or
 into the cache when the data directory is read-only. A failed or mismatched download leaves
-nothing behind.
+nothing behind. Local files are verified against the registered SHA-256 before use
+(:func:`locate_files`), the checksum cached by size and modification time.
+
+Any input file that a checksum list beside it or in a folder above lists
+(``MANIFEST.sha256`` / ``SHA256SUMS`` in ``sha256sum`` format, as the shared data folder
+has) is verified the same way before it is read (:func:`verify_listed`): formats without
+an internal checksum (a JPEG2000 with flipped bytes decodes to other values without any
+error) cannot be trusted otherwise.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from cropscope.errors import DatasetNotFoundError
+from cropscope.errors import DataError, DatasetNotFoundError
 from cropscope.io import atomic_path
 from cropscope.settings import DATA_DIR_ENV, data_dir
 
@@ -31,11 +38,14 @@ __all__ = [
     "RemoteFile",
     "Status",
     "cache_dir",
+    "cached_sha256",
     "fetch",
     "files_status",
+    "listed_sha256",
     "locate_files",
     "search_roots",
     "sha256_file",
+    "verify_listed",
 ]
 
 #: whether files are all present (``local``), one is absent or one has the wrong size/hash
@@ -138,13 +148,70 @@ def search_roots(root: str | Path | None) -> list[Path]:
     return [r for i, r in enumerate(roots) if r not in roots[:i]]
 
 
+def _checksum_cache() -> Path:
+    """The JSON file of known checksums (``{path: [size, mtime_ns, sha256]}``)."""
+    return cache_dir().parent / "sha256-cache.json"
+
+
+_MAX_CACHE_ENTRIES = 10_000
+
+
+def _read_cache() -> dict[str, Any]:
+    import json
+
+    path = _checksum_cache()
+    try:
+        if path.stat().st_size > 16 << 20:
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def cached_sha256(path: str | Path) -> str:
+    """SHA-256 of a local file, remembered by path, size and modification time (in
+    ``~/.cache/cropscope/sha256-cache.json``): a file is hashed again only when it changed.
+    The cache is best effort (a read-only home only means hashing every time)."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = str(path)
+    cache = _read_cache()
+    entry = cache.get(key)
+    if isinstance(entry, list) and len(entry) == 3 and entry[:2] == [st.st_size,
+                                                                     st.st_mtime_ns]:
+        return str(entry[2])
+    digest = sha256_file(path)
+    _remember(cache, path, digest)
+    return digest
+
+
+def _remember(cache: dict[str, Any] | None, path: Path, digest: str) -> None:
+    """Store ``digest`` as the checksum of ``path`` as it is now (best effort)."""
+    import json
+
+    cache = _read_cache() if cache is None else cache
+    path = Path(path).resolve()
+    st = path.stat()
+    cache[str(path)] = [st.st_size, st.st_mtime_ns, digest]
+    if len(cache) > _MAX_CACHE_ENTRIES:
+        cache = dict(list(cache.items())[-_MAX_CACHE_ENTRIES:])
+    try:
+        target = _checksum_cache()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            tmp.write_text(json.dumps(cache))
+    except OSError:
+        pass
+
+
 def _file_status(root: Path, rf: RemoteFile, verify: bool) -> Status:
     path = root / rf.path
     if not path.is_file():
         return "missing"
     if rf.size is not None and path.stat().st_size != rf.size:
         return "corrupt"
-    if verify and sha256_file(path) != rf.sha256.lower():
+    if verify and rf.sha256 and cached_sha256(path) != rf.sha256.lower():
         return "corrupt"
     return "local"
 
@@ -186,7 +253,7 @@ def _download(
     name: str, files: list[RemoteFile], target: Path, searched: list[Path], progress: bool
 ) -> None:
     for rf in files:
-        if _file_status(target, rf, verify=False) == "local":
+        if _file_status(target, rf, verify=True) == "local":
             continue
         if not rf.url:
             raise DatasetNotFoundError(
@@ -195,6 +262,7 @@ def _download(
             )
         try:
             fetch(rf.url, target / rf.path, rf.sha256, progress=progress)
+            _remember(None, target / rf.path, rf.sha256.lower())  # verified on the way in
         except DatasetNotFoundError as exc:
             where = ", ".join(str(r) for r in searched)
             raise DatasetNotFoundError(
@@ -213,16 +281,20 @@ def locate_files(
     """The folder holding every one of ``files`` (their ``path`` is relative to it).
 
     Looks in ``root`` if given, else in the data directory (``$CROPSCOPE_DATA_DIR``) and the
-    download cache. With ``download=True`` missing files are fetched and SHA-256-checked into
+    download cache; a folder counts only when every file has the registered size and SHA-256
+    (:func:`cached_sha256`: hashed once, then again only when its size or modification time
+    changes). With ``download=True`` missing files are fetched and SHA-256-checked into
     ``root`` or the data directory, or into the cache when that directory is read-only.
     ``name`` only labels error messages.
     """
     files = list(files)
     roots = search_roots(root)
     for candidate in roots:
-        if files_status(candidate, files, verify=False) == "local":
+        if files_status(candidate, files, verify=True) == "local":
             return candidate
-    missing = [rf.path for rf in files if _file_status(roots[0], rf, False) != "local"]
+    states = {rf.path: _file_status(roots[0], rf, True) for rf in files}
+    missing = [p if s == "missing" else f"{p} (size or sha256 differs from the registry)"
+               for p, s in states.items() if s != "local"]
     where = ", ".join(str(r) for r in roots)
     if not download:
         raise DatasetNotFoundError(
@@ -238,3 +310,64 @@ def locate_files(
         target = cache_dir()
     _download(name, files, target, roots, progress)
     return target
+
+
+# ---------------------------------------------------------------------------- checksum lists
+#: names of ``sha256sum``-format checksum lists looked for beside an input and above it
+CHECKSUM_LISTS = ("MANIFEST.sha256", "SHA256SUMS", "sha256sums.txt")
+_MAX_LIST_BYTES = 16 << 20
+_MAX_LEVELS = 8
+_lists: dict[tuple[str, int, int], dict[str, str]] = {}
+
+
+def _parse_list(path: Path) -> dict[str, str]:
+    """``{relative posix path: sha256}`` of a checksum list (cached by size and mtime)."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key in _lists:
+        return _lists[key]
+    table: dict[str, str] = {}
+    if st.st_size <= _MAX_LIST_BYTES:
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            digest, _, name = line.strip().partition(" ")
+            name = name.strip().lstrip("*")
+            if len(digest) == 64 and name:
+                table[name[2:] if name.startswith("./") else name] = digest.lower()
+    _lists[key] = table
+    return table
+
+
+def listed_sha256(path: str | Path) -> tuple[str, Path] | None:
+    """The SHA-256 a checksum list (:data:`CHECKSUM_LISTS`) in the file's folder or one of
+    the :data:`_MAX_LEVELS` folders above gives for ``path``, and that list; None when no
+    list names it."""
+    target = Path(path).resolve()
+    folder = target.parent
+    for _ in range(_MAX_LEVELS):
+        for name in CHECKSUM_LISTS:
+            listing = folder / name
+            try:
+                if not listing.is_file():
+                    continue
+                digest = _parse_list(listing).get(target.relative_to(folder).as_posix())
+            except OSError:
+                continue
+            if digest is not None:
+                return digest, listing
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    return None
+
+
+def verify_listed(path: str | Path) -> None:
+    """Refuse (:class:`~cropscope.errors.DataError`) a file whose SHA-256 differs from the
+    one a checksum list gives for it (see :func:`listed_sha256`); files no list names pass.
+    The hash is cached by size and modification time (:func:`cached_sha256`)."""
+    hit = listed_sha256(path)
+    if hit is None:
+        return
+    digest, listing = hit
+    if cached_sha256(path) != digest:
+        raise DataError(f"{path} is damaged or was modified: its sha256 differs from the one "
+                        f"in {listing}")

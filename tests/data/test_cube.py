@@ -270,3 +270,51 @@ def test_ftw_austria_two_dates_in_one_file(real_data_dir: Path) -> None:
     with rasterio.open(path) as ds:
         raw = ds.read(window=((100, 164), (200, 264)))
     np.testing.assert_allclose(part.values.reshape(8, 64, 64), raw * 1e-4, rtol=1e-6)
+
+
+def test_a_flipped_jpeg2000_listed_in_a_checksum_file_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20 item 9: a JPEG2000 with flipped bytes decodes to other values without any
+    error (it changed 2,017 map labels). Files that a checksum list (``MANIFEST.sha256``, as
+    in the shared data folder, or ``SHA256SUMS``) names are verified before reading."""
+    import hashlib
+
+    import cropscope.remote as remote
+
+    driver, suffix = ("JP2OpenJPEG", ".jp2") if _has_driver("JP2OpenJPEG") else \
+        ("GTiff", ".tif")
+    data = tmp_path / "data"
+    cube = data / "sinop" / "ndvi"
+    cube.mkdir(parents=True)
+    values = (np.arange(2 * 32 * 32).reshape(2, 32, 32) % 200).astype("int16")
+    for k, day in enumerate(("2013-09-14", "2013-09-30")):
+        with rasterio.open(cube / f"ndvi_{day}{suffix}", "w", driver=driver, width=32,
+                           height=32, count=1, dtype="int16", crs=CRS.from_epsg(32633),
+                           transform=from_origin(0, 0, 10, 10)) as dst:
+            dst.write(values[k : k + 1])
+    listing = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  ./sinop/ndvi/{p.name}\n"
+                      for p in sorted(cube.iterdir()))
+    (data / "MANIFEST.sha256").write_text(listing)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the checksum cache
+    assert read_cube(cube).shape == (2, 1, 32, 32)
+    victim = sorted(cube.iterdir())[1]
+    raw = bytearray(victim.read_bytes())
+    for i in range(len(raw) // 2, len(raw) // 2 + 40):
+        raw[i] ^= 0x55
+    victim.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="damaged or was modified") as exc:
+        read_cube(cube)
+    assert victim.name in str(exc.value) and "MANIFEST.sha256" in str(exc.value)
+    # files no list names are read as before; a listed file is hashed once, then cached
+    (data / "MANIFEST.sha256").write_text(listing.splitlines()[0] + "\n")
+    hashed: list[str] = []
+    real = remote.sha256_file
+    monkeypatch.setattr(remote, "sha256_file", lambda p: hashed.append(str(p)) or real(p))
+    read_cube(cube)
+    read_cube(cube)
+    assert len(hashed) <= 1
+
+
+def _has_driver(name: str) -> bool:
+    with rasterio.Env() as env:
+        return name in env.drivers()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import subprocess
 import sys
@@ -218,8 +219,31 @@ def test_corrupt_local_file_is_detected_and_replaced(
     data = bytearray(local.read_bytes())
     data[-2] = ord("9") if data[-2] != ord("9") else ord("8")
     local.write_bytes(bytes(data))
-    assert dataset_status("toy-test") == "local"
+    assert dataset_status("toy-test") == "local"  # the quick status looks at sizes only
     assert dataset_status("toy-test", verify=True) == "corrupt"
+    # issue 20 item 9: loading verifies the sha256, so the altered copy is never read
+    with pytest.raises(DatasetNotFoundError, match="sha256 differs"):
+        load_dataset("toy-test", download=False)
+    load_dataset("toy-test", progress=False)  # re-downloaded over the altered copy
+    assert sha256_file(local) == toy_spec.files[0].sha256
+
+
+def test_local_checksums_are_cached_by_size_and_mtime(
+    dirs: dict[str, Path], toy_spec: DatasetSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cropscope.remote as remote
+
+    load_dataset("toy-test", progress=False)
+    hashed: list[Path] = []
+    real = remote.sha256_file
+    monkeypatch.setattr(remote, "sha256_file", lambda p: hashed.append(Path(p)) or real(p))
+    load_dataset("toy-test", download=False)
+    load_dataset("toy-test", download=False)
+    assert hashed == []  # known from the cache (written when the download was verified)
+    local = dirs["data"] / REL_PATH
+    os.utime(local, ns=(local.stat().st_atime_ns, local.stat().st_mtime_ns + 10**9))
+    load_dataset("toy-test", download=False)
+    assert hashed == [local.resolve()]  # touched: hashed once more
 
 
 def test_fetch_and_sha256_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -322,3 +322,48 @@ def test_error_missing_ids_and_times() -> None:
     df.loc[5, "date"] = None
     with pytest.raises(DataError, match=r"missing values, e\.g\. row 5"):
         read_table(df)
+
+
+# ---------------------------------------------------------------------------- issue 20
+@pytest.mark.parametrize("value", ["inf", "-inf", "1e40", "-3.5e39"])
+def test_infinite_or_float32_overflowing_values_are_refused_not_gaps(
+        tmp_path: Path, value: str) -> None:
+    """Issue 20 item 9: +inf/-inf and values beyond float32 used to become gaps silently
+    (and a series of them was classified); they are damaged data, refused with the row."""
+    df = long_table()
+    df["B8"] = df["B8"].astype(object)
+    df.loc[4, "B8"] = value
+    path = tmp_path / "t.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(DataError) as exc:
+        read_table(path)
+    assert "'B8'" in error_line(exc) and "row 4" in error_line(exc)
+    numeric = long_table()
+    numeric.loc[1, "B4"] = float(value)  # a float column (inf, or overflow at float32)
+    with pytest.raises(DataError, match="infinite"):
+        read_table(numeric)
+    gaps = long_table()
+    gaps.loc[1, "B4"] = np.nan  # NaN is still a gap
+    assert not read_table(gaps).mask[0, 1]
+
+
+def test_a_tiny_table_that_declares_a_huge_grid_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20 item 10: a 118 KB CSV asked for more than 6 GB (every sample at two far-apart
+    integer steps: samples x 100 000 steps x bands). The size is checked before allocating,
+    and the limit is in the message."""
+    rows = [f"s{i},{t},0.1,0.2,{'ab'[i % 2]}" for i in range(2000) for t in (0, 99_999)]
+    path = tmp_path / "t.csv"
+    path.write_text("sample_id,time,B4,B8,label\n" + "\n".join(rows) + "\n")
+    assert path.stat().st_size < 150_000
+    monkeypatch.setenv("CROPSCOPE_MEMORY_LIMIT", "1G")
+    with pytest.raises(DataError) as exc:
+        read_table(path)
+    msg = error_line(exc)
+    assert "2000 samples x 100000 time steps" in msg and "limit of 1.0 GiB" in msg
+    assert "CROPSCOPE_MEMORY_LIMIT" in msg
+    monkeypatch.setenv("CROPSCOPE_MEMORY_LIMIT", "lots")
+    from cropscope.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="CROPSCOPE_MEMORY_LIMIT"):
+        read_table(path)

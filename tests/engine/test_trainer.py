@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import math
 import random
 
@@ -100,6 +101,25 @@ def test_without_validation_the_last_epoch_is_kept() -> None:
     )
     assert res.best_epoch == 3 and math.isnan(res.best_val_macro_f1)
     assert "val_macro_f1" not in res.history[0]
+
+
+def test_training_without_validation_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 20 item 11: the spectral transformer on a scene split without validation pixels
+    trained every epoch with val_f1=nan and nothing said that no epoch was selected."""
+    x, y = _blobs()
+    with caplog.at_level(logging.WARNING, logger="cropscope"):
+        train_classifier(_mlp(), x, y, None, None, 3, epochs=1, batch_size=32, lr=1e-2,
+                         weight_decay=0.0, seed=0, patience=2, desc="spectral-transformer")
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "spectral-transformer: no validation samples" in warned[0]
+    assert "last epoch is kept" in warned[0] and "patience has no effect" in warned[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cropscope"):
+        train_classifier(_mlp(), x, y, x[:20], y[:20], 3, epochs=1, batch_size=32, lr=1e-2,
+                         weight_decay=0.0, seed=0)  # with validation
+        train_classifier(_mlp(), x, y, None, None, 3, epochs=1, batch_size=32, lr=1e-2,
+                         weight_decay=0.0, seed=0, desc="tempcnn 2/3")  # said for 1/3 only
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
 
 def test_lone_last_sample_is_merged_for_batchnorm() -> None:

@@ -267,6 +267,23 @@ def test_envi_errors_are_data_errors(tmp_path) -> None:
         open_hyperspectral(tmp_path / "missing.hdr")
 
 
+@pytest.mark.parametrize("interleave,offset", [("bsq", 0), ("bip", 16)])
+def test_truncated_envi_data_is_refused_not_read_as_zeros(tmp_path, interleave: str,
+                                                          offset: int, monkeypatch) -> None:
+    """Issue 20 item 9: a short ENVI data file read as zero reflectance; now the size the
+    header declares is checked (and the memory it needs, before reading)."""
+    path = write_envi(tmp_path, small_cube(3), interleave=interleave, header_offset=offset)
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-7])
+    with pytest.raises(DataError, match="truncated"):
+        open_hyperspectral(path)
+    path.write_bytes(whole)
+    assert open_hyperspectral(path).shape == (3, 4, 5)
+    monkeypatch.setenv("CROPSCOPE_MEMORY_LIMIT", "100")
+    with pytest.raises(DataError, match="limit of 100 B"):
+        open_hyperspectral(path)
+
+
 # ------------------------------------------------------------------- GeoTIFF + tags
 def test_geotiff_band_tags_in_micrometres_scale_and_nodata(tmp_path) -> None:
     dn = (small_cube(4) * 10000).astype(np.int16)

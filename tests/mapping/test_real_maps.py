@@ -101,6 +101,7 @@ def test_predict_cli_netcdf_with_parcels(real_data_dir: Path, tmp_path: Path) ->
 
     from cropscope.cli.main import cli
     from cropscope.data.readers.worldcereal import load_worldcereal_patch
+    from cropscope.models import save_classifier_run
 
     folder = real_data_dir / "worldcereal_s2s1_patch"
     nc = folder / "worldcereal_preprocessed_inputs.nc"
@@ -108,7 +109,7 @@ def test_predict_cli_netcdf_with_parcels(real_data_dir: Path, tmp_path: Path) ->
     cube = source.read()
     patch = load_worldcereal_patch(folder, target="cropland")
     model = create_model("logreg").fit(pixels_of(cube, patch["label"], patch["classes"], 2000, 1))
-    model.save(tmp_path / "run")
+    save_classifier_run(model, tmp_path / "run")  # a complete run (bare folders are refused)
     x0, y0 = source.transform.c, source.transform.f  # upper-left corner, 10 m pixels
     parcels = gpd.GeoDataFrame(
         {"field": ["a", "b", "c"]},

@@ -288,3 +288,24 @@ def test_body_without_stem_and_meta_construction() -> None:
     assert real.stages[0].blocks[0].attn.relative_position_index.device.type == "cpu"
     with torch.no_grad():
         assert real(torch.randn(1, 4, 3, 12, 12))[0].shape == (1, 8, 1, 6, 6)
+
+
+def test_trains_after_a_forward_under_inference_mode() -> None:
+    """Issue 20 item 11: the cached index/mask tensors made under ``torch.inference_mode()``
+    were inference tensors, and training afterwards in the same process failed with
+    "Inference tensors cannot be saved for backward"."""
+    from cropscope.models.layers import adaptive_pool_matrix
+    from cropscope.models.swin3d import relative_position_index
+
+    for cached in (relative_position_index, shift_window_mask, adaptive_pool_matrix):
+        cached.cache_clear()  # type: ignore[attr-defined]
+    torch.manual_seed(0)
+    model = Swin3D(4, **SMALL)  # type: ignore[arg-type]
+    x = torch.randn(1, 5, 4, 20, 20)  # clipped and shifted windows: every cached table
+    with torch.inference_mode():
+        model.eval()(x)
+        adaptive_pool_matrix(5, 3)
+    model.train()
+    sum(o.square().mean() for o in model(x)).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert not adaptive_pool_matrix(5, 3).is_inference()

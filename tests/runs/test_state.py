@@ -119,3 +119,39 @@ def test_non_standard_json_and_missing_or_foreign_files(tmp_path: Path) -> None:
     (tmp_path / "s.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ModelError, match="unreadable"):
         load_state(tmp_path / "s")
+
+
+def test_a_save_stopped_anywhere_leaves_one_whole_state(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20 (fault suite): a second save stopped before any of its renames leaves the
+    first state or the second, never "do not belong together"."""
+    import os
+
+    first = {"epoch": 1, "w": torch.zeros(3)}
+    second = {"epoch": 2, "w": torch.ones(3)}
+    real = os.replace
+    for stop in (1, 2, 3, None):
+        path = tmp_path / f"s{stop}" / "last"
+        path.parent.mkdir()
+        save_state(path, first)
+        calls = {"n": 0}
+
+        def dying(src: object, dst: object, stop: int | None = stop,
+                  calls: dict[str, int] = calls) -> None:
+            calls["n"] += 1
+            if calls["n"] == stop:
+                raise KeyboardInterrupt
+            real(src, dst)  # type: ignore[arg-type]
+
+        with monkeypatch.context() as m:
+            m.setattr(os, "replace", dying)
+            if stop is None:
+                save_state(path, second)
+            else:
+                with pytest.raises(KeyboardInterrupt):
+                    save_state(path, second)
+        got = load_state(path)
+        want = second if stop in (None, 3) else first  # the JSON (2nd rename) commits
+        assert got["epoch"] == want["epoch"] and torch.equal(got["w"], want["w"]), stop
+        visible = sorted(p.name for p in path.parent.iterdir() if not p.name.startswith("."))
+        assert visible == ["last.json", "last.safetensors"]

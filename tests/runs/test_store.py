@@ -140,5 +140,9 @@ def test_classifier_run_json_naming_a_module_runs_nothing(tmp_path) -> None:
         load_run_model(tmp_path / "run")
     (tmp_path / "run" / MANIFEST_FILE).unlink()
     (tmp_path / "run" / "run.json").unlink()
-    with pytest.raises(ModelError, match="invalid model name"):
+    with pytest.raises(ModelError, match="not a complete run"):  # a bare model folder
         load_run_model(tmp_path / "run")
+    from cropscope.models import Classifier
+
+    with pytest.raises(ModelError, match="invalid model name"):  # read directly: name check
+        Classifier.load(tmp_path / "run")

@@ -111,3 +111,38 @@ def test_nested_yaml_and_wide_csv(tmp_path) -> None:
     (tmp_path / "cyc.csv").write_text("code,name,parent\na,A,b\nb,B,a\n")
     with pytest.raises(DataError, match="cycle"):
         read_taxonomy(tmp_path / "cyc.csv")
+
+
+# ---------------------------------------------------------------------------- issue 20
+def test_yaml_alias_bomb_is_refused_before_it_expands(tmp_path) -> None:
+    """Issue 20 item 10: an 888-byte YAML taxonomy needed more than 6 GB (aliases nested
+    nine deep expand to 10^9 nodes). Aliases are refused while parsing, in bounded work."""
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x","x"]']
+    for i, name in enumerate("bcdefghi"):
+        prev = "abcdefghi"[i]
+        lines.append(f"{name}: &{name} [{', '.join(['*' + prev] * 10)}]")
+    lines.append("tree: {crops: *i}")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    assert path.stat().st_size < 1000
+    with pytest.raises(DataError, match="aliases"):
+        read_taxonomy(path)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("tree: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(DataError, match="nested deeper"):
+        read_taxonomy(deep)
+
+
+@pytest.mark.parametrize("name,content", [
+    ("empty.csv", b""), ("binary.csv", bytes(range(256))), ("quote.csv", b'"a,b\n"c'),
+    ("empty.yaml", b""), ("list.yaml", b"- a\n- b\n"), ("bad.yaml", b"tree: [a, {b\n"),
+    ("tag.yaml", b"tree: !!python/object/apply:os.system [echo]\n"),
+    ("deep.json", b"[" * 100_000), ("nodes.json", b'{"nodes": [1, 2]}'),
+])
+def test_damaged_taxonomy_files_are_one_data_error(tmp_path, name: str, content: bytes) -> None:
+    """These raised csv.Error, EmptyDataError, UnicodeDecodeError or RecursionError."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError) as exc:
+        read_taxonomy(path)
+    assert "\n" not in str(exc.value)

@@ -79,8 +79,37 @@ def _log_to_stderr() -> None:
         logger.setLevel(logging.INFO)
 
 
+def describe_os_error(exc: OSError) -> str:
+    """One line for an error of the file system or the operating system: what happened (in
+    words for the common cases) and the file it happened to."""
+    import errno
+
+    reasons = {
+        errno.ENOSPC: "no space left on the device (disk full)",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.EROFS: "read-only file system",
+        errno.ENOENT: "no such file or directory",
+        errno.ENOTDIR: "not a directory",
+        errno.EISDIR: "is a directory, a file was expected",
+        errno.EEXIST: "already exists",
+        errno.EIO: "input/output error",
+    }
+    reason = reasons.get(exc.errno) if exc.errno is not None else None
+    if reason is None:
+        reason = (exc.strerror or str(exc) or type(exc).__name__).strip()
+    where = exc.filename if exc.filename is not None else None
+    text = f"{reason}: {where}" if where is not None else reason
+    if exc.filename2 is not None:
+        text += f" -> {exc.filename2}"
+    return " ".join(text.split())  # one line
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: user errors become one line on stderr, exit code 2."""
+    """Console-script entry point: user errors (:class:`~cropscope.errors.CropscopeError`,
+    errors of the file system such as a full disk or a read-only folder, and running out of
+    memory) become one ``error:`` line on stderr and exit code 2."""
     warnings.filterwarnings("ignore", category=UserWarning, module="rdata")
     _log_to_stderr()
     # GDAL's block cache defaults to 5 % of RAM per process; windowed map reads touch each
@@ -96,6 +125,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except CropscopeError as exc:
         fail(exc)
+    except OSError as exc:  # disk full, permission denied, read-only folder, unreadable file
+        click.echo(f"error: {describe_os_error(exc)}", err=True)
+        sys.exit(2)
+    except MemoryError:
+        click.echo("error: out of memory (the input is too large for this machine; "
+                   "$CROPSCOPE_MEMORY_LIMIT bounds what an input may ask for)", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

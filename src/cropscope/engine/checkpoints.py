@@ -27,7 +27,13 @@ from torch import Tensor
 
 from cropscope.errors import ModelError
 from cropscope.io import atomic_path
-from cropscope.runs.state import load_state, read_safetensors, save_state, state_paths
+from cropscope.runs.state import (
+    load_state,
+    pending_path,
+    read_safetensors,
+    save_state,
+    state_paths,
+)
 
 __all__ = [
     "BEST_FILE",
@@ -100,8 +106,11 @@ def read_weights(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
 
 
 def has_last(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds a resume state (both files)."""
-    return all(p.is_file() for p in state_paths(run_dir / LAST))
+    """Whether ``run_dir`` holds a resume state (its JSON and tensors; the tensors may still
+    wait in the pending file of a write stopped just after the JSON committed them)."""
+    st_path, js_path = state_paths(run_dir / LAST)
+    return js_path.is_file() and (st_path.is_file()
+                                  or pending_path(st_path).is_file())
 
 
 def write_last(run_dir: Path, state: Mapping[str, Any]) -> None:

@@ -77,6 +77,13 @@ def accelerator_for(device: str | torch.device,
     ``"cuda:1"`` → ``("gpu", [1])``, ``"cpu"`` with 2 → ``("cpu", 2)``."""
     dev = resolve_device(device)
     count: Any = list(devices) if isinstance(devices, list | tuple) else devices
+    if isinstance(count, bool) or not (
+            isinstance(count, int) or count == "auto"
+            or (isinstance(count, list) and count
+                and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                        for i in count))):
+        raise ModelError(f"devices must be a count (>= 1), 'auto' or a list of device "
+                         f"indices, got {devices!r}")
     if isinstance(count, int) and count < 1:
         raise ModelError(f"devices must be >= 1, got {count}")
     if dev.type == "cuda":

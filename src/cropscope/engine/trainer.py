@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +50,7 @@ from cropscope.engine.checkpoints import (
 from cropscope.engine.recipe import AugmentFn, balanced_class_weights
 from cropscope.engine.seeding import seed_everything
 from cropscope.errors import ModelError
-from cropscope.runs.state import state_paths
+from cropscope.runs.state import pending_path, state_paths
 
 __all__ = [
     "AugmentFn",
@@ -108,7 +110,9 @@ def _read_resume(folder: Path, fingerprint: dict[str, Any]
 
 
 def _clear_checkpoint(folder: Path) -> None:
-    for path in (folder / BEST_FILE, *state_paths(folder / LAST)):
+    st_path, js_path = state_paths(folder / LAST)
+    for path in (folder / BEST_FILE, st_path, js_path,
+                 pending_path(st_path)):
         path.unlink(missing_ok=True)
 
 
@@ -208,7 +212,7 @@ def train_classifier(
     from cropscope.runs import first_process
 
     if epochs < 1 or batch_size < 1:
-        raise ValueError("epochs and batch_size must be >= 1")
+        raise ModelError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
     accelerator_for(device, devices)  # fail early on an unusable device
     seed_everything(seed)
     y_arr = np.asarray(y_train, dtype=np.int64)
@@ -216,6 +220,16 @@ def train_classifier(
         raise ValueError("x_train and y_train need the same length, at least 2 samples")
     n_val = 0 if x_val is None or y_val is None else len(y_val)
     has_val = n_val > 0
+    member = re.search(r" (\d+)/\d+$", desc)  # "tempcnn 3/5": network 3 of an ensemble
+    later_member = member is not None and member.group(1) != "1"
+    if not has_val and first_process() and not later_member:
+        # said once per training (not again for networks 2..n of an ensemble): without
+        # validation there is no score to select an epoch on (the bar's val_f1 stays nan)
+        # and patience cannot stop anything
+        logging.getLogger("cropscope").warning(
+            "%s: no validation samples, so no epoch is selected on a validation score: the "
+            "last epoch is kept%s (set val_fraction, or use a split with validation data)",
+            desc, "" if patience is None else " and patience has no effect")
     multi = y_arr.ndim == 2
     sizes = [int(k) for k in n_classes] if isinstance(n_classes, Sequence) \
         else [int(n_classes)]  # fmt: skip

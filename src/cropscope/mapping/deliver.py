@@ -15,7 +15,11 @@ next to ``out`` (e.g. ``map.tif``):
   ellipsoid, right in any CRS; mapped areas, not estimates).
 
 ``out`` must be a GeoTIFF path (``.tif``/``.tiff``): any other suffix would put the labels
-under a name another output uses.
+under a name another output uses (``--out map.png`` would be overwritten by the preview).
+
+Complete or absent: every file is made in the work folder first and then moved into place,
+the labels last (an earlier map's labels are removed before the first move), so whatever
+stops a delivery leaves either the whole new product or no labels at all.
 """
 
 from __future__ import annotations
@@ -90,21 +94,41 @@ def deliver_map(
     from cropscope.mapping.job import run_map_job
 
     targets = map_output_paths(out_path)
+    labels_aux = Path(f"{targets['labels']}.aux.xml")
+    style = targets["labels"].with_suffix(".qml")
+    for path in (*targets.values(), labels_aux, style):
+        if path.is_dir():
+            raise DataError(f"--out: {path} is a folder; the map product writes a file there")
     targets["labels"].parent.mkdir(parents=True, exist_ok=True)
     # the job's journal and intermediates live next to the output until it is delivered
     work = targets["labels"].with_name(f".{targets['labels'].name}.mapjob")
     result = run_map_job(model, source, work, tile=tile, halo=halo, batch_size=batch_size,
                          progress=progress, resume=resume, workers=workers,
                          scheduler=scheduler, colours=colours)
-    for name in ("labels", "probabilities", "uncertainty"):
-        os.replace(result.paths[name], targets[name])  # same folder: atomic
     from cropscope.mapping.styles import write_category_names, write_qgis_style
 
-    write_category_names(targets["labels"], result.classes)
-    write_qgis_style(targets["labels"], result.classes, colours)
-    write_preview_from_cog(targets["labels"], result.classes, targets["preview"])
-    areas = class_areas(targets["labels"], result.classes)
-    write_json(targets["areas"], areas)
+    # every companion is made inside the work folder first (a failure here, e.g. a full
+    # disk, leaves the delivered files of an earlier run as they were)
+    staged = result.paths["labels"]
+    write_category_names(staged, result.classes)
+    write_qgis_style(staged, result.classes, colours)
+    write_preview_from_cog(staged, result.classes, work / "preview.png")
+    areas = class_areas(staged, result.classes)
+    write_json(work / "areas.json", areas)
+    # delivery: the labels are the product's "complete" file. The old labels go first and
+    # the new ones come last, so an interruption in between leaves no labels (no map) rather
+    # than new labels beside old areas, or old labels beside new probabilities.
+    labels_aux.unlink(missing_ok=True)
+    targets["labels"].unlink(missing_ok=True)
+    moves = [(result.paths["probabilities"], targets["probabilities"]),
+             (result.paths["uncertainty"], targets["uncertainty"]),
+             (staged.with_suffix(".qml"), style),
+             (work / "preview.png", targets["preview"]),
+             (work / "areas.json", targets["areas"]),
+             (Path(f"{staged}.aux.xml"), labels_aux),
+             (staged, targets["labels"])]
+    for src, dst in moves:
+        os.replace(src, dst)  # same folder: each one atomic
     shutil.rmtree(work, ignore_errors=True)
     delivered = {k: v for k, v in targets.items() if k != "parcels"}
     return MapProduct(delivered, list(result.classes), areas, result.n_windows,

@@ -341,11 +341,14 @@ def _write_cogs(paths: dict[str, Path], out_dir: Path) -> dict[str, Path]:
 
 
 def _overview_count(path: Path) -> int:
-    """Halve until the largest side is at most 128 pixels; at least one level."""
+    """Halve until the largest side is at most 128 pixels; at least one level, except for a
+    1 x 1 map, which has none (GDAL cannot make one: "Unknown GDAL Error")."""
     import rasterio
 
     with rasterio.open(path) as src:
         side = max(src.height, src.width)
+    if side <= 1:
+        return 0
     count = 0
     while side > 128:
         side = (side + 1) // 2

@@ -135,6 +135,8 @@ def window_predictor(model: MapModel, halo: int | None, tile: int) -> WindowPred
     need = int(model.halo)
     if kind == "scene" and need <= 0:
         need = max(1, tile // 8)
+    if halo is not None and (isinstance(halo, bool) or not isinstance(halo, int) or halo < 0):
+        raise DataError(f"the halo must be a number of pixels >= 0, got {halo!r}")
     if halo is None:
         halo = need
     elif kind == "patches" and halo < need:

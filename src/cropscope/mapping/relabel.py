@@ -59,7 +59,8 @@ def _scratch(out: Path) -> Iterator[Path]:
 
 
 def read_map_classes(path: str | Path) -> list[str]:
-    """Class names of a labels raster (its ``class_<i>`` tags)."""
+    """Class names of a labels raster (its ``class_<i>`` tags); a raster that is not one band
+    of integer class codes (e.g. a probability map) is refused."""
     import rasterio
 
     p = Path(path)
@@ -67,6 +68,9 @@ def read_map_classes(path: str | Path) -> list[str]:
         raise DataError(f"map not found: {p}")
     with rasterio.open(p) as src:
         tags = src.tags()
+        if src.count != 1 or np.dtype(src.dtypes[0]).kind not in "iu":
+            raise DataError(f"{p} is not a map of class labels (one band of integer codes); "
+                            f"it has {src.count} band(s) of {src.dtypes[0]}")
     names = tagged_class_names(tags)
     if not names:
         raise DataError(f"{p} has no class names (class_<i> tags); is it a cropscope map?")
@@ -84,6 +88,8 @@ class _SieveOp:
         from rasterio.features import sieve
 
         valid = codes != _NODATA
+        if codes.size <= self.size:  # the whole map is smaller than the unit: nothing to
+            return codes.astype(np.uint8)  # merge into (GDAL refuses such a sieve)
         out = sieve(codes.astype(np.uint8), size=self.size, mask=valid,
                     connectivity=self.connectivity)
         return np.where(valid, out, _NODATA).astype(np.uint8)

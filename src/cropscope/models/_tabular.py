@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from cropscope.data.timeseries import TimeSeriesSet
-from cropscope.errors import DataError
+from cropscope.errors import DataError, ModelError
 from cropscope.models.base import Classifier
 from cropscope.threads import current_threads
 
@@ -72,7 +72,12 @@ class FeatureClassifier(Classifier):
             y_val = val.labels
         if train.labels is None:  # Classifier.fit checked; kept for the type
             raise DataError("training data have no labels")
-        self._fit_estimator(x, train.labels, x_val, y_val)
+        try:
+            self._fit_estimator(x, train.labels, x_val, y_val)
+        except Exception as exc:
+            if _is_parameter_error(exc):  # an option value the estimator refuses
+                raise ModelError(f"model {self.name!r}: {str(exc).strip()}") from None
+            raise
         assert self.card is not None
         self.card.extra["feature_names"] = names
 
@@ -82,3 +87,12 @@ class FeatureClassifier(Classifier):
         out = np.zeros((len(x), len(self.classes)), dtype=np.float32)
         out[:, codes] = proba
         return out
+
+
+def _is_parameter_error(exc: Exception) -> bool:
+    """Whether ``exc`` is scikit-learn's or LightGBM's refusal of a parameter value."""
+    kind = type(exc)
+    return (kind.__name__ == "InvalidParameterError" and kind.__module__.startswith("sklearn")) \
+        or (kind.__name__ == "LightGBMError" and ("Unknown token" in str(exc)
+                                                  or "Check failed" in str(exc)
+                                                  or "parameter" in str(exc).lower()))

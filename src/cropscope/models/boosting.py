@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from cropscope.errors import ModelError
 from cropscope.models._tabular import FeatureClassifier
 
-__all__ = ["LightGBM"]
+__all__ = ["MAX_LIGHTGBM_BYTES", "LightGBM", "check_lightgbm_model"]
 
 _WEIGHTS = "lightgbm.txt"
 
@@ -64,5 +65,58 @@ class LightGBM(FeatureClassifier):
     def _load_weights(self, directory: Path) -> None:
         import lightgbm as lgb
 
-        self.booster_ = lgb.Booster(model_file=str(directory / _WEIGHTS))
-        self.codes_ = np.load(directory / "lightgbm_classes.npy", allow_pickle=False)
+        path = directory / _WEIGHTS
+        text = check_lightgbm_model(path)
+        try:
+            self.booster_ = lgb.Booster(model_str=text)
+        except lgb.basic.LightGBMError as exc:
+            raise ModelError(f"{path} is not a readable LightGBM model: {exc}") from None
+        from cropscope.io import read_arrays
+
+        self.codes_ = read_arrays(directory / "lightgbm_classes.npy", error=ModelError)
+        per_iteration = self.booster_.num_model_per_iteration()
+        fits = len(self.codes_) == per_iteration or (len(self.codes_) == 2 and per_iteration == 1)
+        if self.codes_.ndim != 1 or self.codes_.dtype.kind not in "iu" or not fits:
+            raise ModelError(f"{directory}: lightgbm_classes.npy does not fit the model")
+
+
+#: the most bytes a LightGBM model file may have (read whole into memory)
+MAX_LIGHTGBM_BYTES = 1 << 30
+
+
+def check_lightgbm_model(path: Path) -> str:
+    """The text of a LightGBM model file, checked before LightGBM parses it: LightGBM's own
+    parser trusts the ``tree_sizes`` header and reads past the end of a truncated or edited
+    file (a segmentation fault). Every tree block must lie inside the file, before
+    ``end of trees``, and the file must end with the line LightGBM writes last; anything else
+    is a :class:`ModelError`."""
+    if not path.is_file():
+        raise ModelError(f"LightGBM model not found: {path}")
+    if path.stat().st_size > MAX_LIGHTGBM_BYTES:
+        raise ModelError(f"{path} is too large to be a LightGBM model")
+    data = path.read_bytes()
+    bad = ModelError(f"{path} is not a complete LightGBM model file (damaged or truncated)")
+    lines = data.rstrip(b"\n").rsplit(b"\n", 1)
+    if not data.startswith(b"tree\n") or not lines[-1].startswith(b"pandas_categorical:"):
+        raise bad  # LightGBM writes this line last: without it the file was cut
+    start, end = data.find(b"\nTree=") + 1, data.find(b"\nend of trees")
+    header = data[:start] if start > 0 else b""
+    sizes_line = [line for line in header.split(b"\n") if line.startswith(b"tree_sizes=")]
+    if start <= 0 or end < start or len(sizes_line) != 1:
+        raise bad
+    try:
+        sizes = [int(v) for v in sizes_line[0][len(b"tree_sizes="):].split()]
+    except ValueError:
+        raise bad from None
+    if not sizes or min(sizes) <= 0 or start + sum(sizes) != end + 1 \
+            or data.count(b"\nTree=", start - 1, end) != len(sizes):
+        raise bad
+    offset = start
+    for size in sizes:  # each block starts with its own Tree= line
+        if not data.startswith(b"Tree=", offset):
+            raise bad
+        offset += size
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError:
+        raise bad from None

@@ -15,6 +15,7 @@ from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import ModelError
 from cropscope.models.base import Classifier
 from cropscope.models.registry import create_model, get_model_class
+from cropscope.settings import check_options
 
 __all__ = ["Ensemble"]
 
@@ -45,7 +46,12 @@ class Ensemble(Classifier):
                 raise ModelError(f"ensemble member {i} must be {{'model': NAME, 'config': {{}}}}")
             if member["model"] == "ensemble":
                 raise ModelError("an ensemble cannot contain another ensemble")
-            get_model_class(member["model"])  # unknown names fail here
+            cls = get_model_class(member["model"])  # unknown names fail here
+            options = member.get("config") or {}
+            if not isinstance(options, dict):
+                raise ModelError(f"ensemble member {i}: 'config' must be a mapping of options")
+            check_options(f"model {member['model']!r}", cls.default_config(), options,
+                          error=ModelError)  # bad values fail now, not after other members
         weights = self.config["weights"]
         if weights is not None and len(weights) != len(members):
             raise ModelError(f"{len(weights)} weights for {len(members)} ensemble members")

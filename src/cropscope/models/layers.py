@@ -10,15 +10,33 @@ constant averaging matrices over torch's own bins (start ``floor(i n / m)``, end
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import ParamSpec
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["AdaptiveAvgPool", "adaptive_pool_matrix"]
+P = ParamSpec("P")
+
+__all__ = ["AdaptiveAvgPool", "adaptive_pool_matrix", "cached_tensor"]
 
 
-@functools.lru_cache(maxsize=64)
+def cached_tensor(func: Callable[P, Tensor]) -> Callable[P, Tensor]:
+    """``functools.lru_cache`` for functions that build constant tensors (index tables,
+    masks, pooling matrices), the tensors always made as ordinary tensors: a first call under
+    ``torch.inference_mode()`` would otherwise cache an *inference* tensor, and every later
+    training step that uses it fails ("Inference tensors cannot be saved for backward")."""
+
+    @functools.wraps(func)
+    def build(*args: P.args, **kwargs: P.kwargs) -> Tensor:
+        with torch.inference_mode(False):
+            return func(*args, **kwargs)
+
+    return functools.lru_cache(maxsize=64)(build)  # type: ignore[return-value]
+
+
+@cached_tensor
 def adaptive_pool_matrix(n_in: int, n_out: int) -> Tensor:
     """``[n_out, n_in]`` matrix averaging each of adaptive pooling's bins (do not modify)."""
     matrix = torch.zeros(n_out, n_in, device="cpu")

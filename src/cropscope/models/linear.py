@@ -67,7 +67,11 @@ class LogisticRegression(FeatureClassifier):
                      intercept=self.intercept_, classes=self.classes_)  # fmt: skip
 
     def _load_weights(self, directory: Path) -> None:
-        with np.load(directory / _WEIGHTS, allow_pickle=False) as data:
-            self.mean_, self.scale_ = data["mean"], data["scale"]
-            self.coef_, self.intercept_ = data["coef"], data["intercept"]
-            self.classes_ = data["classes"]
+        from cropscope.errors import ModelError
+        from cropscope.io import read_arrays
+
+        data = read_arrays(directory / _WEIGHTS, ("mean", "scale", "coef", "intercept",
+                                                  "classes"), error=ModelError)
+        self.mean_, self.scale_ = data["mean"], data["scale"]
+        self.coef_, self.intercept_ = data["coef"], data["intercept"]
+        self.classes_ = data["classes"]

@@ -12,10 +12,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cropscope.models.base import create_model, get_model_class, list_models, register_model
+from cropscope.errors import ModelError
+from cropscope.models.base import Classifier, get_model_class, list_models, register_model
+from cropscope.settings import check_options
 
 __all__ = ["create_model", "get_model_class", "hierarchical_model", "list_models",
            "register_model"]
+
+
+def create_model(name: str, **config: Any) -> Classifier:
+    """Instantiate the model ``name`` with ``config`` over its defaults; option values are
+    checked against the defaults' types first (:func:`cropscope.settings.check_options`:
+    ``epochs=0``, ``lr=abc`` are one :class:`~cropscope.errors.ModelError`)."""
+    cls = get_model_class(name)
+    check_options(f"model {name!r}", cls.default_config(), config, error=ModelError)
+    return cls(**config)
 
 
 def hierarchical_model(name: str, config: Mapping[str, Any] | None = None

@@ -11,8 +11,10 @@ H2Crop — and returns the model it holds, built only from registered names:
 - ``pretrained-encoder`` runs are loaded into a network with
   :func:`cropscope.training.pretraining.load_pretrained`, not mapped.
 
-Run directories of earlier versions that hold a bare ``model.json`` (no ``run.json``) still
-load as classifiers.
+A bare model folder (``Classifier.save``: ``model.json`` and weights, no ``run.json`` and
+manifest) is refused: nothing tells a complete one from a half-written or damaged one. The
+weights of a verified run that still cannot be read (a file that was valid when the
+manifest was written but is not what its model expects) are one :class:`ModelError`.
 """
 
 from __future__ import annotations
@@ -114,11 +116,17 @@ def load_run_model(run_dir: str | Path) -> Any:
     """The model of any run directory (see the module docstring)."""
     root = Path(run_dir)
     if root.is_dir() and not (root / RUN_FILE).is_file() and (root / MODEL_FILE).is_file():
-        return Classifier.load(root)  # a bare model directory (or an older run)
+        # a bare model folder (Classifier.save, or a run of an early version): nothing says
+        # it is complete or undamaged, so it is not loaded (a truncated LightGBM file crashes
+        # the process); save_classifier_run writes it as a run
+        raise ModelError(
+            f"{root} holds a {MODEL_FILE} but is not a complete run (no {RUN_FILE} and "
+            f"{MANIFEST_FILE}); train it again, or write the model with "
+            "cropscope.models.save_classifier_run")
     run = open_run(root)  # not found, not a run, incomplete or damaged: one ModelError
     digest = file_sha256(root / MANIFEST_FILE)
     if run.spec.kind == "classifier":
-        model = Classifier.load(root)
+        model = _load_classifier(root)
         if model.name != run.spec.name:
             raise ModelError(f"{root}: run.json names model {run.spec.name!r} but model.json "
                              f"holds {model.name!r}")
@@ -131,3 +139,24 @@ def load_run_model(run_dir: str | Path) -> Any:
         seg.run_digest = digest
         return seg
     raise ModelError(f"{root} is a {run.spec.kind} run: it cannot be used as a model here")
+
+
+def _load_classifier(root: Path) -> Classifier:
+    """:meth:`Classifier.load` of a verified run, whatever a weights reader raises on a file
+    it cannot parse turned into one :class:`ModelError` naming the run."""
+    from cropscope.io import ARRAY_READ_ERRORS
+
+    unreadable: tuple[type[BaseException], ...] = (*ARRAY_READ_ERRORS, IndexError, TypeError,
+                                                   RuntimeError)
+    try:
+        return Classifier.load(root)
+    except ModelError:
+        raise
+    except unreadable as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"{root}: the model's files cannot be read ({type(exc).__name__}: "
+                         f"{first})") from None
+    except Exception as exc:  # readers' own error types (safetensors, LightGBM)
+        if type(exc).__module__.split(".")[0] in ("safetensors", "lightgbm", "skops"):
+            raise ModelError(f"{root}: the model's files cannot be read ({exc})") from None
+        raise

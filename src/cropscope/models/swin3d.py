@@ -38,7 +38,6 @@ its patch merging; the last one after a final LayerNorm).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,6 +48,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from cropscope.errors import ModelError
+from cropscope.models.layers import cached_tensor
 
 __all__ = [
     "SWIN3D_PRESETS",
@@ -98,7 +98,7 @@ def effective_window(size: Size3, window: Size3, shift: Size3) -> tuple[Size3, S
     return (w[0], w[1], w[2]), (s[0], s[1], s[2])
 
 
-@functools.lru_cache(maxsize=64)
+@cached_tensor
 def relative_position_index(window: Size3, table_window: Size3 | None = None) -> Tensor:
     """``[N, N]`` index into a bias table built for ``table_window`` (default ``window``) of
     the relative positions of the ``N`` tokens of ``window`` (t-major order)."""
@@ -111,7 +111,7 @@ def relative_position_index(window: Size3, table_window: Size3 | None = None) ->
             + (rel[1] + tw[1] - 1) * (2 * tw[2] - 1) + rel[2] + tw[2] - 1)
 
 
-@functools.lru_cache(maxsize=64)
+@cached_tensor
 def shift_window_mask(padded: Size3, window: Size3, shift: Size3) -> Tensor:
     """Additive mask ``[n_windows, N, N]`` of the shifted windows of a (cyclically rolled)
     grid of size ``padded``: 0 between tokens of the same region, -100 otherwise."""

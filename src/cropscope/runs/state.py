@@ -10,7 +10,9 @@ numbers, strings, booleans and ``None`` as two files:
   arrays (NumPy's RNG state) are tagged so that :func:`load_state` gives back the same types.
 
 Both files are written atomically, the JSON last; a random id stored in both tells a pair that
-belongs together from a half-written one. :func:`load_state` validates the JSON's structure
+belongs together from a half-written one. The new tensors wait in a hidden pending file
+until the JSON names them, so a write stopped at any point leaves the old state or the new
+one readable (never a torn pair). :func:`load_state` validates the JSON's structure
 strictly (known tags only, every placeholder resolves, every stored tensor is used once,
 arrays only of plain numeric dtypes) and never unpickles anything.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,7 +35,8 @@ from cropscope.io import atomic_path
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["STATE_FORMAT", "load_state", "read_safetensors", "save_state", "state_paths"]
+__all__ = ["STATE_FORMAT", "load_state", "pending_path", "read_safetensors", "save_state",
+           "state_paths"]
 
 STATE_FORMAT = "cropscope-state-v1"
 #: NumPy dtypes an array may have (stored bit-exactly; unsigned wider than 8 bits as signed)
@@ -144,11 +148,23 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
     body = enc.encode(dict(state), [])
     sid = uuid.uuid4().hex
     st_path, js_path = state_paths(path)
-    with atomic_path(st_path) as tmp:
+    pending = pending_path(st_path)
+    # the pair is replaced in three steps so that a stop between any two leaves one
+    # complete state: the tensors go to a hidden pending file, the JSON (the commit) names
+    # their id, then the pending file takes the place of the old tensors; load_state reads
+    # the pending file when the JSON already names it
+    with atomic_path(pending) as tmp:
         save_file(enc.tensors, str(tmp), metadata={"format": STATE_FORMAT, "state_id": sid})
     doc = {"format": STATE_FORMAT, "id": sid, "tensors": len(enc.tensors), "state": body}
     with atomic_path(js_path) as tmp:
         tmp.write_text(json.dumps(doc, allow_nan=False) + "\n")
+    os.replace(pending, st_path)
+
+
+def pending_path(st_path: Path) -> Path:
+    """Where :func:`save_state` writes the tensors before the JSON commits them (hidden, so
+    never listed in a run's manifest)."""
+    return st_path.with_name(f".{st_path.name}.pending")
 
 
 class _Decoder:
@@ -258,9 +274,11 @@ def load_state(path: Path) -> dict[str, Any]:
     missing, extra or of the wrong kind. Nothing is unpickled or imported.
     """
     st_path, js_path = state_paths(path)
-    for p in (st_path, js_path):
-        if not p.is_file():
-            raise ModelError(f"training state incomplete: {p} is missing")
+    pending = pending_path(st_path)
+    if not js_path.is_file():
+        raise ModelError(f"training state incomplete: {js_path} is missing")
+    if not st_path.is_file() and not pending.is_file():
+        raise ModelError(f"training state incomplete: {st_path} is missing")
     try:
         doc = json.loads(js_path.read_text(), parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -271,7 +289,10 @@ def load_state(path: Path) -> dict[str, Any]:
         raise ModelError(f"{js_path}: unknown state format {doc['format']!r}")
     if not isinstance(doc["state"], dict) or not isinstance(doc["tensors"], int):
         raise ModelError(f"{js_path}: malformed training state")
-    tensors, meta = read_safetensors(st_path)
+    tensors, meta = read_safetensors(st_path) if st_path.is_file() else ({}, {})
+    if meta.get("state_id") != doc["id"] and pending.is_file():
+        # stopped after the JSON committed a new state but before its tensors moved in
+        tensors, meta = read_safetensors(pending)
     if meta.get("state_id") != doc["id"] or meta.get("format") != STATE_FORMAT:
         raise ModelError(f"{st_path} and {js_path.name} do not belong together (an "
                          "interrupted write?)")

@@ -170,7 +170,15 @@ def read_country_table(name_or_path: str | Path, root: str | Path | None = None,
         rf = RemoteFile(rel, f"{_EUROCROPS}/csvs/country_mappings/{name}.csv",
                         COUNTRY_TABLES[name])
         path = locate_files(name, [rf], root, download) / rel
-    df = pd.read_csv(path, dtype=str)
+    from cropscope.io import MAX_USER_FILE_BYTES
+
+    if path.stat().st_size > 16 * MAX_USER_FILE_BYTES:
+        raise DataError(f"{path} is too large to be a country table")
+    try:
+        df = pd.read_csv(path, dtype=str)
+    except (ValueError, OSError) as exc:  # pandas' parser errors and bad encodings
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"cannot read country table {path}: {first}") from None
     if "HCAT3_code" not in df.columns:
         raise DataError(f"{path} has no HCAT3_code column; columns: {list(df.columns)}")
     return df

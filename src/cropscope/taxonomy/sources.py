@@ -244,29 +244,50 @@ def _from_mapping(data: dict[str, Any], default_name: str) -> Taxonomy:
 
 
 def read_taxonomy(path: str | Path) -> Taxonomy:
-    """Read a user taxonomy from YAML, JSON or CSV (formats in the module docstring)."""
-    import yaml
+    """Read a user taxonomy from YAML, JSON or CSV (formats in the module docstring).
+
+    Bounded: the file is at most :data:`cropscope.io.MAX_USER_FILE_BYTES`, YAML aliases and
+    deep nesting are refused (:func:`cropscope.io.load_yaml`). Any problem with the file is
+    one :class:`~cropscope.errors.DataError`."""
+    import csv
+    import io
+
+    from cropscope.io import load_yaml, read_user_text
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"taxonomy file not found: {path}")
     suffix = path.suffix.lower()
-    if suffix in {".yaml", ".yml", ".json"}:
+    if suffix not in {".yaml", ".yml", ".json", ".csv", ".tsv", ".txt"}:
+        raise DataError(f"unknown taxonomy format {suffix!r}; use .yaml, .json or .csv")
+    text = read_user_text(path, "taxonomy file")
+    try:
+        if suffix in {".yaml", ".yml", ".json"}:
+            if suffix == ".json":
+                try:
+                    data = json.loads(text)
+                except (json.JSONDecodeError, RecursionError) as exc:
+                    raise DataError(f"cannot parse {path}: {exc}") from None
+            else:
+                data = load_yaml(text, f"taxonomy file {path}")
+            if not isinstance(data, dict):
+                raise DataError(f"{path}: a taxonomy file holds a mapping at its top level")
+            return _from_mapping(data, path.stem)
+        if not text.strip():
+            raise DataError(f"taxonomy file {path} is empty")
         try:
-            text = path.read_text(encoding="utf-8")
-            data = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            raise DataError(f"cannot parse {path}: {exc}") from None
-        if not isinstance(data, dict):
-            raise DataError(f"{path}: a taxonomy file holds a mapping at its top level")
-        return _from_mapping(data, path.stem)
-    if suffix in {".csv", ".tsv", ".txt"}:
-        df = pd.read_csv(path, dtype=str, sep=None, engine="python")
+            df = pd.read_csv(io.StringIO(text), dtype=str, sep=None, engine="python")
+        except (ValueError, csv.Error) as exc:  # pandas' parser errors are ValueErrors
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DataError(f"cannot read taxonomy table {path}: {first}") from None
         df.columns = [str(c).strip() for c in df.columns]
         if {"code", "name", "parent"} <= set(df.columns):
             return _read_edges_csv(df, path.stem)
         return _read_wide_csv(df, path.stem)
-    raise DataError(f"unknown taxonomy format {suffix!r}; use .yaml, .json or .csv")
+    except DataError:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError,
+            RecursionError) as exc:  # a structure the readers do not expect
+        raise DataError(f"{path} is not a valid taxonomy file ({type(exc).__name__}: "
+                        f"{exc})") from None
 
 
 def write_taxonomy(taxonomy: Taxonomy, path: str | Path) -> Path:

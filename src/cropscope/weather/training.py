@@ -88,7 +88,14 @@ class TrainConfig:
 
 
 def _split_config(config: dict[str, Any] | None) -> tuple[ModelConfig, TrainConfig]:
+    from dataclasses import MISSING
+
+    from cropscope.settings import check_options
+
     config = dict(config or {})
+    plain = {f.name: f.default for c in (ModelConfig, TrainConfig) for f in fields(c)
+             if f.type in ("int", "float", "bool", "str") and f.default is not MISSING}
+    check_options("weather", plain, config, error=ModelError)  # lr=abc, steps=0...
     mkeys = {f.name for f in fields(ModelConfig)}
     mc = ModelConfig(**{k: config.pop(k) for k in list(config) if k in mkeys})
     if mc.patch % 2 == 0 or mc.patch < 3:

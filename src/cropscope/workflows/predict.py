@@ -175,17 +175,11 @@ def _colours(colours: Mapping[str, str] | str | Path | None) -> dict[str, str] |
     """Class colours given as a mapping or a JSON/YAML file of one."""
     if colours is None or isinstance(colours, Mapping):
         return None if colours is None else {str(k): str(v) for k, v in colours.items()}
-    path = Path(colours)
-    if not path.is_file():
-        raise DataError(f"colour file not found: {path}")
-    if path.stat().st_size > 1 << 20:
-        raise DataError(f"{path} is too large to be a colour file")
-    import yaml
+    from cropscope.io import load_yaml, read_user_text
 
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML too
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not a JSON/YAML colour file: {exc}") from None
+    path = Path(colours)
+    text = read_user_text(path, "colour file", limit=1 << 20)
+    data = load_yaml(text, f"colour file {path}")  # JSON is YAML too
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise DataError(f"{path} must map class names to '#rrggbb' colours")
     return {str(k): v for k, v in data.items()}

@@ -28,7 +28,7 @@ import pandas as pd
 
 from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import DataError
-from cropscope.io import atomic_path
+from cropscope.io import ARRAY_READ_ERRORS, atomic_path
 
 __all__ = [
     "CROPGLOBE_BANDS",
@@ -102,7 +102,7 @@ def read_cropglobe_file(path: str | Path) -> TimeSeriesSet:
                 raise DataError(f"{path} lacks the arrays 'fea' and 'lbl' (has {list(data)})")
             fea = np.asarray(data["fea"], dtype=np.float32)
             lbl = np.asarray(data["lbl"]).reshape(-1)
-    except (OSError, ValueError) as exc:
+    except ARRAY_READ_ERRORS as exc:  # a damaged header is a SyntaxError, a bad zip...
         raise DataError(f"cannot read {path}: {exc}") from None
     if fea.shape[0] != lbl.shape[0]:
         raise DataError(f"{path}: {fea.shape[0]} feature rows but {lbl.shape[0]} labels")

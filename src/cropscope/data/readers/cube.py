@@ -41,6 +41,7 @@ import numpy as np
 
 from cropscope.data.readers.grid import Grid
 from cropscope.errors import DataError
+from cropscope.remote import verify_listed
 
 
 def pixel_centres(transform: Any, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -448,6 +449,8 @@ class CubeSource(GridShape):
         (nearest for :data:`CATEGORICAL_BANDS`).
         """
         files = _resolve(source)
+        for path in files:  # a checksum list beside or above a file: verified first
+            verify_listed(path)
         per_file_dates = dates
         multi_date = (
             dates is not None and band_names is not None and len(files) == 1

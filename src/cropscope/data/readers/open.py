@@ -95,6 +95,18 @@ def open_cube_source(
     """
     from cropscope.data.readers.align import AlignedCube
 
+    for key in ("scale", "nodata"):
+        value = options.get(key)
+        if value is None:
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise DataError(f"{key} must be a number, got {value!r}") from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise DataError(f"{key} must be a finite number, got {value!r}")
+        if key == "scale" and number == 0:
+            raise DataError("scale must not be 0 (every value would become 0)")
     kind = input_kind(input)
     source: CubeLike
     if kind == "stac":

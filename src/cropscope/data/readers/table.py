@@ -46,6 +46,8 @@ from pandas.api import types as ptypes
 
 from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import DataError
+from cropscope.remote import verify_listed
+from cropscope.settings import check_memory
 
 __all__ = ["DEFAULT_META_COLUMNS", "read_table", "write_table"]
 
@@ -106,6 +108,7 @@ def _load(source: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str, dict[st
     path = Path(source).expanduser()
     if not path.is_file():
         raise DataError(f"file not found: {path}")
+    verify_listed(path)  # a checksum list beside or above it: verified first
     suffix = _suffix(path)
     name = path.name
     try:
@@ -172,6 +175,10 @@ def _parse_time(series: pd.Series, col: str, name: str) -> tuple[np.ndarray, boo
                 f"{name}: time column {col!r} holds non-integer numbers (e.g. {bad}); "
                 "use calendar dates or integer steps"
             )
+        if not np.all(np.abs(arr) < 2.0**53):  # beyond exact integers (and int64 overflow)
+            bad = arr[~(np.abs(arr) < 2.0**53)][0]
+            raise DataError(f"{name}: time column {col!r} holds a step out of range ({bad}); "
+                            "use calendar dates or consecutive step numbers")
         steps = arr.astype(np.int64)
         dates = _yyyymmdd(steps)
         return (steps, False) if dates is None else (dates, True)
@@ -194,18 +201,33 @@ def _parse_time(series: pd.Series, col: str, name: str) -> tuple[np.ndarray, boo
 
 # ---------------------------------------------------------------------------- columns
 def _numeric(series: pd.Series, col: str, name: str) -> np.ndarray:
+    """A band column as float32; missing values are gaps (NaN). Text, booleans, infinite
+    values and values beyond the float32 range (which would become infinite) are refused:
+    they are damaged data, not gaps."""
     if ptypes.is_bool_dtype(series):
         raise DataError(f"{name}: band column {col!r} holds booleans, not numbers")
     if ptypes.is_numeric_dtype(series):
-        return series.to_numpy(np.float32, na_value=np.nan)
-    numbers = pd.to_numeric(series, errors="coerce")
-    bad = (numbers.isna() & series.notna()).to_numpy()
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DataError(
-            f"{name}: band column {col!r} has a non-numeric value {series.iloc[row]!r} (row {row})"
-        )
-    return numbers.to_numpy(np.float32, na_value=np.nan)
+        numbers = series
+    else:
+        numbers = pd.to_numeric(series, errors="coerce")
+        bad = (numbers.isna() & series.notna()).to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{name}: band column {col!r} has a non-numeric value "
+                            f"{series.iloc[row]!r} (row {row})")
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = numbers.to_numpy(np.float32, na_value=np.nan)
+    except (TypeError, ValueError, OverflowError) as exc:  # e.g. a huge integer
+        raise DataError(f"{name}: band column {col!r} has a value that is not a float "
+                        f"({exc})") from None
+    inf = np.isinf(out)
+    if inf.any():
+        row = int(np.flatnonzero(inf)[0])
+        raise DataError(f"{name}: band column {col!r} has an infinite value or one beyond the "
+                        f"float32 range, {series.iloc[row]!r} (row {row}); missing "
+                        "observations are empty cells or NaN")
+    return out
 
 
 def _default_bands(df: pd.DataFrame, used: set[str], name: str) -> list[str]:
@@ -367,7 +389,7 @@ def read_table(
     per_sample = False
     grid: np.ndarray | None
     if not calendar:
-        span = int(union[-1] - union[0]) + 1
+        span = int(union[-1]) - int(union[0]) + 1  # Python ints: no overflow
         if span > _MAX_STEPS:
             raise DataError(
                 f"{name}: integer time steps in {time_col!r} span {span} steps "
@@ -387,6 +409,9 @@ def read_table(
         grid, pos = union, np.searchsorted(union, times)
 
     t = int(counts[0]) if per_sample or grid is None else len(grid)
+    # values [N, T, C] float32, mask [N, T], per-sample dates [N, T]: checked before allocating
+    check_memory(n * t * (4 * len(bands) + 1 + (8 if per_sample else 0)),
+                 f"{name} ({n} samples x {t} time steps x {len(bands)} bands)")
     values = np.full((n, t, len(bands)), np.nan, dtype=np.float32)
     values[codes, pos] = band_values
     mask = np.zeros((n, t), dtype=bool)

@@ -229,6 +229,10 @@ class XarrayCubeSource(GridShape):
         path = Path(path).expanduser()
         if not path.exists():
             raise DataError(f"cube not found: {path}")
+        if path.is_file():  # a checksum list beside or above it: verified first
+            from cropscope.remote import verify_listed
+
+            verify_listed(path)
         ds = _open_dataset(path, engine)
         try:
             return cls._describe(ds, path, engine, variables, bands, time_dim, nodata, scale,

@@ -108,6 +108,28 @@ def _floats(values: Any, what: str, n: int, path: Path) -> np.ndarray:
     return arr
 
 
+def _check_envi_size(src: Any, header: dict[str, Any], data_path: Path) -> None:
+    """Refuse a data file shorter than its header declares (GDAL would read the missing
+    part as zeros: a truncated file looks like zero reflectance) and a declared size above
+    the memory limit (:func:`cropscope.settings.check_memory`), before reading."""
+    from cropscope.settings import check_memory
+
+    itemsize = np.dtype(src.dtypes[0]).itemsize
+    need = int(src.width) * int(src.height) * int(src.count) * itemsize
+    check_memory(need * (1 + 4 / itemsize), f"ENVI image {data_path.name} "
+                 f"({src.count} bands x {src.height} x {src.width})")  # raw + float32 copy
+    try:
+        offset = int(float(header.get("header offset") or 0))
+    except (TypeError, ValueError):
+        raise DataError(f"ENVI header of {data_path}: 'header offset' is not a number") \
+            from None
+    size = data_path.stat().st_size
+    if size < offset + need:
+        raise DataError(f"ENVI data file {data_path} is truncated: {size} bytes, the header "
+                        f"declares {offset + need} ({src.count} bands x {src.height} lines x "
+                        f"{src.width} samples x {itemsize} bytes + {offset} header bytes)")
+
+
 def read_envi(path: str | Path, *, scale: float | None = None,
               nodata: float | None = None) -> xr.DataArray:
     """Read an ENVI image (give the ``.hdr`` or the data file)."""
@@ -120,6 +142,7 @@ def read_envi(path: str | Path, *, scale: float | None = None,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(data_path, driver="ENVI") as src:
+                _check_envi_size(src, header, data_path)
                 raw = src.read()
                 crs, transform = src.crs, src.transform
     except RasterioIOError as exc:
