@@ -35,6 +35,7 @@ __all__ = [
     "augment_batch",
     "balanced_class_weights",
     "batches_per_epoch",
+    "check_segmentation_options",
     "confusion_matrix",
     "cutmix_batch",
     "epoch_permutation",
@@ -125,6 +126,19 @@ def shard_batches(order: Tensor, batch_size: int, rank: int, world: int,
 
 # ---------------------------------------------------------------------------- segmentation
 
+def check_segmentation_options(config: Mapping[str, Any] | None) -> None:
+    """Check the values of user-given :class:`SegmentationConfig` options (``--set``,
+    ``--epochs``...) by their declared types before the config is built: ``lr=abc`` or
+    ``epochs=0`` is one :class:`~cropscope.errors.ModelError` (see
+    :func:`cropscope.settings.check_options`); :meth:`SegmentationConfig.from_dict` runs it.
+    Options of several kinds are left to ``from_dict``'s own checks."""
+    from cropscope.settings import check_options
+
+    plain = {f.name: f.default for f in fields(SegmentationConfig)
+             if f.type in ("int", "float", "bool", "str")}
+    check_options("segmentation", plain, dict(config or {}), error=ModelError)
+
+
 @dataclass
 class SegmentationConfig:
     """Hyper-parameters of :func:`train_segmentation` (defaults: AgriFM fine-tuning)."""
@@ -205,6 +219,7 @@ class SegmentationConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ModelError(f"unknown segmentation option(s) {unknown}; known: {sorted(known)}")
+        check_segmentation_options(data)
         for key in ("betas", "cutmix_ratio"):
             if key in data:
                 data[key] = tuple(data[key])

@@ -72,6 +72,7 @@ from cropscope.engine.recipe import (
     _to_device,
     augment_batch,
     batches_per_epoch,
+    check_segmentation_options,
     confusion_matrix,
     cutmix_batch,
     lr_factor,
@@ -80,7 +81,6 @@ from cropscope.engine.recipe import (
     segmentation_scores,
 )
 from cropscope.errors import ModelError
-from cropscope.settings import check_options
 
 __all__ = [
     "BEST",
@@ -104,19 +104,6 @@ __all__ = [
 #: ``best.safetensors``; ``LAST`` is the stem of ``last.safetensors`` + ``last.json``
 BEST = BEST_FILE
 HISTORY = HISTORY_FILE
-
-
-def check_segmentation_options(config: Mapping[str, Any] | None) -> None:
-    """Check the values of user-given :class:`SegmentationConfig` options (``--set``,
-    ``--epochs``...) by their declared types before the config is built: ``lr=abc`` or
-    ``epochs=0`` is one :class:`~cropscope.errors.ModelError` (see
-    :func:`cropscope.settings.check_options`). Options of several kinds are left to
-    :meth:`SegmentationConfig.from_dict`."""
-    from dataclasses import fields
-
-    plain = {f.name: f.default for f in fields(SegmentationConfig)
-             if f.type in ("int", "float", "bool", "str")}
-    check_options("segmentation", plain, dict(config or {}), error=ModelError)
 
 
 @dataclass
@@ -207,8 +194,6 @@ def train_segmentation(
     from cropscope.engine.runner import EngineOptions, build_trainer, root_device, run_fit
     from cropscope.engine.tasks import SegmentationTask
 
-    if not isinstance(config, SegmentationConfig):
-        check_segmentation_options(config)
     cfg = config if isinstance(config, SegmentationConfig) else \
         SegmentationConfig.from_dict(config)
     device = resolve_device(cfg.device)

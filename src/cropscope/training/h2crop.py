@@ -55,9 +55,8 @@ def h2crop_recipe(official: bool = False, **overrides: Any) -> Any:
     ``overrides`` (e.g. ``epochs=2, device="cpu"``); ``official``: exactly the reference's
     recipe, without :data:`RECIPE_CHANGES`."""
     from cropscope.engine.recipe import OFFICIAL_RECIPES
-    from cropscope.engine.segmentation import SegmentationConfig, check_segmentation_options
+    from cropscope.engine.segmentation import SegmentationConfig
 
-    check_segmentation_options(overrides)
     base = dict(OFFICIAL_RECIPES["h2crop"])
     if not official:
         base.update(RECIPE_CHANGES)

@@ -33,7 +33,6 @@ from cropscope.engine.checkpoints import BEST_FILE, LAST, read_weights, write_we
 from cropscope.engine.segmentation import (
     SegmentationConfig,
     SegmentationResult,
-    check_segmentation_options,
     train_segmentation,
 )
 from cropscope.errors import DataError, ModelError
@@ -221,8 +220,6 @@ def pretrain_segmentation(
     tiles = tile_sample(sources, labels, size, stride)
     tiles = [t for t in tiles if (t[1] >= 0).any()]
     dataset = ArrayPatchDataset(tiles, normalise=normalise)
-    if not isinstance(config, SegmentationConfig):
-        check_segmentation_options(config)
     cfg = config if isinstance(config, SegmentationConfig) else \
         SegmentationConfig.from_dict(config)
     prefixes = list(head_prefixes) if head_prefixes is not None else \

@@ -137,15 +137,10 @@ def train_segmentation_run(
     """
     import torch
 
-    from cropscope.engine.segmentation import (
-        SegmentationConfig,
-        check_segmentation_options,
-        train_segmentation,
-    )
+    from cropscope.engine.segmentation import SegmentationConfig, train_segmentation
     from cropscope.models.networks import create_network
 
     kwargs = dict(network_kwargs or {})
-    check_segmentation_options(config)
     if recipe == "official":
         from cropscope.engine.recipe import official_recipe
 
@@ -332,7 +327,7 @@ def pretrain_encoder_run(
     import torch
 
     from cropscope.data.readers.h5patches import compute_band_stats
-    from cropscope.engine.segmentation import SegmentationConfig, check_segmentation_options
+    from cropscope.engine.segmentation import SegmentationConfig
     from cropscope.errors import DataError
     from cropscope.models.networks import create_network
     from cropscope.training.pretraining import (
@@ -353,7 +348,6 @@ def pretrain_encoder_run(
     stats = compute_band_stats([(dict(cube), codes)]) if normalise else None
     kwargs = {"sources": {k: int(v.shape[1]) for k, v in cube.items()},
               "num_classes": len(code_list), **dict(network_kwargs or {})}
-    check_segmentation_options(config)
     cfg = SegmentationConfig.from_dict(dict(config or {}))
     spec = network_spec("pretrained-encoder", network, kwargs,
                         classes=[str(c) for c in code_list], bands=bands,
