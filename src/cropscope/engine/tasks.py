@@ -478,18 +478,15 @@ class SegmentationTask(L.LightningModule):
         self._val_loss, self._val = None, []
         if float(loss[1]) == 0 or not cms:
             raise ModelError("no samples to evaluate")
-        per_level = []
-        for cm in cms:
-            k = math.isqrt(cm.numel())
-            per_level.append(segmentation_scores(cm.reshape(k, k)))
+        squares = [cm.reshape(math.isqrt(cm.numel()), -1) for cm in cms]
+        per_level = [segmentation_scores(cm) for cm in squares]
         fine = per_level[-1]
         out = {"val_loss": float(loss[0]) / max(float(loss[1]), 1.0)}
         for key in ("overall_accuracy", "miou", "macro_f1"):
             out[f"val_{key}"] = fine[key]
         monitor = self.cfg.monitor
         if monitor == "mfscore":
-            vals = [reference_fscore(cm.reshape(math.isqrt(cm.numel()), -1).numpy())
-                    for cm in cms]
+            vals = [reference_fscore(cm.numpy()) for cm in squares]
             out["val_mfscore"] = vals[-1]
         else:
             vals = [s[monitor] for s in per_level]
