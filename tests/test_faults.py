@@ -5,9 +5,9 @@ is refused with a clear message; run again, they deliver the uninterrupted resul
 Every cropscope writer puts a finished file in place with ``os.replace`` (``atomic_path``,
 staged runs, the map delivery), so the points are "the k-th ``os.replace`` of the call", k
 drawn (seeded) from all of them, the last one always included. The process is "killed" there
-by an exception no library code catches (a :class:`BaseException`, like ``KeyboardInterrupt``);
-the real ``kill -9`` of a map job is in ``tests/mapping/test_job.py`` and
-``tests/mapping/test_dask.py``.
+by an exception no library code catches (a :class:`BaseException`, like ``KeyboardInterrupt``).
+A real ``kill -9`` of ``cropscope train`` at seeded moments is here too; that of map jobs is
+in ``tests/mapping/test_job.py`` and ``tests/mapping/test_dask.py``.
 """
 
 from __future__ import annotations
@@ -116,6 +116,54 @@ def test_training_stopped_anywhere_is_refused_or_complete_and_resumes(
 
 
 @pytest.mark.slow
+def test_cli_training_killed_with_sigkill_is_refused_or_complete_and_resumes(
+        tmp_path: Path) -> None:
+    """The real thing: ``cropscope train`` killed with SIGKILL (no clean-up handler runs) at
+    seeded moments of its run, over an older complete run at ``--out``. Afterwards ``--out``
+    holds the old run untouched, nothing loadable, or the complete new run; the same
+    command run again resumes and gives exactly the uninterrupted run's probabilities."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from cropscope.training.rundir import load_run, train_run
+
+    ts = make_toy_set(n_per_class=15)
+    table = tmp_path / "samples.csv"
+    ts.to_long().drop(columns="valid").to_csv(table, index=False)
+
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-m", "cropscope.cli.main", "train", "--table", str(table),
+                "--model", "tempcnn", "--out", str(out), "--threads", "1", "--holdout",
+                "0.25", "--set", "epochs=8", "--set", "batch_size=16", "--set", "hidden=8",
+                "--set", "filters=4", "--set", "device=cpu"]  # fmt: skip
+
+    start = time.perf_counter()
+    subprocess.run(command(tmp_path / "ref"), check=True, capture_output=True, timeout=600)
+    duration = time.perf_counter() - start
+    want = load_run(tmp_path / "ref").predict_proba(ts)
+    rng = random.Random(7)
+    outcomes = []
+    for i in range(2):
+        out = tmp_path / f"run{i}"
+        train_run(ts, "logreg", out, holdout=0)  # an older, complete run at the target
+        old = run_state(out)
+        proc = subprocess.Popen(command(out), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(duration * rng.uniform(0.5, 1.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        state = run_state(out)
+        outcomes.append("old" if state == old else "none" if state is None else "new")
+        if state not in (old, None):  # it had finished: the complete new run
+            np.testing.assert_array_equal(load_run(out).predict_proba(ts), want)
+        subprocess.run(command(out), check=True, capture_output=True, timeout=600)
+        np.testing.assert_array_equal(load_run(out).predict_proba(ts), want)
+    print("outcomes after SIGKILL:", outcomes)
+
+
+@pytest.mark.slow
 def test_segmentation_training_stopped_anywhere_is_refused_then_resumes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Segmentation and H2Crop runs share this path (``train_segmentation_run``)."""
@@ -151,6 +199,39 @@ def test_segmentation_training_stopped_anywhere_is_refused_then_resumes(
         for (key, a), b in zip(got.network.state_dict().items(),
                                want.network.state_dict().values(), strict=True):
             torch.testing.assert_close(a, b, msg=key)
+
+
+@pytest.mark.slow
+def test_h2crop_training_stopped_anywhere_is_refused_then_identical(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``train_h2crop`` (the H2Crop protocol: run folder, test reports) stopped at any of its
+    writes leaves nothing ``load_h2crop_run`` accepts; run again, it gives the uninterrupted
+    network."""
+    torch = pytest.importorskip("torch")
+    from cropscope.data.readers.h2crop import generate_h2crop
+    from cropscope.training.h2crop import load_h2crop_run, train_h2crop
+
+    torch.set_num_threads(1)
+    root = generate_h2crop(tmp_path / "data", 6, size=24, hyper_size=8, hyper_bands=12,
+                           months=4, seed=0)
+
+    def train(out: Path) -> None:
+        train_h2crop(root, "S2", months=4, out_dir=out, normalise="train", progress=False,
+                     training={"epochs": 2, "batch_size": 2, "device": "cpu", "seed": 0})
+
+    train(tmp_path / "ref")
+    want = load_h2crop_run(tmp_path / "ref").state_dict()
+    total = count_replaces(lambda: train(tmp_path / "count"), monkeypatch)
+    assert total > 3
+    for i, k in enumerate(points(total, 3, seed=2)):
+        out = tmp_path / f"run{i}"
+        killed_at(k, lambda out=out: train(out), monkeypatch)
+        with pytest.raises(ModelError, match=r"not a complete run|no run\.json|not found"):
+            load_h2crop_run(out)
+        train(out)
+        got = load_h2crop_run(out).state_dict()
+        for key, value in want.items():
+            torch.testing.assert_close(got[key], value, msg=key)
 
 
 # ---------------------------------------------------------------------------- map jobs

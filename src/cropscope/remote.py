@@ -46,6 +46,7 @@ __all__ = [
     "search_roots",
     "sha256_file",
     "verify_listed",
+    "write_checksum_list",
 ]
 
 #: whether files are all present (``local``), one is absent or one has the wrong size/hash
@@ -358,6 +359,36 @@ def listed_sha256(path: str | Path) -> tuple[str, Path] | None:
             break
         folder = folder.parent
     return None
+
+
+def write_checksum_list(folder: str | Path, *, progress: bool = False) -> tuple[Path, int]:
+    """Record the SHA-256 of every file under ``folder`` in ``folder/MANIFEST.sha256``
+    (``sha256sum`` format, paths relative to the folder, sorted), written atomically; every
+    later read of those files through cropscope is then verified (:func:`verify_listed`).
+    Hidden files and existing checksum lists are left out. Returns the list and its number
+    of files. Files an existing list names must still match it: a folder is not re-sealed
+    over a damaged file (:class:`~cropscope.errors.DataError`)."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"not a folder: {folder}")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in CHECKSUM_LISTS
+                   and not any(part.startswith(".")
+                               for part in p.relative_to(folder).parts))
+    if not files:
+        raise DataError(f"no files to seal in {folder}")
+    lines = []
+    bar = _progress_bar(sum(p.stat().st_size for p in files), "hashing", progress)
+    try:
+        for path in files:
+            verify_listed(path)
+            lines.append(f"{cached_sha256(path)}  ./{path.relative_to(folder).as_posix()}\n")
+            bar.update(path.stat().st_size)
+    finally:
+        bar.close()
+    target = folder / CHECKSUM_LISTS[0]
+    with atomic_path(target) as tmp:
+        tmp.write_text("".join(lines), encoding="utf-8")
+    return target, len(files)
 
 
 def verify_listed(path: str | Path) -> None:

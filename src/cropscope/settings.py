@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DATA_DIR_ENV", "MEMORY_LIMIT_ENV", "check_memory", "check_options", "data_dir",
-           "format_bytes", "memory_limit"]
+__all__ = ["DATA_DIR_ENV", "MEMORY_LIMIT_ENV", "check_array_memory", "check_memory",
+           "check_options", "data_dir", "format_bytes", "memory_limit"]
 
 #: Environment variable naming the local data directory.
 DATA_DIR_ENV = "CROPSCOPE_DATA_DIR"
@@ -87,6 +87,26 @@ def check_memory(nbytes: float, what: str) -> None:
     if nbytes > limit:
         raise DataError(f"{what} would need {format_bytes(nbytes)} of memory, more than the "
                         f"limit of {format_bytes(limit)} (${MEMORY_LIMIT_ENV} sets it)")
+
+
+def check_array_memory(arrays: Any, what: str) -> None:
+    """:func:`check_memory` for arrays a file declares but has not read yet: ``arrays`` is
+    one object with ``shape`` and ``dtype`` (an HDF5 dataset, a lazy xarray variable) or
+    an iterable of such objects or of ``(shape, dtype)`` pairs. Their total size is checked before
+    any of them is read, so a small file that declares a huge array is refused."""
+    import numpy as np
+
+    if hasattr(arrays, "shape"):
+        arrays = [arrays]
+    total = 0.0
+    for item in arrays:
+        shape, dtype = ((item.shape, item.dtype) if hasattr(item, "shape") else item)
+        try:
+            itemsize = np.dtype(dtype).itemsize
+        except TypeError:
+            itemsize = 8  # object / variable-length: at least a pointer each
+        total += float(np.prod([float(n) for n in shape], dtype=np.float64)) * max(itemsize, 1)
+    check_memory(total, what)
 
 
 # ---------------------------------------------------------------------------- option values

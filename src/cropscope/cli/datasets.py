@@ -33,6 +33,21 @@ def list_cmd() -> None:
     Console().print(table)
 
 
+@datasets.command("seal")
+@click.argument("folder", type=click.Path(file_okay=False))
+def seal_cmd(folder: str) -> None:
+    """Write FOLDER/MANIFEST.sha256 with the sha256 of every file in FOLDER.
+
+    Every later read of those files by cropscope checks them against it, so a damaged or
+    modified input (a JPEG2000 or GeoTIFF with flipped bytes decodes without any error)
+    is refused instead of mapped.
+    """
+    from cropscope.remote import write_checksum_list
+
+    path, n = write_checksum_list(folder, progress=True)
+    click.echo(f"sealed {n} files: {path}")
+
+
 @datasets.command("show")
 @click.argument("name")
 @click.option("--split", default=None, help="Split to load (if the dataset has splits).")

@@ -16,6 +16,7 @@ import numpy as np
 import xarray as xr
 
 from cropscope.errors import DataError
+from cropscope.settings import check_array_memory
 from cropscope.weather.geometry import G0
 
 __all__ = ["CANONICAL", "open_weather", "spatial_slices", "standardize"]
@@ -145,6 +146,9 @@ def open_weather(path: str | Path, variables: Sequence[str] | None = None,
         raise
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
+    # declared sizes first: the fields are converted to float64 and loaded whole
+    check_array_memory([(v.shape, "f8") for v in ds.variables.values()],
+                       f"weather file {path.name}")
     ds = standardize(ds, variables)
     return ds.load()
 

@@ -43,6 +43,7 @@ import numpy as np
 
 from cropscope.data.readers.h5patches import BandStats, compute_band_stats, find_h5_samples
 from cropscope.errors import DataError
+from cropscope.settings import check_array_memory
 
 if TYPE_CHECKING:
     from cropscope.taxonomy.tree import Taxonomy
@@ -349,7 +350,11 @@ class H2CropDataset:
                                 f"has {n_levels} levels")
             out: dict[str, np.ndarray] = {}
             t = n_months if self.months is None else self.months
-            out["S2"] = np.asarray(f[found["S2"]][:t])
+            s2 = f[found["S2"]]
+            check_array_memory([((t, *s2.shape[1:]), s2.dtype),
+                                *(f[k] for c, k in found.items() if c != "S2")],
+                               f"H2Crop sample {path.name}")
+            out["S2"] = np.asarray(s2[:t])
             if self.with_hyper:
                 out["EnMAP"] = np.asarray(f[found["EnMAP"]][()])
             sel = [v - 1 for v in self.levels]

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from cropscope.errors import DataError
+from cropscope.settings import check_array_memory
 
 __all__ = [
     "ArrayPatchDataset",
@@ -209,6 +210,7 @@ class H5PatchDataset:
             if absent:
                 raise DataError(f"{path.name}: missing dataset(s) {absent}; the file has "
                                 f"{keys}")
+            check_array_memory([f[k] for k in wanted], f"patch file {path.name}")
             sources = {k: np.asarray(f[k][()]) for k in self.sources}
             label = np.asarray(f[self.label_key][()])
         _check_sample(path.name, sources, label)

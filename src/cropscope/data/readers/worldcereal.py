@@ -29,6 +29,7 @@ import numpy as np
 
 from cropscope.data.readers.h5patches import tile_sample
 from cropscope.errors import DataError
+from cropscope.settings import check_array_memory
 
 __all__ = [
     "CROPTYPE_CLASSES",
@@ -67,6 +68,7 @@ def _classification(path: Path) -> tuple[list[str], np.ndarray]:
         raise DataError(f"classification file not found: {path}")
     with xr.open_dataset(path) as ds:
         var = next(iter(ds.data_vars))
+        check_array_memory(ds[var], f"classification file {path.name}")
         bands = [str(b) for b in ds["bands"].values]
         values = np.asarray(ds[var].values)
     return bands, values
@@ -146,6 +148,7 @@ def load_worldcereal_patch(
     if s1_scaling not in ("db", "raw"):
         raise DataError(f"s1_scaling must be 'db' or 'raw', got {s1_scaling!r}")
     with xr.open_dataset(folder / INPUTS_FILE) as ds:
+        check_array_memory([ds[v] for v in ds.data_vars], f"patch inputs {INPUTS_FILE}")
         s2 = np.stack([ds[f"S2-L2A-{b}"].values for b in S2_BANDS], axis=1)
         s1 = np.stack([ds[f"S1-SIGMA0-{b}"].values for b in S1_BANDS], axis=1)
         dates = np.asarray(ds["t"].values).astype("datetime64[D]")

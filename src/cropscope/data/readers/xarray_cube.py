@@ -41,6 +41,7 @@ from cropscope.data.readers.cube import (
     resolve_window,
 )
 from cropscope.errors import DataError
+from cropscope.settings import check_array_memory
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -378,7 +379,10 @@ class XarrayCubeSource(GridShape):
         _, _, transform = resolve_window(window, self.height, self.width, self.transform)
         ds = self._dataset()
         try:
-            parts = [v.to_numpy() for v in self.lazy_window(ds, window)]
+            lazy = self.lazy_window(ds, window)
+            check_array_memory([*lazy, *(((v.size,), "f4") for v in lazy)],
+                               f"cube {self.path.name}")  # the values, then as float32
+            parts = [v.to_numpy() for v in lazy]
         except (OSError, RuntimeError) as exc:
             raise DataError(f"cannot read {self.path}: {exc}") from None
         finally:

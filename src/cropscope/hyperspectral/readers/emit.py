@@ -21,6 +21,7 @@ import numpy as np
 
 from cropscope.errors import DataError
 from cropscope.hyperspectral.readers._scene import apply_scale, build_scene
+from cropscope.settings import check_array_memory
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -79,6 +80,10 @@ def read_emit_netcdf(path: str | Path, *, orthorectify: bool = False,
             raise DataError(f"{path} is not an EMIT product (needs reflectance or radiance "
                             "and the sensor_band_parameters group)")
         var = f[name]
+        location = f["location"] if "location" in f else None
+        check_array_memory([var, *(location[k] for k in ("glt_x", "glt_y", "lat", "lon")
+                                   if location is not None and k in location)],
+                           f"EMIT product {path.name}")
         raw = var[()]
         fill = var.attrs.get("_FillValue")
         fill_value = float(np.asarray(fill).ravel()[0]) if fill is not None else None
@@ -90,7 +95,6 @@ def read_emit_netcdf(path: str | Path, *, orthorectify: bool = False,
         fwhm = np.asarray(bands["fwhm"][()], dtype=np.float64) if "fwhm" in bands else None
         good = (np.asarray(bands["good_wavelengths"][()]) if "good_wavelengths" in bands
                 else None)
-        location = f["location"] if "location" in f else None
         glt = None
         latlon = None
         if location is not None and "glt_x" in location and "glt_y" in location:

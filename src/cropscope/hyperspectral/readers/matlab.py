@@ -24,6 +24,7 @@ from cropscope.hyperspectral.readers._scene import (
     read_band_table,
     to_nanometres,
 )
+from cropscope.settings import check_array_memory
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -53,8 +54,19 @@ def _is_v73(path: Path) -> bool:
     return bool(h5py.is_hdf5(path))
 
 
+# bytes per element of each MATLAB class, for the memory check before loading (cell arrays,
+# structs and others count as 8 bytes per element: at least a pointer each)
+_MAT_CLASS_DTYPES = {
+    "double": "f8", "single": "f4", "int8": "i1", "uint8": "u1", "int16": "i2",
+    "uint16": "u2", "int32": "i4", "uint32": "u4", "int64": "i8", "uint64": "u8",
+    "logical": "u1", "char": "u2",
+}
+
+
 def load_mat_variables(path: Path) -> dict[str, np.ndarray]:
-    """Every numeric array of a .mat file, in MATLAB's axis order."""
+    """Every numeric array of a .mat file, in MATLAB's axis order. The arrays' declared
+    sizes are checked against the memory limit (:func:`~cropscope.settings.check_array_memory`)
+    before anything is read."""
     if not path.is_file():
         raise DataError(f"file not found: {path}")
     out: dict[str, np.ndarray] = {}
@@ -63,9 +75,10 @@ def load_mat_variables(path: Path) -> dict[str, np.ndarray]:
 
         try:
             with h5py.File(path, "r") as f:
-                for key, item in f.items():
-                    if key.startswith("#") or not isinstance(item, h5py.Dataset):
-                        continue
+                items = [(k, v) for k, v in f.items()
+                         if not k.startswith("#") and isinstance(v, h5py.Dataset)]
+                check_array_memory([v for _, v in items], f"MATLAB file {path.name}")
+                for key, item in items:
                     arr = item[()]
                     if isinstance(arr, np.ndarray) and arr.dtype.kind in "biuf":
                         out[key] = arr.T  # HDF5 holds MATLAB's column-major array reversed
@@ -75,6 +88,9 @@ def load_mat_variables(path: Path) -> dict[str, np.ndarray]:
     import scipy.io
 
     try:
+        declared = scipy.io.whosmat(path)
+        check_array_memory([(shape, _MAT_CLASS_DTYPES.get(cls, "f8"))
+                            for _, shape, cls in declared], f"MATLAB file {path.name}")
         content = scipy.io.loadmat(path)
     except (ValueError, NotImplementedError, OSError) as exc:
         raise DataError(f"cannot read MATLAB file {path}: {exc}") from None
