@@ -25,6 +25,7 @@ def cli() -> None:
 def _register() -> None:
     from cropscope.cli import (
         assessment,
+        cube,
         datasets,
         demo,
         evaluate,
@@ -41,6 +42,7 @@ def _register() -> None:
     )
 
     cli.add_command(datasets.datasets)
+    cli.add_command(cube.cube)
     cli.add_command(models.models)
     cli.add_command(train.train)
     cli.add_command(evaluate.evaluate)

@@ -14,7 +14,8 @@ from cropscope.cli._common import log
               help="Run directory: 'cropscope train', 'segment train' or 'h2crop train'.")
 @click.option("--input", "input_path", type=click.Path(path_type=Path), required=True,
               help="A long table (CSV/Parquet) of samples, or an image cube: a directory "
-                   "or glob of single-date rasters.")
+                   "or glob of single-date rasters, a NetCDF/Zarr cube, a STAC catalog or a "
+                   "STAC API search file ('cropscope cube build --save-search').")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), required=True,
               help="Output: a table (CSV/Parquet) for samples, a GeoTIFF for a cube.")
 @click.option("--id-col", default="sample_id", show_default=True)

@@ -9,7 +9,10 @@
   :class:`~cropscope.data.readers.xarray_cube.XarrayCubeSource`;
 - a STAC ``catalog.json``/``collection.json``/item ``.json``, or a folder holding a
   ``catalog.json``/``collection.json``:
-  :class:`~cropscope.data.readers.stac.StacCubeSource` (``bands=`` required).
+  :class:`~cropscope.data.readers.stac.StacCubeSource` (``bands=`` required);
+- a STAC API *search file* (a ``.json`` object with a ``stac_api`` URL, the bands and the
+  search, see :class:`~cropscope.data.readers.stac_api.StacSearch`): the items the search
+  finds, read over HTTP.
 
 ``mask_band`` applies a per-date validity mask (default invalid classes: Sentinel-2 SCL,
 :data:`~cropscope.data.readers.masks.SCL_INVALID`) and drops the mask band; ``target``
@@ -34,8 +37,9 @@ _STAC_NAMES = ("catalog.json", "collection.json")
 
 
 def input_kind(input: str | Path | Sequence[str | Path]) -> str:
-    """``"rasters"``, ``"xarray"`` or ``"stac"``: what :func:`open_cube_source` opens
-    ``input`` as (a :class:`~cropscope.errors.DataError` when none fits)."""
+    """``"rasters"``, ``"xarray"``, ``"stac"`` or ``"stac-api"``: what
+    :func:`open_cube_source` opens ``input`` as (a :class:`~cropscope.errors.DataError` when
+    none fits)."""
     if not isinstance(input, str | Path):
         if isinstance(input, Sequence) and input:
             return "rasters"
@@ -55,7 +59,9 @@ def input_kind(input: str | Path | Sequence[str | Path]) -> str:
     if suffix == ".json":
         if not path.is_file():
             raise DataError(f"STAC file not found: {path}")
-        return "stac"
+        from cropscope.data.readers.stac_api import is_search_file
+
+        return "stac-api" if is_search_file(path) else "stac"
     if path.is_dir():
         if any((path / n).is_file() for n in _STAC_NAMES):
             return "stac"
@@ -109,6 +115,25 @@ def open_cube_source(
             raise DataError("scale must not be 0 (every value would become 0)")
     kind = input_kind(input)
     source: CubeLike
+    if kind == "stac-api":
+        import dataclasses
+
+        from cropscope.data.readers.stac_api import StacSearch, open_search
+
+        assert isinstance(input, str | Path)  # input_kind: a search file is one path
+        search = StacSearch.from_json(input)
+        given = {k: v for k, v in {**options, "mask_band": mask_band}.items()
+                 if v is not None}
+        unknown = sorted(set(given) - set(StacSearch.__dataclass_fields__))
+        if unknown:
+            raise DataError(f"bad option for a STAC API search: {unknown}")
+        if "bands" in given:
+            given["bands"] = [str(b) for b in given["bands"]]
+        try:
+            search = dataclasses.replace(search, **given)
+        except TypeError as exc:
+            raise DataError(f"bad option for a STAC API search: {exc}") from None
+        return open_search(search, target=target, invalid=invalid)
     if kind == "stac":
         from cropscope.data.readers.stac import StacCubeSource
 

@@ -1,4 +1,7 @@
-"""Local static STAC catalogs read window by window with pystac and odc-stac.
+"""STAC items read window by window with odc-stac: local static catalogs
+(:meth:`StacCubeSource.open`) and the items of a STAC API search
+(:meth:`StacCubeSource.from_items`, through :mod:`~cropscope.data.readers.stac_api`; their
+assets are read over HTTP range requests when their ``href`` is a URL).
 
 A catalog (``catalog.json``), a collection (``collection.json``) or a single item file,
 with items holding one asset per band (local files; relative ``href``\\s are resolved
@@ -182,13 +185,6 @@ class StacCubeSource(GridShape):
         exact output grid (anything :meth:`Grid.of <cropscope.data.readers.grid.Grid.of>`
         takes), instead of ``crs``/``resolution``/``bbox``.
         """
-        import odc.stac
-
-        bands = [str(b) for b in bands]
-        if not bands:
-            raise DataError("give the bands (asset keys) to read")
-        if mask_band is not None and mask_band in bands:
-            raise DataError(f"mask band {mask_band!r} is also among bands")
         items = read_stac_items(catalog_path)
         if collection is not None:
             items = [it for it in items if it.collection_id == collection]
@@ -206,10 +202,45 @@ class StacCubeSource(GridShape):
             items = [it for it in items if it.bbox is None or _intersects(it.bbox, bbox)]
         if not items:
             raise DataError(f"no STAC items left in {catalog_path} after filtering")
+        return cls.from_items(items, origin=str(catalog_path), bands=bands, crs=crs,
+                              resolution=resolution, bbox=bbox, mask_band=mask_band,
+                              invalid=invalid, scale=scale, groupby=groupby,
+                              resampling=resampling, target=target)
+
+    @classmethod
+    def from_items(
+        cls,
+        items: list[pystac.Item],
+        *,
+        origin: str,
+        bands: Sequence[str],
+        crs: Any = None,
+        resolution: float | None = None,
+        bbox: Sequence[float] | None = None,
+        mask_band: str | None = None,
+        invalid: Invalid = SCL_INVALID,
+        scale: float | Mapping[str, float] | None = None,
+        groupby: str = "solar_day",
+        resampling: str = "bilinear",
+        target: Any = None,
+    ) -> StacCubeSource:
+        """The cube of ``items`` (from a local catalog or a STAC API search, ``origin``
+        naming it in messages); the options are :meth:`open`'s."""
+        import odc.stac
+
+        bands = [str(b) for b in bands]
+        if not bands:
+            raise DataError("give the bands (asset keys) to read")
+        if mask_band is not None and mask_band in bands:
+            raise DataError(f"mask band {mask_band!r} is also among bands")
+        if not items:
+            raise DataError(f"no STAC items in {origin}")
+        if any(_is_remote(a.href) for it in items for a in it.assets.values()):
+            _configure_remote_reads()
         load_bands = [*bands, *([mask_band] if mask_band else [])]
         absent = sorted({b for it in items for b in load_bands if b not in it.assets})
         if absent:
-            raise DataError(f"assets {absent} missing from some items of {catalog_path}")
+            raise DataError(f"assets {absent} missing from some items of {origin}")
         methods = {b: ("nearest" if b.upper() in CATEGORICAL_BANDS or b == mask_band
                        else resampling) for b in load_bands}  # fmt: skip
         kwargs: dict[str, Any] = {}
@@ -231,7 +262,7 @@ class StacCubeSource(GridShape):
                 ds = odc.stac.load(items, bands=load_bands, groupby=groupby, chunks={},
                                    resampling=methods, dtype="float32", **kwargs)  # fmt: skip
         except Exception as exc:  # odc-stac raises several types for bad inputs
-            raise DataError(f"odc-stac cannot load {catalog_path}: {exc}") from None
+            raise DataError(f"odc-stac cannot load {origin}: {exc}") from None
         gbox = ds.odc.geobox
         if gbox.crs is None:
             raise DataError("the STAC items have no CRS; give crs= and resolution=")
@@ -252,13 +283,25 @@ class StacCubeSource(GridShape):
 
     @property
     def files(self) -> list[Path]:
-        """The local files of the bands' assets, item by item."""
+        """The local files of the bands' assets, item by item (remote assets left out)."""
         out = []
         for item in self._items:
             for b in self._load_bands:
                 href = item["assets"][b]["href"]
-                out.append(Path(href[7:] if href.startswith("file://") else href))
+                if not _is_remote(href):
+                    out.append(Path(href[7:] if href.startswith("file://") else href))
         return out
+
+    @property
+    def n_items(self) -> int:
+        """How many STAC items the cube reads."""
+        return len(self._items)
+
+    @property
+    def urls(self) -> list[str]:
+        """The remote (http/https/s3/...) hrefs of the bands' assets, item by item."""
+        return [item["assets"][b]["href"] for item in self._items for b in self._load_bands
+                if _is_remote(item["assets"][b]["href"])]
 
     def _pystac_items(self) -> list[pystac.Item]:
         import pystac
@@ -304,7 +347,12 @@ class StacCubeSource(GridShape):
                 if i is None:
                     continue
                 for c, b in enumerate(bands):
-                    data[i, c] = ds[b].values[j]
+                    values = ds[b].values[j]
+                    nodata = ds[b].attrs.get("nodata")
+                    if nodata is not None and not np.isnan(nodata):
+                        values = np.where(values == np.float32(nodata), np.float32(np.nan),
+                                          values)  # odc-stac keeps the assets' nodata value
+                    data[i, c] = values
         for c, (factor, offset) in enumerate(self._factors):
             if factor != 1.0 or offset != 0.0:
                 data[:, c] = data[:, c] * np.float32(factor) + np.float32(offset)
@@ -313,6 +361,19 @@ class StacCubeSource(GridShape):
         if self.mask_band is not None:
             cube = apply_mask(cube, self.mask_band, self.invalid)
         return cube
+
+
+def _is_remote(href: str) -> bool:
+    return "://" in href and not href.startswith("file://")
+
+
+def _configure_remote_reads() -> None:
+    """GDAL settings for reading COGs over HTTP range requests (no directory listing, a
+    few retries), set once per process (odc-stac passes them to every rasterio read)."""
+    import odc.stac
+
+    odc.stac.configure_rio(cloud_defaults=True, GDAL_HTTP_MAX_RETRY=3,
+                           GDAL_HTTP_RETRY_DELAY=0.5, GDAL_HTTP_TIMEOUT=60)
 
 
 def _band_scaling(
