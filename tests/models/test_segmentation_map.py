@@ -179,3 +179,45 @@ def test_h2crop_runs_map_in_the_s2_configuration(tmp_path: Path) -> None:
                  progress=False)
     with pytest.raises(ModelError, match=r"only the S2 configuration|single-source"):
         SegmentationRunModel.from_run(tmp_path / "s2h")
+
+
+class _FailsAbove(torch.nn.Module):
+    """The network, raising CUDA's out-of-memory error for more than ``limit`` windows."""
+
+    def __init__(self, inner: torch.nn.Module, limit: int) -> None:
+        super().__init__()
+        self.inner, self.limit, self.failures = inner, limit, 0
+
+    def forward(self, inputs: dict) -> object:
+        if len(next(iter(inputs.values()))) > self.limit:
+            self.failures += 1
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9 GiB")
+        return self.inner(inputs)
+
+
+def test_windows_predict_in_batches(trained: tuple[Path, Path]) -> None:
+    from cropscope.engine.inference import InferenceMemoryError, InferenceSettings
+
+    scene, run = trained
+    model = load_run_model(run)
+    x = read_cube(scene).values.astype(np.float32)  # [T, C, H, W], with NaN gaps
+    s = 16
+    windows = np.stack([x[..., :s, :s], x[..., 8 : 8 + s, 4 : 4 + s], x[..., -s:, -s:]])
+    one_by_one = np.stack([model.predict_scene(w) for w in windows])
+    assert one_by_one.shape == (3, 3, s, s)
+    model.set_inference(InferenceSettings(device="cpu", batch_size=1))
+    np.testing.assert_array_equal(model.predict_scenes(windows), one_by_one)
+    model.set_inference(InferenceSettings(device="cpu", batch_size=3))
+    together = model.predict_scenes(windows)
+    np.testing.assert_allclose(together, one_by_one, rtol=0, atol=1e-5)
+    assert model.predict_scenes(windows[:0]).shape == (0, 3, s, s)
+    # out of memory with three windows (3 // 2 = 1): one at a time, the same numbers
+    model.network = _FailsAbove(model.network, limit=1)
+    np.testing.assert_array_equal(model.predict_scenes(windows), one_by_one)
+    assert model.network.failures == 1
+    # not even one window fits: a typed error that says what to change
+    model.set_inference(InferenceSettings(device="cpu", batch_size=3))
+    model.network.limit = 0
+    with pytest.raises(InferenceMemoryError, match=r"batch of 1 .*--tile"):
+        model.predict_scene(windows[0])
+    assert isinstance(InferenceMemoryError("x"), ModelError)

@@ -2,7 +2,8 @@
 cropscope's options (:mod:`~cropscope.engine.runner`), the tasks (:mod:`~cropscope.engine.tasks`)
 and data modules (:mod:`~cropscope.engine.datamodules`), the recipe pieces
 (:mod:`~cropscope.engine.recipe`: schedules, balanced losses, CutMix), safe resumable
-checkpoints (:mod:`~cropscope.engine.checkpoints`), seeding, and the two loops built on them:
+checkpoints (:mod:`~cropscope.engine.checkpoints`), seeding, batched inference on the CPU
+or a GPU (:mod:`~cropscope.engine.inference`), and the two loops built on them:
 :func:`cropscope.engine.trainer.train_classifier` (pixel and patch classifiers) and
 :func:`cropscope.engine.segmentation.train_segmentation` (AgriFM, H2Crop).
 

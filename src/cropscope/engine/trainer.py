@@ -20,7 +20,8 @@ files, no pickle) is kept there, with a fingerprint of the training arrays and s
 process ends with the same weights as an uninterrupted training.
 
 Lightning is imported when training starts (it takes seconds to import), not when a trained
-model predicts.
+model predicts. Prediction (batched, on the CPU or a GPU) is :mod:`cropscope.engine.inference`;
+:func:`predict_logits` is re-exported here for the callers that import it from this module.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from cropscope.engine.checkpoints import (
     read_weights,
     set_rng_state,
 )
+from cropscope.engine.inference import predict_logits  # re-exported (its former home)
 from cropscope.engine.recipe import AugmentFn, balanced_class_weights
 from cropscope.engine.seeding import seed_everything
 from cropscope.errors import ModelError
@@ -114,39 +116,6 @@ def _clear_checkpoint(folder: Path) -> None:
     for path in (folder / BEST_FILE, st_path, js_path,
                  pending_path(st_path)):
         path.unlink(missing_ok=True)
-
-
-def _as_tensor(x: np.ndarray | None) -> torch.Tensor | None:
-    return None if x is None else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-
-
-def _call(module: nn.Module, xb: torch.Tensor, eb: torch.Tensor | None) -> Any:
-    return module(xb) if eb is None else module(xb, eb)
-
-
-@torch.inference_mode()
-def predict_logits(
-    module: nn.Module,
-    x: np.ndarray,
-    batch_size: int = 1024,
-    device: str | torch.device = "cpu",
-    extra: np.ndarray | None = None,
-) -> Any:
-    """Logits ``[N, K]`` (CPU) of ``module`` in eval mode, computed in batches; a list of
-    them (one per level) for a hierarchical module. ``extra`` is a second module input."""
-    module.eval()
-    xt, et = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), _as_tensor(extra)
-    out: list[Any] = []
-    for i in range(0, len(xt), batch_size):
-        eb = None if et is None else et[i : i + batch_size].to(device)
-        res = _call(module, xt[i : i + batch_size].to(device), eb)
-        out.append([r.float().cpu() for r in res] if isinstance(res, list | tuple)
-                   else res.float().cpu())
-    if not out:
-        raise ValueError("no samples to predict")
-    if isinstance(out[0], list):
-        return [torch.cat([o[k] for o in out]) for k in range(len(out[0]))]
-    return torch.cat(out)
 
 
 def train_classifier(

@@ -10,7 +10,8 @@ training centre pixels (stored in the model card with the wavelengths and the pa
 NaN (nodata, outside the image) → 0 after normalisation, and optional random flips /
 90-degree rotations of training batches (``augment``). Training reuses
 :func:`cropscope.training.train_classifier`; weights, ensembles (``n_models``) and loading
-come from :class:`TorchClassifier`.
+come from :class:`TorchClassifier`, and so does prediction (batched, with the batch size
+chosen from the memory a patch needs, settings through :meth:`TorchClassifier.set_inference`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import torch
 from cropscope.data.patches import PatchSet
 from cropscope.data.splits import train_val_split
 from cropscope.data.timeseries import TimeSeriesSet
-from cropscope.engine.trainer import predict_logits
 from cropscope.errors import DataError, ModelError
 from cropscope.models._torch import TorchClassifier, _gap_free
 from cropscope.models.base import Classifier, ModelCard
@@ -132,9 +132,7 @@ class PatchClassifier(TorchClassifier):
 
     def _patch_probas(self, data: PatchSet) -> list[np.ndarray]:
         """Per-level (or the one flat) probabilities of conformed patches."""
-        device = next(self.module.parameters()).device
-        logits = predict_logits(self.module, self._normalise(data.values), batch_size=256,
-                                device=device)
+        logits = self.predictor()(self.module, self._normalise(data.values))
         logits = logits if isinstance(logits, list) else [logits]
         return [torch.softmax(z, dim=1).numpy().astype(np.float32) for z in logits]
 

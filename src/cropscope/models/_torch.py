@@ -5,6 +5,12 @@ per-band normalisation (statistics stored in the model card), optional CropNet t
 augmentation of the training subset, the training loop, batched prediction and
 safetensors weights. A subclass supplies :meth:`~TorchClassifier.build_module` and
 :meth:`~TorchClassifier.to_input` (its input layout).
+
+Prediction runs on a :class:`~cropscope.engine.inference.BatchedPredictor`:
+:meth:`TorchClassifier.set_inference` gives it
+:class:`~cropscope.engine.inference.InferenceSettings` (device, batch size, AMP on CUDA,
+pinned memory); without them the model predicts where its weights are (``config["device"]``
+when loaded), with a batch size chosen from the memory budget, in float32 on the CPU.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from torch import nn
 from cropscope.augment import TemporalAugmentation, augment_training_set, infer_step_days
 from cropscope.data.splits import train_val_split
 from cropscope.data.timeseries import TimeSeriesSet
+from cropscope.engine.inference import BatchedPredictor, InferenceSettings
 from cropscope.engine.recipe import resolve_device
 from cropscope.engine.seeding import seed_everything
-from cropscope.engine.trainer import AugmentFn, predict_logits, train_classifier
+from cropscope.engine.trainer import AugmentFn, train_classifier
 from cropscope.errors import DataError, ModelError
 from cropscope.features.gapfill import interpolate_gaps_array
 from cropscope.io import atomic_path
@@ -43,6 +50,8 @@ __all__ = [
 ]
 
 WEIGHTS_FILE = "weights.safetensors"
+#: the end of the error when even one sample does not fit in memory
+_OOM_HINT = "the network does not fit on this device: predict on another one (--device cpu)"
 _AUGMENT_KEYS = {f.name for f in fields(TemporalAugmentation)}
 #: what one ensemble member trains on: inputs, labels ([N] or [N, L]), optional priors
 TrainData = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
@@ -100,6 +109,8 @@ class TorchClassifier(Classifier):
         if int(self.config["num_nodes"]) < 1 or not isinstance(self.config["strategy"], str):
             raise ModelError("num_nodes must be >= 1 and strategy a name (e.g. 'ddp')")
         self._module: nn.Module | None = None
+        self._inference: InferenceSettings | None = None
+        self._predictor: BatchedPredictor | None = None
 
     @classmethod
     def common_config(cls) -> dict[str, Any]:
@@ -147,6 +158,24 @@ class TorchClassifier(Classifier):
         if self._module is None:
             raise ModelError(f"model {self.name!r} is not fitted yet")
         return self._module
+
+    def set_inference(self, settings: InferenceSettings | None) -> None:
+        """Predict with ``settings`` from now on (device, batch size, AMP, pinned memory;
+        ``None``: the defaults, on the device the weights are on). The network moves to the
+        device at the next prediction."""
+        self._inference = settings
+        self._predictor = None
+
+    def predictor(self) -> BatchedPredictor:
+        """The batched predictor this model predicts with (see :meth:`set_inference`); it
+        keeps what it learns (a batch size reduced after an out-of-memory) until the network
+        or the settings change."""
+        if self._predictor is None:
+            settings = self._inference
+            if settings is None:
+                settings = InferenceSettings(device=str(next(self.module.parameters()).device))
+            self._predictor = BatchedPredictor(settings, hint=_OOM_HINT)
+        return self._predictor
 
     def augmentation(self) -> TemporalAugmentation:
         """The augmentation settings from ``augment_params``."""
@@ -358,6 +387,7 @@ class TorchClassifier(Classifier):
                 }
             )
         self._module = members[0] if n_models == 1 else EnsembleModule(members)
+        self._predictor = None  # a new network: nothing learnt about it yet
         card.extra.update(members=summaries)
         return n_train
 
@@ -372,9 +402,7 @@ class TorchClassifier(Classifier):
         return members[0] if len(members) == 1 else EnsembleModule(members)
 
     def _level_logits(self, ts: TimeSeriesSet) -> Any:
-        device = next(self.module.parameters()).device
-        return predict_logits(self.module, self._prepare(ts), device=device,
-                              extra=self._priors(ts))
+        return self.predictor()(self.module, self._prepare(ts), extra=self._priors(ts))
 
     def _predict_proba(self, ts: TimeSeriesSet) -> np.ndarray:
         if ts.n_samples == 0:
@@ -417,3 +445,4 @@ class TorchClassifier(Classifier):
         except RuntimeError as exc:
             raise ModelError(f"weights in {path} do not fit the model: {exc}") from None
         self._module = module.to(resolve_device(str(self.config["device"]))).eval()
+        self._predictor = None

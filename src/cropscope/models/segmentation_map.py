@@ -15,6 +15,13 @@ read with a halo (``context``, default 32 pixels) and the job cross-fades their 
 so there are no seams. Networks that pool time (AgriFM's default ``temporal="attention"``)
 take any number of dates; the run's time grid says what the network was trained on.
 
+Prediction runs on a :class:`~cropscope.engine.inference.BatchedPredictor`
+(:meth:`SegmentationRunModel.set_inference`: device, AMP on CUDA, pinned memory, batch size
+in windows): :meth:`~SegmentationRunModel.predict_scenes` takes several windows of one size
+``[B, T, C, H, W]`` at once; the probabilities are computed on the device (softmax in
+float32) and gathered on the host. A window that does not fit in the device's memory even
+alone is an error that says to use a smaller tile.
+
 Only runs whose inputs all come from one cube can map: a multi-source AgriFM run or an
 H2Crop run with EnMAP or priors is refused with the reason.
 """
@@ -27,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cropscope.engine.inference import BatchedPredictor, InferenceSettings
 from cropscope.errors import DataError, ModelError
 from cropscope.runs import RunDir, RunSpec, TimeGrid, open_run
 
@@ -37,6 +45,8 @@ __all__ = ["WEIGHTS_FILE", "SegmentationRunModel", "build_run_network", "load_ru
 
 #: the selected weights of a segmentation / H2Crop run (safetensors)
 WEIGHTS_FILE = "weights.safetensors"
+#: the end of the error when even one window does not fit in memory
+_OOM_HINT = "use a smaller map tile (--tile) or another device (--device cpu)"
 
 
 def build_run_network(spec: RunSpec) -> Any:
@@ -94,8 +104,9 @@ class SegmentationRunModel:
         self.context = int(context)
         self.level = int(level)
         self.nan_fill = float(nan_fill)
-        self.device = device
+        self.device = self._made_device = device
         self.network = network.eval()
+        self._predictor = BatchedPredictor(InferenceSettings(device=device), hint=_OOM_HINT)
         #: sha256 of the run's manifest (set by load_run_model): the map job's model identity
         self.run_digest: str | None = None
 
@@ -134,26 +145,44 @@ class SegmentationRunModel:
 
     def predict_scene(self, x: np.ndarray) -> np.ndarray:
         """``x [T, C, H, W]`` (bands as :attr:`bands`, NaN = nodata) → ``[K, H, W]``."""
-        import torch
-
         if x.ndim != 4 or x.shape[1] != len(self.bands):
             raise DataError(f"expected [T, {len(self.bands)}, H, W], got {list(x.shape)}")
+        return self.predict_scenes(x[None])[0]
+
+    def predict_scenes(self, x: np.ndarray) -> np.ndarray:
+        """Windows of one size ``x [B, T, C, H, W]`` (NaN = nodata) → ``[B, K, H, W]``, in
+        batches of the inference settings' ``batch_size`` windows."""
+        if x.ndim != 5 or x.shape[2] != len(self.bands):
+            raise DataError(f"expected [B, T, {len(self.bands)}, H, W], got {list(x.shape)}")
+        k = len(self.classes)
+        if len(x) == 0:
+            return np.zeros((0, k, *x.shape[-2:]), np.float32)
         values = x.astype(np.float32, copy=True)
         norm = self.spec.normalisation
         if norm is not None and self.source in norm["mean"]:
-            mean = np.asarray(norm["mean"][self.source], np.float32)[None, :, None, None]
+            mean = np.asarray(norm["mean"][self.source], np.float32)[:, None, None]
             std = np.asarray(norm["std"][self.source], np.float32)
-            std = np.where(std > 0, std, 1.0).astype(np.float32)[None, :, None, None]
-            values = (values - mean) / std
-        values = np.where(np.isfinite(values), values, np.float32(self.nan_fill))
-        device = torch.device(self.device)
-        net = self.network.to(device)
-        with torch.no_grad():
-            out = net({self.source: torch.from_numpy(values)[None].to(device)})
+            std = np.where(std > 0, std, 1.0).astype(np.float32)[:, None, None]
+            values -= mean
+            values /= std
+        values[~np.isfinite(values)] = np.float32(self.nan_fill)
+        source, level = self.source, self.level
+
+        def call(net: Any, xb: Any, _extra: Any) -> Any:
+            out = net({source: xb})
             if isinstance(out, list | tuple):
-                out = out[self.level]
-            proba = out.float().softmax(1)[0].cpu().numpy()
-        k = len(self.classes)
-        if proba.shape[0] != k:
-            raise ModelError(f"the network gives {proba.shape[0]} classes but the run names {k}")
-        return proba.astype(np.float32)
+                out = out[level]
+            return out.float().softmax(1)  # on the device, in float32
+
+        proba = self._predictor(self.network, values, call=call).numpy()
+        if proba.shape[1] != k:
+            raise ModelError(f"the network gives {proba.shape[1]} classes but the run names {k}")
+        return proba
+
+    def set_inference(self, settings: InferenceSettings | None) -> None:
+        """Predict with ``settings`` from now on (``batch_size`` counts windows; ``None``:
+        the defaults on the ``device`` the model was made with, float32 on a CPU)."""
+        if settings is None:
+            settings = InferenceSettings(device=self._made_device)
+        self.device = settings.device
+        self._predictor = BatchedPredictor(settings, hint=_OOM_HINT)
