@@ -60,6 +60,12 @@ from cropscope.cli._common import log
                    "the cube names them differently (e.g. S2-L2A-B02,... for B02,...).")
 @click.option("--composite", is_flag=True, default=False,
               help="Cube: median-composite the cube to the model's time grid first.")
+@click.option("--device", default=None,
+              help="Deep models: auto (CUDA when present), cpu, cuda or cuda:N (default: "
+                   "cpu; AMP on CUDA).")
+@click.option("--inference-batch", type=int, default=None, metavar="N",
+              help="Deep models: samples (segmentation: windows) per forward pass "
+                   "(default: sized to the device's memory; halved on out-of-memory).")
 @click.option("--colours", "colours_path", type=click.Path(path_type=Path), default=None,
               help="Cube: JSON/YAML file of class colours {class: '#rrggbb'} (default: "
                    "colours keyed to the class names).")
@@ -69,7 +75,8 @@ def predict(
     scheduler: str | None, resume: bool, mask_band: str | None, variables: str | None,
     nodata: float | None, parcels_path: Path | None, parcel_mode: str,
     parcels_out: Path | None, parcel_id: str | None, bands: str | None, composite: bool,
-    colours_path: Path | None = None,
+    colours_path: Path | None = None, device: str | None = None,
+    inference_batch: int | None = None,
 ) -> None:
     """Predict classes for samples (table) or for every pixel of a cube (map).
 
@@ -86,7 +93,8 @@ def predict(
         bands=[b.strip() for b in bands.split(",") if b.strip()] if bands else None,
         composite=composite, tile=tile, halo=halo, batch_size=batch_size, workers=workers,
         scheduler=scheduler, resume=resume, parcels=parcels_path, parcel_mode=parcel_mode,
-        parcels_out=parcels_out, parcel_id=parcel_id, colours=colours_path)
+        parcels_out=parcels_out, parcel_id=parcel_id, colours=colours_path, device=device,
+        inference_batch=inference_batch)
     if result.kind == "table":
         log(f"{result.n_rows} predictions written to {out_path}")
     elif result.kind == "parcels":

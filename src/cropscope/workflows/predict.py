@@ -107,6 +107,8 @@ def predict_run(
     parcel_id: str | None = None,
     progress: bool = True,
     colours: Mapping[str, str] | str | Path | None = None,
+    device: str | None = None,
+    inference_batch: int | None = None,
 ) -> PredictResult:
     """Apply the run at ``run_dir`` to a table or a cube (see the module docstring).
 
@@ -115,10 +117,17 @@ def predict_run(
     median-composite the cube to the model's time grid (the dates it was trained on, moved
     to the cube's year, or its regular grid) before mapping. ``colours``: class colours
     (``{class: "#rrggbb"}``, or a JSON/YAML file of them) over the name-keyed defaults.
+    ``device``/``inference_batch``: where and in what batches a deep model runs
+    (:class:`~cropscope.engine.inference.InferenceSettings`; ignored by other models).
     """
     from cropscope.models.runs import load_run_model
 
     model = load_run_model(run_dir)
+    if device is not None or inference_batch is not None:
+        from cropscope.engine.inference import InferenceSettings, configure_inference
+
+        configure_inference(model, InferenceSettings(device=device or "cpu",
+                                                     batch_size=inference_batch))
     out_path = Path(out_path)
     if is_table(input_path):
         if workers is not None or scheduler is not None:
