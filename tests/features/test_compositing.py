@@ -197,3 +197,92 @@ def test_composite_median_array_small_chunks_agree() -> None:
 def test_composite_median_array_rejects_float_days() -> None:
     with pytest.raises(DataError, match="integer"):
         composite_median_array(np.zeros((1, 3, 1)), np.array([0.0, 1.0, 2.0]), 1, 3)
+
+
+def loop_composite(values, day_index, window, n_windows, start_day=0, mask=None):
+    """Reference: per sample, window and band, np.median of the valid values (float32)."""
+    n, t, c = values.shape
+    days = np.broadcast_to(day_index, (n, t))
+    keep = np.ones((n, t), bool) if mask is None else mask
+    out = np.full((n, n_windows, c), np.nan, dtype=np.float32)
+    for i in range(n):
+        w = (days[i] - start_day) // window
+        for j in range(n_windows):
+            for b in range(c):
+                x = values[i, (w == j) & (days[i] >= start_day) & keep[i], b]
+                x = x[~np.isnan(x)]
+                if x.size:
+                    out[i, j, b] = np.median(x)
+    return out
+
+
+@pytest.mark.parametrize("n_bands", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_shared_dates_fast_path_matches_loop(n_bands: int, use_mask: bool) -> None:
+    """Shared dates: windows holding 0, 1, 2, 3 and up to 12 steps (every median formula),
+    unsorted dates, NaN per band and per step, all-NaN series, chunks that split the samples;
+    1-5 bands exercise every item size the kernel moves steps with (4, 8, 12, 16, 20 bytes)."""
+    rng = np.random.default_rng(10 * n_bands + use_mask)
+    n, t = 23, 40
+    counts = [1, 2, 3, 0, 4, 1, 5, 2, 12, 3, 3]  # steps per 5-day window, in window order
+    days = np.concatenate([w * 5 + rng.integers(0, 5, k) for w, k in enumerate(counts)])
+    days = np.concatenate([days, rng.integers(60, 90, t - len(days))])  # outside the grid too
+    perm = rng.permutation(t)
+    days = days[perm]
+    values = rng.normal(size=(n, t, n_bands)).astype(np.float32)
+    values[rng.random((n, t, n_bands)) < 0.25] = np.nan
+    values[rng.random((n, t)) < 0.2] = np.nan
+    values[3] = np.nan  # an all-NaN series
+    mask = rng.random((n, t)) > 0.3 if use_mask else None
+    ref = loop_composite(values, days, 5, len(counts), mask=mask)
+    for chunk in (None, 1, 4):
+        out = composite_median_array(values, days, 5, len(counts), mask=mask, chunk=chunk)
+        assert out.dtype == np.float32 and out.shape == ref.shape
+        np.testing.assert_array_equal(out, ref)
+    assert np.isnan(ref[3]).all() and np.isnan(ref[:, 3]).all()  # empty series and window
+
+
+def test_shared_dates_single_observation_windows() -> None:
+    """One step per window: the composite is the input, NaN stays NaN."""
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=(9, 6, 2)).astype(np.float32)
+    values[rng.random((9, 6, 2)) < 0.3] = np.nan
+    days = np.arange(6) * 10 + 3
+    out = composite_median_array(values, days, 10, 6)
+    np.testing.assert_array_equal(out, values)
+
+
+def test_shared_dates_degenerate_shapes() -> None:
+    days = np.arange(5)
+    empty = composite_median_array(np.zeros((0, 5, 2), np.float32), days, 2, 3)
+    assert empty.shape == (0, 3, 2)
+    no_windows = composite_median_array(np.ones((4, 5, 2), np.float32), days, 2, 0)
+    assert no_windows.shape == (4, 0, 2)
+    outside = composite_median_array(np.ones((4, 5, 2), np.float32), days, 2, 3, start_day=50)
+    assert outside.shape == (4, 3, 2) and np.isnan(outside).all()
+
+
+def test_shared_dates_non_contiguous_input() -> None:
+    rng = np.random.default_rng(8)
+    base = rng.normal(size=(12, 30, 6)).astype(np.float32)
+    base[rng.random(base.shape) < 0.2] = np.nan
+    view = base[::2, :, 1:5]  # strided samples and bands
+    days = np.sort(rng.integers(0, 60, 30))
+    out = composite_median_array(view, days, 10, 6)
+    np.testing.assert_array_equal(out, loop_composite(np.ascontiguousarray(view), days, 10, 6))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_per_sample_dates_match_loop(seed: int) -> None:
+    """Per-sample dates (the other kernel): duplicates, NaN, all-NaN series, a mask."""
+    rng = np.random.default_rng(seed)
+    n, t, c = 17, 25, 3
+    values = rng.normal(size=(n, t, c)).astype(np.float32)
+    values[rng.random((n, t, c)) < 0.3] = np.nan
+    values[5] = np.nan
+    days = rng.integers(0, 50, (n, t))
+    mask = rng.random((n, t)) > 0.2
+    ref = loop_composite(values, days, 7, 8, start_day=2, mask=mask)
+    for chunk in (None, 3):
+        out = composite_median_array(values, days, 7, 8, start_day=2, mask=mask, chunk=chunk)
+        np.testing.assert_array_equal(out, ref)

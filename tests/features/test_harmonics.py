@@ -12,7 +12,7 @@ from cropscope.features import (
     harmonic_feature_names,
     reconstruct_harmonics,
 )
-from cropscope.features.harmonics import _gram_map
+from cropscope.features.harmonics import _cholesky_solve_inplace, _gram_map
 
 
 def lstsq_reference(values, t, order, period=365.25):
@@ -155,3 +155,64 @@ def test_bad_arguments() -> None:
         fit_harmonics_array(np.zeros((2, 5, 1)), np.arange(5), order=-1)
     with pytest.raises(DataError):
         harmonic_design(np.arange(3), 1, period=0)
+
+
+def test_batched_cholesky_matches_numpy_solve() -> None:
+    """Batch-last in-place solve vs np.linalg.solve; singular systems are flagged."""
+    rng = np.random.default_rng(0)
+    p, r, batch = 5, 3, 40
+    a = rng.normal(size=(batch, 8, p))
+    gram = a.transpose(0, 2, 1) @ a  # SPD
+    gram[7] = np.outer(a[7, 0], a[7, 0])  # rank 1: must not pass
+    rhs = rng.normal(size=(batch, p, r))
+    ok = _cholesky_solve_inplace(
+        np.ascontiguousarray(gram.transpose(1, 2, 0)), x := rhs.transpose(1, 2, 0).copy()
+    )
+    assert not ok[7] and ok[np.arange(batch) != 7].all()
+    good = np.arange(batch) != 7
+    expected = np.linalg.solve(gram[good], rhs[good])
+    np.testing.assert_allclose(x.transpose(2, 0, 1)[good], expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_bands", [1, 3, 5])
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_fit_shared_times_edge_cases(n_bands: int, chunk: int | None) -> None:
+    """Shared times across sub-chunk and chunk boundaries (600 > 512 samples per pass), all-NaN
+    series, a series with exactly 2*order+1 observations, and shared-step and per-band gaps."""
+    rng = np.random.default_rng(n_bands)
+    n, nt, order = 600, 30, 2
+    p = 2 * order + 1
+    t = np.sort(rng.uniform(0, 365, nt))
+    values = rng.normal(size=(n, nt, n_bands)).astype(np.float32)
+    values[rng.random((n, nt)) < 0.3] = np.nan
+    values[4] = np.nan  # no observation
+    spread = np.linspace(0, nt - 1, p).astype(int)  # over the year: well conditioned
+    values[5] = np.nan  # exactly p observations
+    values[5, spread] = rng.normal(size=(p, n_bands))
+    values[6] = np.nan  # p - 1 observations
+    values[6, spread[1:]] = rng.normal(size=(p - 1, n_bands))
+    ref = lstsq_reference(values, t, order)
+    few = np.isfinite(values[:, :, 0]).sum(axis=1) < p
+    assert few[[4, 6]].all() and not few[5]
+    ref[few] = np.nan
+    coef = fit_harmonics_array(values, t, order=order, chunk=chunk)
+    np.testing.assert_allclose(coef, ref, rtol=1e-4, atol=1e-5)
+    assert np.isnan(coef[[4, 6]]).all() and np.isfinite(coef[5]).all()
+    values[rng.random(values.shape) < 0.1] = np.nan  # now gaps differ between bands
+    coef = fit_harmonics_array(values, t, order=order, chunk=chunk)
+    ref = lstsq_reference(values, t, order)
+    ref[np.isnan(coef)] = np.nan  # too few observations in some bands
+    np.testing.assert_allclose(coef, ref, rtol=1e-4, atol=1e-5)
+    assert np.isnan(coef[4]).all()
+
+
+def test_fit_result_does_not_depend_on_chunking() -> None:
+    rng = np.random.default_rng(11)
+    values = rng.normal(size=(700, 20, 2)).astype(np.float32)
+    values[rng.random((700, 20)) < 0.25] = np.nan
+    t = np.sort(rng.uniform(0, 365, 20))
+    whole = fit_harmonics_array(values, t, order=2)
+    for chunk in (1, 13, 512):
+        np.testing.assert_array_equal(fit_harmonics_array(values, t, order=2, chunk=chunk), whole)
+    threaded = fit_harmonics_array(values, t, order=2, chunk=100, n_jobs=2)
+    np.testing.assert_array_equal(threaded, whole)

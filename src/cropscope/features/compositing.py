@@ -3,12 +3,23 @@
 A composite replaces the irregular observations of each series by one value per window of a
 regular grid (e.g. 10 days or one calendar month): the median of the valid observations that
 fall in the window, per band. Windows without a valid observation are NaN (mask False).
+Input ``values [N, T, C]`` float32, output ``[N, n_windows, C]`` float32.
 
-The kernel is vectorised over samples and processed in cache-sized chunks of samples.
-Observations are grouped by the number ``k`` of candidates in their window (shared dates:
-per window; per-sample dates: per (sample, window) cell); ``k = 1, 2, 3`` use closed-form
-NaN-aware medians (``fmin``/``fmax``), larger ``k`` a small min/max sorting network or
-``np.sort``. There is no Python loop over series.
+The kernel is vectorised over samples and processed in cache-sized chunks of samples; there
+is no Python loop over series. Windows are grouped by the number ``k`` of candidate steps
+they hold (shared dates: per window; per-sample dates: per (sample, window) cell); ``k = 1,
+2, 3`` use closed-form NaN-aware medians (``fmin``/``fmax``), larger ``k`` a small min/max
+sorting network or ``np.sort``.
+
+Shared dates (the common, large case) are laid out for memory traffic, because the kernel is
+bound by it: the ``C`` bands of one step are moved as one item (a 4·C-byte dtype), so each
+chunk is read from memory once by ``np.take`` straight into contiguous per-group slabs; the
+medians run on those contiguous slabs with preallocated buffers; and one more ``np.take``
+writes the finished windows in output order. Per-window copies of strided ``[N, C]`` slices
+(numpy loops of C elements) and fancy-index scatters are avoided. The results are bitwise
+those of the per-group formulas in :func:`_median_of`. Cost, 1 M series x 70 dates x 4
+bands, one thread: about 3.5-6x one ``np.isfinite`` pass over the input
+(``benchmarks/bench_features.py``, ``docs/features.md``).
 """
 
 from __future__ import annotations
@@ -34,7 +45,8 @@ Step = int | str
 Align = Literal["none", "season", "start"]
 
 _MONTHLY = "monthly"
-_CHUNK_ELEMENTS = 1 << 18  # values per chunk of samples (~1 MiB of float32)
+_CHUNK_ELEMENTS = 1 << 18  # values per chunk of samples, per-sample dates (~1 MiB of float32)
+_SHARED_CHUNK_ELEMENTS = 1 << 17  # values per chunk, shared dates (~512 KiB, stays in L2)
 _NETWORK_MAX = 8  # largest window size handled by a min/max sorting network
 
 
@@ -150,32 +162,141 @@ def _median_of(slabs: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _chunk_size(n_times: int, n_bands: int, chunk: int | None) -> int:
+def _chunk_size(n_times: int, n_bands: int, chunk: int | None, elements: int) -> int:
     if chunk is not None:
         return max(1, int(chunk))
-    return max(1, _CHUNK_ELEMENTS // max(1, n_times * n_bands))
+    return max(1, elements // max(1, n_times * n_bands))
+
+
+_HALF = np.float32(0.5)
+
+
+def _median2_into(a: np.ndarray, b: np.ndarray, out: np.ndarray, tmp: np.ndarray) -> None:
+    """``_median_of([a, b])`` written into ``out`` (1-D float32 slabs, no allocation)."""
+    np.fmin(a, b, out=tmp)
+    np.fmax(a, b, out=out)
+    np.add(out, tmp, out=out)
+    np.multiply(out, _HALF, out=out)
+
+
+def _median3_into(
+    a: np.ndarray, b: np.ndarray, c: np.ndarray, out: np.ndarray, work: list[np.ndarray]
+) -> None:
+    """``_median_of([a, b, c])`` written into ``out``; ``work``: 3 float32 and 1 bool buffer."""
+    t1, t2, full, ok = work
+    np.minimum(a, b, out=t1)
+    np.maximum(a, b, out=t2)
+    np.minimum(t2, c, out=t2)
+    np.maximum(t1, t2, out=full)  # exact median when all valid, else NaN
+    np.fmin(a, b, out=t1)
+    np.fmax(a, b, out=t2)
+    np.fmin(t1, c, out=t1)
+    np.fmax(t2, c, out=t2)
+    np.add(t1, t2, out=out)
+    np.multiply(out, _HALF, out=out)  # mean of the smallest and largest valid value
+    np.equal(full, full, out=ok)
+    np.copyto(out, full, where=ok)
+
+
+def _item_dtype(n_bands: int) -> np.dtype:
+    """A dtype whose item is the ``n_bands`` float32 values of one step, moved as a unit."""
+    size = 4 * n_bands
+    known: dict[int, type] = {4: np.uint32, 8: np.uint64, 16: np.complex128}
+    return np.dtype(known[size]) if size in known else np.dtype((np.void, size))
+
+
+class _Group:
+    """Windows holding ``k`` candidate steps: their step numbers per slot and buffer places.
+
+    ``slots[j]`` is where slot ``j`` (the ``j``-th step of every window of the group) is
+    gathered and ``result`` where the group's medians go, both in columns of the chunk
+    buffer (one column holds one item per sample of the chunk).
+    """
+
+    def __init__(self, k: int, steps: list[np.ndarray], first: int) -> None:
+        self.k = k
+        self.width = len(steps[0])
+        self.steps = steps
+        self.slots = [first + j * self.width for j in range(k)]
+        self.result = self.slots[0] if k == 1 else first + k * self.width
+        self.end = self.result + self.width if k > 1 else first + self.width
+
+
+def _shared_groups(
+    win: np.ndarray, n_windows: int
+) -> tuple[list[_Group], np.ndarray, np.ndarray, np.ndarray, int]:
+    """Groups and, per window, the buffer column, offset and width its median is read from
+    (empty windows read the NaN item at column ``nan_col``)."""
+    keep = win >= 0
+    counts = np.bincount(win[keep], minlength=n_windows)
+    order = np.flatnonzero(keep)[np.argsort(win[keep], kind="stable")]
+    starts = np.cumsum(counts) - counts
+    groups: list[_Group] = []
+    column = np.zeros(n_windows, dtype=np.intp)
+    offset = np.zeros(n_windows, dtype=np.intp)
+    width = np.zeros(n_windows, dtype=np.intp)
+    used = 0
+    for k in np.unique(counts[counts > 0]):
+        ws = np.flatnonzero(counts == k)
+        steps = [order[starts[ws] + j].astype(np.intp) for j in range(int(k))]
+        group = _Group(int(k), steps, used)
+        groups.append(group)
+        column[ws], offset[ws], width[ws] = group.result, np.arange(len(ws)), len(ws)
+        used = group.end
+    nan_col = used
+    column[counts == 0] = nan_col
+    return groups, column, offset, width, nan_col
 
 
 def _composite_shared(
     values: np.ndarray, win: np.ndarray, n_windows: int, mask: np.ndarray | None, chunk: int
 ) -> np.ndarray:
-    n, _, c = values.shape
-    out = np.full((n, n_windows, c), np.nan, dtype=np.float32)
-    keep = win >= 0
-    counts = np.bincount(win[keep], minlength=n_windows)
-    order = np.flatnonzero(keep)[np.argsort(win[keep], kind="stable")]
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    # windows with the same number of candidate steps share one vectorised median
-    groups = []
-    for k in np.unique(counts[counts > 0]):
-        ws = np.flatnonzero(counts == k)
-        groups.append((ws, [order[starts[ws] + j] for j in range(int(k))]))
-    for lo in range(0, n, chunk):
-        v = values[lo : lo + chunk]
+    n, t, c = values.shape
+    if n == 0 or c == 0 or n_windows == 0:
+        return np.full((n, n_windows, c), np.nan, dtype=np.float32)
+    out = np.empty((n, n_windows, c), dtype=np.float32)
+    item = _item_dtype(c)
+    out_items = out.view(item).reshape(n, n_windows)
+    nan_item = np.full(c, np.nan, dtype=np.float32).view(item).reshape(())
+    groups, column, offset, width, nan_col = _shared_groups(win, n_windows)
+    rows = min(chunk, n)
+    buf = np.empty((nan_col + 1) * rows, dtype=item)
+    work = {
+        g.k: [np.empty(rows * g.width * c, dtype=np.float32) for _ in range(3)]
+        + [np.empty(rows * g.width * c, dtype=bool)]
+        for g in groups
+        if g.k > 1
+    }
+
+    def read_index(m: int) -> np.ndarray:
+        """Flat buffer position of each output item of an ``m``-sample chunk, ``[m, W]``."""
+        return column * m + np.arange(m, dtype=np.intp)[:, None] * width + offset
+
+    index = read_index(rows)
+    for lo in range(0, n, rows):
+        m = min(rows, n - lo)
+        if m != rows:
+            index = read_index(m)
+        block = np.ascontiguousarray(values[lo : lo + m]).view(item).reshape(m, t)
         if mask is not None:
-            v = np.where(mask[lo : lo + chunk, :, None], v, np.float32(np.nan))
-        for ws, steps in groups:
-            out[lo : lo + chunk, ws, :] = _median_of([v[:, s, :] for s in steps])
+            block = np.where(mask[lo : lo + m], block, nan_item)
+        for g in groups:
+            slabs = [buf[s * m : (s + g.width) * m].reshape(m, g.width) for s in g.slots]
+            for j, slab in enumerate(slabs):
+                np.take(block, g.steps[j], axis=1, out=slab, mode="clip")
+            if g.k == 1:
+                continue
+            flat = [slab.view(np.float32).reshape(-1) for slab in slabs]
+            dest = buf[g.result * m : (g.result + g.width) * m].view(np.float32)
+            scratch = [w[: dest.size] for w in work[g.k]]
+            if g.k == 2:
+                _median2_into(flat[0], flat[1], dest, scratch[0])
+            elif g.k == 3:
+                _median3_into(flat[0], flat[1], flat[2], dest, scratch)
+            else:
+                dest[...] = _median_of(flat)
+        buf[nan_col * m] = nan_item
+        np.take(buf[: (nan_col + 1) * m], index, out=out_items[lo : lo + m], mode="clip")
     return out
 
 
@@ -227,9 +348,10 @@ def _composite_by_index(
     """Median composite given each step's window number (``-1`` = drop), ``[N, T', C]``."""
     values, win, mask = check_series_arrays(values, win, mask, "window index", np.int64)
     _, t, c = values.shape
-    size = _chunk_size(t, c, chunk)
     if win.ndim == 1:
+        size = _chunk_size(t, c, chunk, _SHARED_CHUNK_ELEMENTS)
         return _composite_shared(values, win, n_windows, mask, size)
+    size = _chunk_size(t, c, chunk, _CHUNK_ELEMENTS)
     return _composite_per_sample(values, win, n_windows, mask, size)
 
 

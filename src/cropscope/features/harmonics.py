@@ -7,12 +7,17 @@ Per sample and band, fit by ordinary least squares on the valid observations::
 Coefficients are laid out band-major: for each band ``c, cos1, sin1, cos2, sin2, ...``
 (``2 * order + 1`` values), see :func:`harmonic_feature_names`.
 
-All fits are done at once, in chunks of samples: ``X^T W y`` is one batched matrix product
-(``W`` = validity weights, so every sample may have its own valid set); ``X^T W X`` comes from
-the ``4*order+1`` weighted sums of the harmonics up to ``2*order`` (product-to-sum formulas),
-one matrix product for the whole chunk; then a batched Cholesky solve written with vectorised
-numpy operations over the batch axis. A tiny ridge (``ridge * n_valid`` on the diagonal)
-keeps the solve stable. Everything after the values is float64.
+All fits are done at once, in chunks of samples: ``X^T W y`` (``W`` = validity weights, so
+every sample may have its own valid set) is, with shared times, one float64 product per band
+and sub-chunk of samples (``[n, T] @ [T, p]``), with per-sample times a batched product;
+``X^T W X`` comes from the ``4*order+1`` weighted sums of the harmonics up to ``2*order``
+(product-to-sum formulas), one matrix product for the whole chunk; then a batched Cholesky
+solve written with vectorised numpy operations over the batch axis. A tiny ridge
+(``ridge * n_valid`` on the diagonal) keeps the solve stable. Everything after the values is
+float64: float32 accumulation would be faster but changes the coefficients (the normal
+equations square the condition number). Cost, 1 M series x 70 dates x 4 bands, one thread:
+about 10-13x one ``np.isfinite`` pass over the input (``benchmarks/bench_features.py``,
+``docs/features.md``); the numpy passes of the solve and of ``X^T W X``, not memory, bound it.
 
 Rank-deficient fits give NaN coefficients: a sample/band with fewer valid observations than
 coefficients, or whose normal matrix has a Cholesky pivot below ``1e-10`` of its diagonal
@@ -48,7 +53,7 @@ __all__ = [
 
 _PIVOT_TOL = 1e-10
 _CHUNK_ELEMENTS = 1 << 20  # values per chunk of samples (solve batch)
-_INNER_CHUNK = 256  # samples per pass over the values (cache-sized)
+_INNER_CHUNK = 512  # samples per pass over the values (cache-sized)
 
 
 @contextlib.contextmanager
@@ -119,36 +124,40 @@ def _cholesky_solve_inplace(
 ) -> np.ndarray:
     """Solve SPD systems in batch-last layout: ``gram [p, p, B]``, ``rhs [p, R, B]``.
 
-    ``rhs`` is overwritten by the solution. Returns ``ok [B]`` (False: pivot below ``tol``
-    times its diagonal, i.e. numerically rank-deficient). Vectorised over the batch; the
-    Python loops run only over the small matrix dimension ``p``.
+    ``rhs`` is overwritten by the solution and ``gram`` by its factor (lower triangle ``L``,
+    diagonal ``1 / L_jj``). Returns ``ok [B]`` (False: pivot below ``tol`` times its
+    diagonal, i.e. numerically rank-deficient). Vectorised over the batch; the Python loops
+    run only over the small matrix dimension ``p``. Every step writes into an existing array
+    (no batch-sized temporaries): this solve costs more than all passes over the values.
     """
     p, _, batch = gram.shape
-    lower = np.empty_like(gram)
-    inv_diag = np.empty((p, batch))
     ok = np.ones(batch, dtype=bool)
     tmp = np.empty(batch)
+    limit = np.empty(batch)
+    above = np.empty(batch, dtype=bool)
     for j in range(p):
-        pivot = gram[j, j].copy()
+        row = gram[j]
+        pivot = row[j]
+        np.multiply(pivot, tol, out=limit)  # from the diagonal before elimination
         for k in range(j):
-            pivot -= np.multiply(lower[j, k], lower[j, k], out=tmp)
-        ok &= pivot > tol * gram[j, j]
+            pivot -= np.multiply(row[k], row[k], out=tmp)
+        ok &= np.greater(pivot, limit, out=above)
         np.sqrt(np.maximum(pivot, 1e-300, out=pivot), out=pivot)
-        np.divide(1.0, pivot, out=inv_diag[j])
+        np.divide(1.0, pivot, out=pivot)  # the diagonal keeps 1 / L_jj
         for i in range(j + 1, p):
-            acc = gram[i, j].copy()
+            acc = gram[i, j]
             for k in range(j):
-                acc -= np.multiply(lower[i, k], lower[j, k], out=tmp)
-            np.multiply(acc, inv_diag[j], out=lower[i, j])
+                acc -= np.multiply(gram[i, k], row[k], out=tmp)
+            acc *= pivot
     tmp_r = np.empty(rhs.shape[1:])
     for i in range(p):  # forward: L z = b
         for k in range(i):
-            rhs[i] -= np.multiply(lower[i, k], rhs[k], out=tmp_r)
-        rhs[i] *= inv_diag[i]
+            rhs[i] -= np.multiply(gram[i, k], rhs[k], out=tmp_r)
+        rhs[i] *= gram[i, i]
     for i in range(p - 1, -1, -1):  # backward: L^T x = z
         for k in range(i + 1, p):
-            rhs[i] -= np.multiply(lower[k, i], rhs[k], out=tmp_r)
-        rhs[i] *= inv_diag[i]
+            rhs[i] -= np.multiply(gram[k, i], rhs[k], out=tmp_r)
+        rhs[i] *= gram[i, i]
     return ok
 
 
@@ -225,15 +234,23 @@ def _fit_chunk(
     """Coefficients ``[n, C*p]`` of one chunk of samples.
 
     The passes over the values run on sub-chunks of ``inner`` samples (kept in cache); the
-    batched solve runs on the whole chunk (fewer, longer numpy calls).
+    batched solve runs on the whole chunk (fewer, longer numpy calls). With shared times,
+    ``X^T W y`` is one matrix product per band and sub-chunk (``[inner, T] @ [T, p]``, the
+    band copied to a contiguous float64 buffer) rather than one tiny product per sample.
     """
     n, nt, nc = v.shape
     p = 2 * order + 1
     # harmonics up to 2*order: the first p rows are the design, all rows give X^T W X below
     basis = _harmonic_rows(t, 2 * order, period_days)  # [q, T] or [n, q, T]
     # X^T W y in float64: the normal equations square the condition number
-    design_t = basis[..., :p, :]  # [p, T] or [n, p, T]
-    rhs = np.empty((n, p, nc))
+    shared_t = basis.ndim == 2
+    if shared_t:
+        design = np.ascontiguousarray(basis[:p].T)  # [T, p]
+        rhs = np.empty((nc, n, p))  # per band
+        band = np.empty((min(inner, n), nt))
+    else:
+        design_t = basis[:, :p, :]  # [n, p, T]
+        rhs = np.empty((n, p, nc))
     step_all = np.empty((n, nt), dtype=bool)
     shared_w = True  # same valid steps in every band
     for lo in range(0, n, inner):
@@ -244,21 +261,29 @@ def _fit_chunk(
         step_all[sl], step_any = _all_any_bands(valid)
         shared_w = shared_w and np.array_equal(step_all[sl], step_any)
         y = _zeroed(np.ascontiguousarray(v[sl]), valid)
-        np.matmul(design_t if design_t.ndim == 2 else design_t[sl], y, out=rhs[sl])
+        if shared_t:  # per band: a contiguous float64 copy, then one product
+            rows = band[: len(y)]
+            for c in range(nc):
+                np.copyto(rows, y[:, :, c])
+                np.matmul(rows, design, out=rhs[c, sl])
+        else:
+            np.matmul(design_t[sl], y, out=rhs[sl])
     if shared_w:
         weights = step_all.astype(np.float64)  # [n, T]
-        rhs = np.ascontiguousarray(rhs.transpose(1, 2, 0))  # [p, C, n]
+        order_rhs = (2, 0, 1) if shared_t else (1, 2, 0)
+        rhs = np.ascontiguousarray(rhs.transpose(order_rhs))  # [p, C, n]
     else:
         valid = np.isfinite(v) if m is None else np.isfinite(v) & m[:, :, None]
         weights = valid.transpose(0, 2, 1).reshape(n * nc, nt).astype(np.float64)  # [n*C, T]
-        rhs = np.ascontiguousarray(rhs.transpose(1, 0, 2)).reshape(p, 1, n * nc)
-    n_valid = weights.sum(axis=1)
+        order_rhs = (2, 1, 0) if shared_t else (1, 0, 2)
+        rhs = np.ascontiguousarray(rhs.transpose(order_rhs)).reshape(p, 1, n * nc)
     # X^T W X from the 4*order+1 weighted sums of harmonics up to 2*order (product formulas)
-    if basis.ndim == 2:
+    if shared_t:
         sums = basis @ weights.T  # [q, batch]
     else:
         per_sample = weights.reshape(n, -1, nt).transpose(0, 2, 1)  # [n, T, 1 or C]
         sums = np.matmul(basis, per_sample).transpose(1, 0, 2).reshape(basis.shape[1], -1)
+    n_valid = sums[0].copy()  # the constant harmonic: number of valid steps (exact)
     gram = _gram_map(order) @ sums  # [p*p, batch]
     gram = np.ascontiguousarray(gram).reshape(p, p, -1)
     diag = np.arange(p)
