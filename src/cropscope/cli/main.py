@@ -34,6 +34,7 @@ def _register() -> None:
         models,
         postprocess,
         predict,
+        samples,
         segment,
         taxonomy,
         train,
@@ -62,6 +63,7 @@ def _register() -> None:
                     postprocess.mosaic):
         cli.add_command(command)
     cli.add_command(assessment.report)
+    cli.add_command(samples.samples)
     # --threads N on every command and group, applied before the command runs
     add_threads_option(cli)
 

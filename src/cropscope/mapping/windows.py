@@ -1,83 +1,55 @@
-"""Window plans: cover a ``(height, width)`` grid with tiles, optionally with a halo.
+"""Window plans (:mod:`cropscope.data.windows`, where sample extraction plans its reads with
+them too; re-exported here so existing imports keep working) and the map job's window size.
 
-Each :class:`MapWindow` has a *core* (the pixels it writes; cores tile the grid without
-overlap) and a *read* window: the core grown by ``halo`` pixels on every side, clipped at
-the grid's edges, for models that need spatial context. Windows are numbered row-major.
+:func:`auto_tile` chooses the window side from the input's block layout and a memory
+budget: a multiple of the files' (square) block side, so each block is read and decoded by
+one window only, as large as the budget allows with the job's windows in flight (a larger
+window costs nothing more per pixel and spreads the per-window work: opening the outputs,
+the journal, one read call per file).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import math
+from typing import Any
 
+from cropscope.data.windows import MapWindow, plan_windows
 from cropscope.errors import DataError
 
-if TYPE_CHECKING:
-    from rasterio.windows import Window
+__all__ = ["MapWindow", "auto_tile", "plan_windows"]
 
-__all__ = ["MapWindow", "plan_windows"]
-
-
-@dataclass(frozen=True)
-class MapWindow:
-    """One tile of a plan: its core (written) and its read window (core + halo)."""
-
-    index: int
-    row: int
-    col: int
-    height: int
-    width: int
-    read_row: int
-    read_col: int
-    read_height: int
-    read_width: int
-
-    @property
-    def rows(self) -> slice:
-        """Rows of the core in the full grid."""
-        return slice(self.row, self.row + self.height)
-
-    @property
-    def cols(self) -> slice:
-        """Columns of the core in the full grid."""
-        return slice(self.col, self.col + self.width)
-
-    @property
-    def core_in_read(self) -> tuple[slice, slice]:
-        """``(rows, cols)`` slices that cut the core out of an array of the read window."""
-        r0, c0 = self.row - self.read_row, self.col - self.read_col
-        return slice(r0, r0 + self.height), slice(c0, c0 + self.width)
-
-    @property
-    def write_window(self) -> Window:
-        """The core as a rasterio ``Window``."""
-        from rasterio.windows import Window
-
-        return Window(self.col, self.row, self.width, self.height)
-
-    @property
-    def read_window(self) -> Window:
-        """The core plus halo (clipped to the grid) as a rasterio ``Window``."""
-        from rasterio.windows import Window
-
-        return Window(self.read_col, self.read_row, self.read_width, self.read_height)
+#: memory for the windows of a job in flight when the tile is chosen (bytes)
+TILE_BUDGET = 1 << 30
+#: windows in flight in a job: being read, queued, being predicted, being written
+_WINDOWS_IN_FLIGHT = 4
 
 
-def plan_windows(height: int, width: int, tile: int = 512, halo: int = 0) -> list[MapWindow]:
-    """Tiles of ``tile`` x ``tile`` pixels (smaller at the right and bottom edges) over a
-    ``height`` x ``width`` grid, each read with ``halo`` extra pixels clipped at the edges."""
-    if height <= 0 or width <= 0:
-        raise DataError(f"cannot plan windows over an empty {height}x{width} grid")
-    if tile <= 0:
-        raise DataError(f"tile must be a positive number of pixels, got {tile}")
-    if halo < 0:
-        raise DataError(f"halo must be >= 0 pixels, got {halo}")
-    windows: list[MapWindow] = []
-    for row in range(0, height, tile):
-        h = min(tile, height - row)
-        r0, r1 = max(0, row - halo), min(height, row + h + halo)
-        for col in range(0, width, tile):
-            w = min(tile, width - col)
-            c0, c1 = max(0, col - halo), min(width, col + w + halo)
-            windows.append(MapWindow(len(windows), row, col, h, w, r0, c0, r1 - r0, c1 - c0))
-    return windows
+def block_side(source: Any) -> int | None:
+    """The side of the square blocks of ``source``'s first raster file (``None``: striped,
+    unknown or not a raster)."""
+    files = getattr(source, "files", None) or []
+    if not files:
+        return None
+    try:
+        import rasterio
+
+        with rasterio.open(files[0]) as src:
+            rows, cols = src.block_shapes[0]
+    except Exception:  # not a raster rasterio opens (NetCDF, Zarr, STAC hrefs): unknown
+        return None
+    return int(rows) if rows == cols and rows > 1 else None
+
+
+def auto_tile(source: Any, values_per_pixel: int, budget: int = TILE_BUDGET) -> int:
+    """A window side (pixels) for ``source``: a multiple of its block side (else of 256) whose
+    windows fit ``budget`` bytes with a job's windows in flight, each pixel holding
+    ``values_per_pixel`` float32 values (dates x bands) and its raw input; at least one
+    block, at most 4096 pixels or the grid's larger side rounded up to whole blocks."""
+    if values_per_pixel <= 0:
+        raise DataError(f"values_per_pixel must be positive, got {values_per_pixel}")
+    block = block_side(source) or 256
+    per_pixel = values_per_pixel * (4 * _WINDOWS_IN_FLIGHT + 2)
+    side = math.isqrt(max(1, budget // per_pixel))
+    largest = max(int(source.height), int(source.width))
+    cap = min(4096, math.ceil(largest / block) * block)
+    return max(block, min(cap, side // block * block))
