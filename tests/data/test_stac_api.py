@@ -253,6 +253,10 @@ def test_bad_searches_are_one_error_line_and_leave_nothing(scene: Scene, tmp_pat
     proc = run_cli(*base, "--stac-api", scene.api, "--bbox", "1,2,3", "--out", str(out),
                    check=False)
     assert_one_line_error(proc, "--bbox")
+    # --save-search without a search is refused before anything is built
+    proc = run_cli("cube", "build", "--input", str(scene.catalog), "--bands", "B04,B08",
+                   "--save-search", str(tmp_path / "s.json"), "--out", str(out), check=False)
+    assert_one_line_error(proc, "--save-search")
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     # a search file naming unknown keys is refused, not half-read

@@ -71,6 +71,8 @@ def build_cube(
 
     if (input is None) == (search is None):
         raise DataError("give a cube input or a STAC API search (one of the two)")
+    if save_search is not None and search is None:
+        raise DataError("--save-search needs a STAC API search")
     n_items = None
     if search is not None:
         if not isinstance(search, StacSearch):
@@ -91,11 +93,7 @@ def build_cube(
     elif start is not None or end is not None:
         raise DataError("--start/--end set the composite grid: give --composite too")
     path = write_cube(source, out, tile=tile, overwrite=overwrite, progress=progress)
-    written = None
-    if save_search is not None:
-        if search is None:
-            raise DataError("--save-search needs a STAC API search")
-        written = search.write(save_search)
+    written = search.write(save_search) if save_search is not None else None
     return CubeBuild(
         out=path, format=cube_format(path), shape=tuple(source.shape),
         bands=list(source.bands), dates=[str(t)[:10] for t in source.times],
