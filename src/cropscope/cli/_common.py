@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +201,60 @@ def scale_out_options(func: F) -> F:
     for option in reversed(options):
         out = option(out)
     return out
+
+
+# ---------------------------------------------------------------------------- table reader
+@contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Show each ``UserWarning`` at once as one ``warning: ...`` line on stderr (not
+    Python's two-line format with a source line)."""
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any
+             ) -> None:
+        click.echo(f"warning: {message}", err=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = show
+        yield
+
+
+def read_options(nodata: str | None, season_start: str | None, no_align: bool,
+                 time_step: str | None, wide: str | None, drop_empty: bool = False
+                 ) -> dict[str, Any]:
+    """The table reader's options given on the command line (None: the reader's default)."""
+    values = None
+    if nodata is not None:
+        try:
+            values = [float(v) for v in comma_list(nodata) or []]
+        except ValueError:
+            raise DataError(f"--nodata takes numbers (comma-separated), got {nodata!r}") \
+                from None
+    return {"nodata": values, "season_start": season_start,
+            "align": "none" if no_align else None, "step": time_step, "wide": wide,
+            "drop_empty": True if drop_empty else None}
+
+
+def reader_options(func: Any) -> Any:
+    """Options of the table reader beyond the columns: nodata, seasons, grid, wide tables."""
+    options = [
+        click.option("--nodata", default=None, metavar="VALUES",
+                     help="Table: band values meaning 'no observation' (e.g. 65535), "
+                          "comma-separated."),
+        click.option("--season-start", default=None, metavar="MM-DD",
+                     help="Table: start of the season (crop calendar) used to align samples "
+                          "of different years (default: the month most samples start in)."),
+        click.option("--no-align", is_flag=True,
+                     help="Table: keep calendar dates; do not align samples of different "
+                          "seasons on one season."),
+        click.option("--time-step", default=None, metavar="STEP",
+                     help="Table: composite every sample onto one regular grid: 'monthly' or "
+                          "days ('10D'); medians of the valid observations."),
+        click.option("--wide", default=None, metavar="PATTERN",
+                     help="Table: one row per sample; band/step columns named by the pattern, "
+                          "e.g. 'OPTICAL-{band}-ts{t}-*' (comma-separated patterns)."),
+        click.option("--drop-empty", is_flag=True,
+                     help="Table: drop samples without any valid observation."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func

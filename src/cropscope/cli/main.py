@@ -34,6 +34,7 @@ def _register() -> None:
         models,
         postprocess,
         predict,
+        quality,
         samples,
         segment,
         taxonomy,
@@ -64,6 +65,7 @@ def _register() -> None:
         cli.add_command(command)
     cli.add_command(assessment.report)
     cli.add_command(samples.samples)
+    cli.add_command(quality.quality)
     # --threads N on every command and group, applied before the command runs
     add_threads_option(cli)
 

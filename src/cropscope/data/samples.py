@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cropscope.data.readers.table import read_table
 from cropscope.data.registry import get_dataset, load_dataset
@@ -31,19 +32,26 @@ def load_samples(
     time_col: str = "date",
     label_col: str | None = "label",
     bands: Sequence[str] | None = None,
+    **read_options: Any,
 ) -> TimeSeriesSet:
     """The samples of a registered ``dataset`` (optionally one ``split``) or of a long
     ``table`` (CSV/Parquet; ``id_col``/``time_col``/``label_col`` name its columns, see
     :func:`~cropscope.data.readers.table.read_table`); give exactly one of the two.
     ``bands``: the bands to keep, in this order (default: all; for a table, every numeric
-    column)."""
+    column). ``read_options`` go to ``read_table`` for a table (``nodata``, ``align``,
+    ``season_start``, ``step``, ``wide``, ...; None: the reader's default); a dataset takes
+    none."""
     _check_one(dataset, table)
     if dataset is not None:
+        if any(v is not None for v in read_options.values()):
+            given = sorted(k for k, v in read_options.items() if v is not None)
+            raise DataError(f"table options {given} apply to --table files, not to a dataset")
         ts = load_dataset(dataset, split=split)
         return ts.select_bands(list(bands)) if bands else ts
     assert table is not None
     return read_table(Path(table), id_col=id_col, time_col=time_col, label_col=label_col,
-                      bands=list(bands) if bands else None)
+                      bands=list(bands) if bands else None,
+                      **{k: v for k, v in read_options.items() if v is not None})
 
 
 def sample_source(dataset: str | None = None, table: str | Path | None = None,

@@ -8,6 +8,7 @@ only when a segmentation model is evaluated.
 from cropscope.data.splits import make_folds, train_val_split
 from cropscope.evaluation.crossval import (
     EvaluationResult,
+    check_fold_classes,
     cross_validate,
     evaluate_predictions,
     evaluate_split,
@@ -22,11 +23,20 @@ from cropscope.evaluation.levels import (
     write_levels_report,
 )
 from cropscope.evaluation.metrics import classification_metrics, format_metrics_table
+from cropscope.evaluation.quality import (
+    NoisyLabels,
+    class_profiles,
+    noisy_labels,
+    plot_class_profiles,
+)
 from cropscope.evaluation.report import plot_confusion_matrix, plot_per_class_f1, write_report
 
 __all__ = [
     "EvaluationResult",
     "LevelConfusions",
+    "NoisyLabels",
+    "check_fold_classes",
+    "class_profiles",
     "classification_metrics",
     "cross_validate",
     "evaluate_levels",
@@ -38,6 +48,8 @@ __all__ = [
     "level_confusions",
     "level_scores",
     "make_folds",
+    "noisy_labels",
+    "plot_class_profiles",
     "plot_confusion_matrix",
     "plot_per_class_f1",
     "train_val_split",

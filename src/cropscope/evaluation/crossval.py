@@ -4,10 +4,18 @@ Predictions are always matched to the truth by class *name*: a model's ``predict
 read through ``model.classes``, so train and test sets may order their classes differently.
 Macro F1 is taken over the classes present in the truth (per fold, and pooled), following the
 transfer protocol; per-class rows and confusion matrices still list every class.
+
+Every cross-validation fold records its class counts (``train_class_counts``,
+``test_class_counts``) and the classes its training part lacks (``missing_in_train``). Group
+folds (leave-region-out, spatial blocks) can hold out every sample of a class; that fold's
+model cannot predict the class, so its score says little about the class. Such a fold is a
+``UserWarning`` naming the class (an :class:`EvaluationError` with ``strict=True``), checked
+before any model is trained.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 import warnings
@@ -24,9 +32,18 @@ from cropscope.errors import CropscopeError, EvaluationError
 from cropscope.evaluation.metrics import SUMMARY_KEYS, classification_metrics
 from cropscope.models.base import Classifier
 
-__all__ = ["EvaluationResult", "cross_validate", "evaluate_predictions", "evaluate_split"]
+__all__ = [
+    "EvaluationResult",
+    "check_fold_classes",
+    "cross_validate",
+    "evaluate_predictions",
+    "evaluate_split",
+]
 
 ModelFactory = Callable[[], Classifier]
+log = logging.getLogger(__name__)
+#: the meta column that holds the block ids of spatial-block CV
+BLOCK_COLUMN = "spatial_block"
 
 
 def _jsonable(obj: Any) -> Any:
@@ -182,6 +199,8 @@ def cross_validate(
     levels: bool = False,
     decoding: str = "consistent",
     background: str | None = None,
+    spatial_blocks: str | None = None,
+    strict: bool = False,
 ) -> EvaluationResult:
     """K-fold cross-validation of a fresh model per fold (folds from :func:`make_folds`).
 
@@ -196,6 +215,13 @@ def cross_validate(
     ``levels=True`` (a set with a taxonomy) also scores every taxonomy level: out-of-fold
     per-level predictions decoded by ``decoding`` go into ``result.hierarchy`` (see
     :func:`~cropscope.evaluation.hierarchical.hierarchy_report`).
+
+    ``spatial_blocks`` (e.g. ``"0.5deg"``, ``"10km"``; not with ``group``) groups the folds
+    by square blocks of the sample coordinates
+    (:func:`~cropscope.evaluation.spatial.coordinate_blocks`); the block ids become the
+    groups (``test_groups`` of each fold) and the block description goes into ``config``.
+    A fold whose training part lacks a class warns, naming the class (``strict=True``: an
+    :class:`EvaluationError` before any training); every fold lists its class counts.
     """
     from tqdm import tqdm
 
@@ -204,9 +230,23 @@ def cross_validate(
     lab = _labelled(ts, "input")
     if levels:
         _check_levels(lab)
+    block_detail: dict[str, Any] = {}
+    if spatial_blocks is not None:
+        if group is not None:
+            raise EvaluationError("give either a group column or spatial blocks, not both")
+        from cropscope.evaluation.spatial import coordinate_blocks
+
+        meta = lab.meta
+        assert meta is not None  # set by TimeSeriesSet.__post_init__
+        blocks, block_detail = coordinate_blocks(meta, spatial_blocks)
+        lab = lab.replace(meta=meta.assign(**{BLOCK_COLUMN: blocks}))
+        log.info("spatial blocks of %s: %d blocks from %s", block_detail["spatial_blocks"],
+                 block_detail["n_blocks"], block_detail["coordinates"])
+        group = BLOCK_COLUMN
     folds = make_folds(lab, cv=cv, seed=seed, group=group)
     k = len(folds)
     groups = lab.group_values(group) if group is not None else None
+    fold_counts = check_fold_classes(lab, folds, strict=strict)
 
     pred_names = np.empty(lab.n_samples, dtype=object)
     fold_of = np.full(lab.n_samples, -1, dtype=np.int64)
@@ -230,6 +270,7 @@ def cross_validate(
                 "n_train": int(tr.size),
                 "n_test": int(te.size),
                 "duration_s": round(time.perf_counter() - t0, 3),
+                **fold_counts[i],
             }
             if groups is not None:
                 info["test_groups"] = sorted({_jsonable(g) for g in groups[te]}, key=str)
@@ -257,8 +298,13 @@ def cross_validate(
                 "mode": "cross-validation",
                 "cv": k,
                 "seed": seed,
-                "group": group,
+                "group": None if spatial_blocks is not None else group,
                 "stratify": True,
+                **block_detail,
+                "folds_missing_classes": {
+                    str(i + 1): c["missing_in_train"] for i, c in enumerate(fold_counts)
+                    if c["missing_in_train"]
+                },
                 **model_info,
             }
         ),
@@ -267,6 +313,53 @@ def cross_validate(
         fold=fold_of,
         hierarchy=_hierarchy(lab, lv_pred, lv_ind, decoding, background) if levels else {},
     )
+
+
+def check_fold_classes(
+    ts: TimeSeriesSet, folds: Sequence[tuple[np.ndarray, np.ndarray]], strict: bool = False
+) -> list[dict[str, Any]]:
+    """Class counts of every fold's parts, and the classes its training part lacks.
+
+    Returns one dict per fold: ``train_class_counts`` and ``test_class_counts``
+    (``{class: n}``, classes with samples only) and ``missing_in_train`` (classes of ``ts``
+    with labelled samples but none in the training part). Each fold with missing classes is
+    one ``UserWarning`` naming them; ``strict=True`` raises an :class:`EvaluationError`
+    listing every such fold instead.
+    """
+    assert ts.labels is not None
+    labels = ts.labels
+    k = len(folds)
+    present = np.bincount(labels[labels >= 0], minlength=len(ts.classes)) > 0
+    out: list[dict[str, Any]] = []
+    problems: list[str] = []
+    plurals: list[bool] = []
+    for i, (tr, te) in enumerate(folds):
+        n_tr = np.bincount(labels[tr][labels[tr] >= 0], minlength=len(ts.classes))
+        n_te = np.bincount(labels[te][labels[te] >= 0], minlength=len(ts.classes))
+        missing = [ts.classes[c] for c in np.flatnonzero(present & (n_tr == 0))]
+        out.append({
+            "train_class_counts": {ts.classes[c]: int(n_tr[c]) for c in np.flatnonzero(n_tr)},
+            "test_class_counts": {ts.classes[c]: int(n_te[c]) for c in np.flatnonzero(n_te)},
+            "missing_in_train": missing,
+        })
+        if missing:
+            listed = ", ".join(
+                f"{name!r} ({int(n_te[ts.classes.index(name)])} test samples)"
+                for name in missing)
+            plural = "es" if len(missing) > 1 else ""
+            problems.append(f"fold {i + 1}/{k} trains without class{plural} {listed}")
+            plurals.append(len(missing) > 1)
+    if problems and strict:
+        raise EvaluationError(
+            "; ".join(problems) + ": its model cannot predict "
+            f"{'them' if len(problems) > 1 else 'it'} (strict mode); use fewer folds or "
+            "other blocks, or add samples of the class from elsewhere")
+    for text, many in zip(problems, plurals, strict=True):
+        what = "these classes" if many else "the class"
+        warnings.warn(f"{text}; its model cannot predict {what} there, so the scores of that "
+                      f"fold say little about {'them' if many else 'it'}", UserWarning,
+                      stacklevel=3)
+    return out
 
 
 def _hierarchy(ts: TimeSeriesSet, pred: np.ndarray, ind: np.ndarray, decoding: str,

@@ -137,6 +137,11 @@ def _folds_table(result: EvaluationResult) -> pd.DataFrame:
         row.update({k: f[k] for k in (*SUMMARY_KEYS, "duration_s") if k in f})
         if "test_groups" in f:
             row["test_groups"] = ";".join(map(str, f["test_groups"]))
+        for key in ("train_class_counts", "test_class_counts"):
+            if key in f:  # "class:n;class:n"
+                row[key] = ";".join(f"{c}:{n}" for c, n in f[key].items())
+        if "missing_in_train" in f:
+            row["missing_in_train"] = ";".join(map(str, f["missing_in_train"]))
         rows.append(row)
     return pd.DataFrame(rows)
 

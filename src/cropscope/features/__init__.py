@@ -5,6 +5,8 @@
 - harmonics: least-squares harmonic coefficients (:func:`harmonic_coefficients`).
 - indices: NDVI, EVI, ... from bands found by name (:func:`add_indices`).
 - CropGlobe: 5-day DOY median features, 1D and 2D (:func:`median_features_2d`).
+- smoothing: Whittaker and Savitzky–Golay smoothing with gaps (:func:`whittaker`).
+- expressions: safe index expressions and the spyndex catalogue (:func:`add_expressions`).
 - tabular: flat feature tables for tree models (:func:`build_features`).
 """
 
@@ -20,6 +22,11 @@ from cropscope.features.cropglobe import (
     median_features_1d,
     median_features_2d,
     median_windows,
+)
+from cropscope.features.expressions import (
+    add_expressions,
+    evaluate_expression,
+    parse_expression,
 )
 from cropscope.features.gapfill import interpolate_gaps, interpolate_gaps_array, time_axis_days
 from cropscope.features.harmonics import (
@@ -38,17 +45,26 @@ from cropscope.features.indices import (
     index_bands,
     resolve_bands,
 )
-from cropscope.features.tabular import FEATURE_KINDS, build_features
+from cropscope.features.smoothing import (
+    savitzky_golay,
+    savitzky_golay_array,
+    whittaker,
+    whittaker_array,
+)
+from cropscope.features.tabular import FEATURE_KINDS, FEATURE_STEPS, build_features
 
 __all__ = [
     "FEATURE_KINDS",
+    "FEATURE_STEPS",
     "SENSORS",
+    "add_expressions",
     "add_indices",
     "available_indices",
     "build_features",
     "composite_median",
     "composite_median_array",
     "compute_index",
+    "evaluate_expression",
     "fit_harmonics_array",
     "harmonic_coefficients",
     "harmonic_design",
@@ -61,10 +77,15 @@ __all__ = [
     "median_features_1d",
     "median_features_2d",
     "median_windows",
+    "parse_expression",
     "parse_step",
     "reconstruct_harmonics",
     "regular_grid",
     "resolve_bands",
+    "savitzky_golay",
+    "savitzky_golay_array",
     "time_axis_days",
+    "whittaker",
+    "whittaker_array",
     "window_index",
 ]

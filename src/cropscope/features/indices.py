@@ -14,7 +14,10 @@ swir2   B12                 B7, B07, SR_B7         B7, B07, SR_B7         mir, s
 ======  ==================  =====================  =====================  =====================
 
 Plain names (``blue``, ``green``, ``red``, ``nir``, ``swir1``, ``swir2``, also ``nir08``,
-``swir16``, ``swir22``, ``rededge1..3``) always work. Numbered names like ``B5`` mean
+``swir16``, ``swir22``, ``rededge1..3``, ``coastal``, ``nir2``) always work. A band named
+with a prefix or suffix (``S2-L2A-B04``, ``OPTICAL_B04_10m``, ``S1-SIGMA0-VV``) is found by
+its separator-delimited part (``B04``, ``VV``) when no band has the exact name and exactly
+one band has that part. Numbered names like ``B5`` mean
 different bands on different sensors, so they follow ``sensor`` (default ``"sentinel2"``;
 use ``"landsat8"`` for Landsat 8/9 and HLS L30, ``"landsat7"`` for Landsat 4-7). MODIS
 MOD13 ``mir`` is band 7 (2.1 µm), i.e. ``swir2``. ``band_map`` overrides any role, e.g.
@@ -37,6 +40,7 @@ __all__ = [
     "SENSORS",
     "add_indices",
     "available_indices",
+    "band_lookup",
     "compute_index",
     "index_bands",
     "resolve_bands",
@@ -52,6 +56,8 @@ _PLAIN: dict[str, tuple[str, ...]] = {
     "nir": ("nir", "nir08", "nir1"),
     "swir1": ("swir1", "swir16"),
     "swir2": ("swir2", "swir22", "mir"),
+    "coastal": ("coastal", "coastal_aerosol"),
+    "nir2": ("nir2", "nir08a", "narrow_nir"),
 }
 
 _MODIS = {
@@ -88,6 +94,8 @@ SENSORS: dict[str, dict[str, tuple[str, ...]]] = {
             "nir": ["8", "8A"],
             "swir1": ["11"],
             "swir2": ["12"],
+            "coastal": ["1"],
+            "nir2": ["8A"],
         }
     ),
     "landsat8": _numbered(
@@ -98,6 +106,7 @@ SENSORS: dict[str, dict[str, tuple[str, ...]]] = {
             "nir": ["5"],
             "swir1": ["6"],
             "swir2": ["7"],
+            "coastal": ["1"],
         }
     ),
     "landsat7": _numbered(
@@ -202,7 +211,7 @@ def resolve_bands(
     band_map: Mapping[str, str] | None = None,
 ) -> dict[str, int]:
     """Position of the band playing each role; roles that cannot be found are left out."""
-    lookup = {b.lower(): i for i, b in enumerate(bands)}
+    lookup = band_lookup(bands)
     table = _sensor_table(sensor)
     overrides = {k.lower(): v for k, v in (band_map or {}).items()}
     found: dict[str, int] = {}
@@ -216,6 +225,22 @@ def resolve_bands(
                 found[role] = lookup[cand.lower()]
                 break
     return found
+
+
+def band_lookup(bands: Sequence[str]) -> dict[str, int]:
+    """Lower-case name → band position: every exact name, plus each separator-delimited
+    part of a name (``S2-L2A-B04`` → ``b04``) that no exact name takes and that occurs in
+    exactly one band."""
+    import re
+
+    lookup = {b.lower(): i for i, b in enumerate(bands)}
+    parts: dict[str, list[int]] = {}
+    for i, b in enumerate(bands):
+        for part in set(re.split(r"[-_ .:/]+", b.lower())):
+            if part and part not in lookup:
+                parts.setdefault(part, []).append(i)
+    lookup.update({part: hits[0] for part, hits in parts.items() if len(hits) == 1})
+    return lookup
 
 
 def _missing_message(name: str, needs: Sequence[str], found: Mapping[str, int], bands) -> str:

@@ -12,11 +12,64 @@ from cropscope.features.gapfill import _check_not_empty, interpolate_gaps, time_
 from cropscope.features.harmonics import harmonic_coefficients, harmonic_feature_names
 from cropscope.features.indices import available_indices, compute_index, index_bands, resolve_bands
 
-__all__ = ["FEATURE_KINDS", "build_features"]
+__all__ = ["FEATURE_KINDS", "FEATURE_STEPS", "apply_feature_step", "build_features",
+           "is_feature_step"]
 
-#: Spec items understood by :func:`build_features`.
+#: Feature blocks of a spec for :func:`build_features`.
 FEATURE_KINDS = ("values", "indices", "harmonics", "stats", "diff")
+#: Preprocessing steps of a spec (prefixes; parameters after ``:``), applied in order to
+#: the series the later blocks see.
+FEATURE_STEPS = ("whittaker", "sgolay", "index", "expr")
 STATS = ("mean", "std", "min", "max", "argmax_frac", "amplitude")
+
+
+def is_feature_step(item: str) -> bool:
+    """Whether a spec item is a preprocessing step (``whittaker:10``, ``expr:X=...``)."""
+    return str(item).split(":", 1)[0] in FEATURE_STEPS
+
+
+def _numbers(item: str, args: list[str], kinds: tuple[type, ...]) -> list[float]:
+    if len(args) > len(kinds):
+        raise DataError(f"feature step {item!r} takes at most {len(kinds)} parameters")
+    try:
+        return [kind(a) for a, kind in zip(args, kinds, strict=False)]
+    except ValueError:
+        raise DataError(f"feature step {item!r}: parameters must be numbers") from None
+
+
+def apply_feature_step(ts: TimeSeriesSet, item: str, sensor: str = "sentinel2"
+                       ) -> TimeSeriesSet:
+    """Apply one preprocessing step of a feature spec to ``ts``:
+
+    - ``whittaker[:LAMBDA[:ORDER]]`` (default 1, 2): Whittaker smoothing with gaps;
+    - ``sgolay[:WINDOW[:POLYORDER]]`` (default 5, 2): Savitzky–Golay with gaps;
+    - ``index:NAME[,NAME...]``: built-in or spyndex catalogue indices as new bands;
+    - ``expr:NAME=EXPRESSION``: a safe arithmetic expression on band names as a new band.
+
+    See :mod:`cropscope.features.smoothing` and :mod:`cropscope.features.expressions`.
+    """
+    head, _, rest = str(item).partition(":")
+    if head == "whittaker":
+        from cropscope.features.smoothing import whittaker
+
+        lam, *order = _numbers(item, [a for a in rest.split(":") if a], (float, int)) or [1.0]
+        return whittaker(ts, lam, int(order[0]) if order else 2)
+    if head == "sgolay":
+        from cropscope.features.smoothing import savitzky_golay
+
+        window, *poly = _numbers(item, [a for a in rest.split(":") if a], (int, int)) or [5]
+        return savitzky_golay(ts, int(window), int(poly[0]) if poly else 2)
+    if head in {"index", "expr"}:
+        from cropscope.features.expressions import add_expressions
+
+        if not rest.strip():
+            raise DataError(f"feature step {item!r} needs a name, e.g. index:NDVI or "
+                            "expr:NAME=(B8-B4)/(B8+B4)")
+        if head == "expr" and "=" not in rest:
+            raise DataError(f"feature step {item!r} must read expr:NAME=EXPRESSION")
+        names = [rest] if head == "expr" else [n.strip() for n in rest.split(",") if n.strip()]
+        return add_expressions(ts, names, sensor=sensor)
+    raise DataError(f"unknown feature step {item!r}; steps: {list(FEATURE_STEPS)}")
 
 
 def _step_names(prefix: str, count: int, start: int = 0) -> list[str]:
@@ -94,20 +147,35 @@ def build_features(
       the maximum as a fraction of the sample's observed span) and ``amplitude`` (max-min).
     - ``"diff"``: first temporal difference of the gap-filled values (``B4_d01`` = t01-t00).
 
+    Preprocessing steps (:data:`FEATURE_STEPS`, see :func:`apply_feature_step`) change the
+    series that the blocks *after* them see, in spec order, e.g. ``["expr:ndvi=(B8-B4)/
+    (B8+B4)", "whittaker:10", "values", "stats"]``: the new band ``ndvi`` is smoothed with
+    the other bands and then flattened. As the spec is part of a model's configuration, the
+    same steps run at inference.
+
     Series without any valid observation raise :class:`DataError`. Unknown items raise
     :class:`DataError` listing the options.
     """
     items = [spec] if isinstance(spec, str) else list(spec)
-    unknown = [s for s in items if s not in FEATURE_KINDS]
+    unknown = [s for s in items if s not in FEATURE_KINDS and not is_feature_step(s)]
     if unknown:
-        raise DataError(f"unknown feature spec {unknown}; options: {list(FEATURE_KINDS)}")
-    if not items:
-        raise DataError(f"empty feature spec; options: {list(FEATURE_KINDS)}")
+        raise DataError(f"unknown feature spec {unknown}; options: {list(FEATURE_KINDS)} "
+                        f"and the steps {[f'{s}:...' for s in FEATURE_STEPS]}")
+    if not any(s in FEATURE_KINDS for s in items):
+        raise DataError(f"feature spec without a feature block; options: {list(FEATURE_KINDS)}")
     _check_not_empty(ts, "cannot build features")
     filled: TimeSeriesSet | None = None
     blocks: list[np.ndarray] = []
     names: list[str] = []
-    for item in dict.fromkeys(items):
+    done: set[str] = set()
+    for item in items:
+        if is_feature_step(item):
+            ts = apply_feature_step(ts, item, sensor)
+            filled = None
+            continue
+        if item in done:
+            continue
+        done.add(item)
         if item in {"values", "indices", "diff"}:
             if filled is None:
                 filled = interpolate_gaps(ts)
