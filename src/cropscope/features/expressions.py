@@ -218,10 +218,8 @@ def evaluate_expression(
 
 def catalogue_index(name: str) -> tuple[str, dict[str, float]]:
     """Formula and default constants of index ``name`` in the spyndex catalogue."""
-    import importlib
-
     try:
-        spyndex = importlib.import_module("spyndex")
+        import spyndex  # type: ignore[import-untyped,unused-ignore]
     except ImportError:
         raise DataError(f"index {name!r} is not built in; the spyndex catalogue needs "
                         "'pip install cropscope[indices]' (package spyndex)") from None
