@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,11 +17,13 @@ from cropscope.weather.covariates import (
     daily_gdd,
     day_length,
     thermal_time,
+    thermal_time_from_series,
 )
 from cropscope.weather.evaluate import stack_fields
 from cropscope.weather.geometry import RegularGrid
 from cropscope.weather.readers import standardize
 from cropscope.weather.training import fit_field
+from tests.conftest import shared_folder
 
 
 def test_day_length():
@@ -118,3 +122,135 @@ def test_thermal_time_errors():
     ts2 = _samples(np.array([40.0]), np.array([0.0]))
     with pytest.raises(DataError, match="season start"):
         thermal_time(ts2, GriddedField(ds), start="2021-04-01")
+
+
+# ------------------------------------------------------------- thermal time from step means
+def _step_set(temp_k100, dates=("2021-09-01", "2021-10-01", "2021-11-01", "2021-12-01"),
+              s2=None) -> TimeSeriesSet:
+    """Two bands, S2-like ``b04`` and a temperature in K x 100 (WorldCereal's scaling)."""
+    temp = np.asarray(temp_k100, float)
+    n, t = temp.shape
+    b04 = np.full((n, t), 0.1) if s2 is None else np.asarray(s2, float)
+    values = np.stack([b04, temp], axis=2)
+    return TimeSeriesSet(values=values, bands=["b04", "tmean"],
+                         dates=np.asarray(dates, dtype="datetime64[D]"),
+                         mask=np.isfinite(b04),
+                         meta=pd.DataFrame({"latitude": [42.0] * n, "longitude": [9.0] * n}))
+
+
+def test_step_gdd_equals_a_hand_computation():
+    # 20 °C in September (30 d), 15 °C in October (31 d), 5 °C in November (30 d), then 12 °C
+    ts = _step_set([[29315, 28815, 27815, 28515]])
+    tt = thermal_time_from_series(ts, "tmean", scale=0.01, units="K", base=10, cap=30)
+    sept, octo, nov = 10 * 30, 5 * 31, 0 * 30
+    np.testing.assert_allclose(tt.cumulative[0], [0, sept, sept + octo, sept + octo + nov],
+                               atol=1e-3)
+    np.testing.assert_allclose(tt.increment[0], [0, sept, octo, nov], atol=1e-3)
+    assert str(tt.start[0]) == "2021-09-01"
+    # the middle of each period; the last step takes the previous step's length (30 d)
+    mid = thermal_time_from_series(ts, "tmean", scale=0.01, units="K", at="middle")
+    np.testing.assert_allclose(mid.cumulative[0], [150, 300 + 77.5, 455, 455 + 2 * 15],
+                               atol=1e-3)
+    # base 0, cap 18: the cap bites in September
+    t0 = thermal_time_from_series(ts, "tmean", scale=0.01, units="K", base=0, cap=18)
+    np.testing.assert_allclose(t0.cumulative[0, 1:], np.cumsum([18 * 30, 15 * 31, 5 * 30]),
+                               atol=1e-3)
+    # a season start within October: counted from there, negative before it
+    st = thermal_time_from_series(ts, "tmean", scale=0.01, units="K", start="2021-10-11")
+    np.testing.assert_allclose(st.cumulative[0], np.array([0, 300, 455, 455]) - 350,
+                               atol=1e-3)
+    # degrees Celsius directly, and per-sample dates
+    c = _step_set([[20.0, 15.0, 5.0, 12.0]])
+    np.testing.assert_allclose(thermal_time_from_series(c, "tmean", units="C").cumulative,
+                               tt.cumulative, atol=1e-3)
+
+
+def test_step_thermal_time_with_per_sample_dates_and_dekads():
+    dates = np.array([["2022-09-01", "2022-09-11", "2022-09-21"],
+                      ["2022-09-11", "2022-09-21", "2022-10-01"]], dtype="datetime64[D]")
+    ts = TimeSeriesSet(values=np.array([[[20.0], [14.0], [30.0]], [[12.0], [11.0], [9.0]]]),
+                       bands=["t"], dates=dates)
+    tt = thermal_time_from_series(ts, "t", units="C", base=10, cap=25)
+    np.testing.assert_allclose(tt.cumulative, [[0, 100, 140], [0, 20, 30]], atol=1e-4)
+
+
+def test_step_thermal_time_gaps_are_interpolated_or_refused():
+    # cloudy S2 (mask False) does not make a temperature gap
+    ts = _step_set([[29315, 28815, 27815, 28515]], s2=[[0.1, np.nan, np.nan, 0.2]])
+    full = thermal_time_from_series(ts, "tmean", scale=0.01, units="K")
+    assert np.all(np.isfinite(full.cumulative))
+    # a missing October (NaN) and an impossible 0 K in November: linear in time
+    gap = _step_set([[29315, np.nan, 0, 28515]])
+    tt = thermal_time_from_series(gap, "tmean", scale=0.01, units="K")
+    # days 0, 30, 61, 91: October = 20 - 8 * 30 / 91 °C, November = 20 - 8 * 61 / 91 °C
+    oct_c, nov_c = 20 - 8 * 30 / 91, 20 - 8 * 61 / 91
+    expected = np.cumsum([0, 10 * 30, (oct_c - 10) * 31, (nov_c - 10) * 30])
+    np.testing.assert_allclose(tt.cumulative[0], expected, atol=1e-2)
+    with pytest.raises(DataError, match="gap"):
+        thermal_time_from_series(gap, "tmean", scale=0.01, units="K", gaps="raise")
+    # a leading gap takes the first valid value
+    lead = thermal_time_from_series(_step_set([[np.nan, 29315, 28815, 28515]]), "tmean",
+                                    scale=0.01, units="K")
+    np.testing.assert_allclose(lead.cumulative[0, :2], [0, 300], atol=1e-3)
+
+
+def test_step_thermal_time_works_with_covariates_and_alignment():
+    ts = _step_set([[29315, 28815, 27815, 28515], [29815, 29315, 28815, 28515]],
+                   s2=[[0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.3, 0.4]])
+    tt = thermal_time_from_series(ts, "tmean", scale=0.01, units="K", base=0)
+    ext = add_covariates(ts, tt, bands=("gdd_cum", "gdd_step", "day_length"))
+    assert ext.bands == ["b04", "tmean", "gdd_cum", "gdd_step", "day_length"]
+    np.testing.assert_array_equal(ext.band("gdd_step"), tt.increment)
+    assert add_covariates(ts, tt).bands == ["b04", "tmean", "gdd_cum", "day_length"]
+    with pytest.raises(DataError, match="covariate bands"):
+        add_covariates(ts, tt, bands=("gdd",))
+    aligned = align_on_thermal_time(ts.select_bands(["b04"]), tt, step=100.0)
+    assert aligned.dates is None
+    # the warmer sample reaches the same reflectance at a higher thermal time
+    assert np.isfinite(aligned.values[1, :, 0]).sum() > np.isfinite(aligned.values[0, :, 0]).sum()
+    np.testing.assert_allclose(aligned.values[0, 0, 0], 0.1)
+
+
+def test_step_thermal_time_errors():
+    ts = _step_set([[29315, 28815, 27815, 28515]])
+    with pytest.raises(DataError, match="not found"):
+        thermal_time_from_series(ts, "AGERA5-TMEAN")
+    with pytest.raises(DataError, match="calendar dates"):
+        thermal_time_from_series(ts.replace(dates=None), "tmean")
+    with pytest.raises(DataError, match="no valid temperature"):
+        thermal_time_from_series(_step_set([[np.nan] * 4]), "tmean")
+    with pytest.raises(DataError, match="without any valid"):
+        thermal_time_from_series(_step_set([[29315] * 4, [np.nan] * 4]), "tmean", scale=0.01)
+    with pytest.raises(DataError, match="check scale"):  # K x 100 read as K
+        thermal_time_from_series(ts, "tmean", units="K")
+    with pytest.raises(DataError, match="season start"):
+        thermal_time_from_series(ts, "tmean", scale=0.01, start="2021-08-01")
+    with pytest.raises(DataError, match="two time steps"):
+        thermal_time_from_series(_step_set([[29315]], dates=["2021-09-01"]), "tmean")
+    with pytest.raises(DataError, match="gaps must be"):
+        thermal_time_from_series(ts, "tmean", gaps="drop")
+    with pytest.raises(DataError, match="units"):
+        thermal_time_from_series(ts, "tmean", units="F")
+
+
+@pytest.mark.realdata
+def test_step_thermal_time_of_an_lpis_parcel_matches_pandas(real_data_dir: Path) -> None:
+    from cropscope.data.readers.table import read_table
+
+    folder = shared_folder(real_data_dir, "worldcereal_lpis_samples")
+    path = folder / "2023_FRA_LPIS_POLY_110.geoparquet"
+    ts = read_table(path, time_col="timestamp", label_col="ewoc_code",
+                    bands=["AGERA5-TMEAN"], nodata=65535)  # native dekads
+    tt = thermal_time_from_series(ts, "AGERA5-TMEAN", scale=0.01, units="K", base=0, cap=30)
+    raw = pd.read_parquet(path, columns=["sample_id", "timestamp", "AGERA5-TMEAN"])
+    counts = raw.groupby("sample_id").size()
+    sid = str(counts[counts == ts.n_times].index[0])  # a parcel with every dekad
+    one = raw[raw["sample_id"] == sid].sort_values("timestamp")
+    celsius = one["AGERA5-TMEAN"].to_numpy(float) / 100 - 273.15
+    days = one["timestamp"].diff().dt.days.shift(-1).ffill().to_numpy(float)
+    gdd = np.clip(np.minimum(celsius, 30.0), 0, None) * days
+    expected = np.concatenate([[0.0], np.cumsum(gdd)[:-1]])
+    i = int(np.flatnonzero(np.asarray(ts.ids).astype(str) == sid)[0])
+    np.testing.assert_allclose(tt.cumulative[i], expected, rtol=1e-5, atol=0.05)
+    year = int(np.flatnonzero(ts.per_sample_dates[i] == np.datetime64("2023-09-01"))[0])
+    assert 3500 < tt.cumulative[i, year] < 6000  # °C·d in a year (base 0 °C): plausible

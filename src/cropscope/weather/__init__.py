@@ -1,7 +1,7 @@
 """Continuous weather fields (DeepPhysiNet-style) and weather covariates for crop mapping.
 
-Light at import: torch is imported by :mod:`model`, :mod:`training`, :mod:`field` and
-:mod:`equations` only. Public entry points:
+Light at import: torch is imported by :mod:`model`, :mod:`training`, :mod:`field`,
+:mod:`supervised` and :mod:`equations` only. Public entry points:
 
 - :func:`readers.open_weather` – read NetCDF / GRIB / Zarr into a standard ``xarray.Dataset``
 - :func:`training.fit_field` – fit a physics-informed field to gridded data
@@ -9,6 +9,9 @@ Light at import: torch is imported by :mod:`model`, :mod:`training`, :mod:`field
 - :func:`evaluate.evaluate_file` – coarsen → fit → score against bilinear / bicubic
   (:func:`evaluate.format_evaluation`: its text table)
 - :func:`evaluate.fit_file` – fit a field to every grid point of a file and save it
+- :mod:`supervised` – supervised downscaling in space and time (DeepPhysiNet as published):
+  ``prepare_training`` → ``train_supervised`` → ``SupervisedField`` (query, export),
+  ``evaluate_supervised`` (scores against the :mod:`windows` reference interpolations)
 - :mod:`covariates` – growing degree days, day length, thermal-time alignment
 """
 

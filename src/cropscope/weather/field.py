@@ -210,6 +210,9 @@ class WeatherField:
             run = open_run(directory)  # complete, checksums verified
             if run.spec.kind != "weather-field":
                 raise ModelError(f"{directory} is a {run.spec.kind} run, not a weather field")
+            if run.spec.extra.get("mode") == "supervised":
+                raise ModelError(f"{directory} is a supervised downscaling run: load it with "
+                                 "cropscope.weather.supervised.load_supervised")
         meta_path = directory / FIELD_JSON
         if not meta_path.is_file():
             raise ModelError(f"no weather field in {directory} (missing {FIELD_JSON})")
