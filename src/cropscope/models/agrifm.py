@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from cropscope.errors import ModelError
 from cropscope.models.cascade import CascadeHeads
-from cropscope.models.swin3d import PatchEmbed3D, Swin3D
+from cropscope.models.swin3d import PatchEmbed3D, Swin3D, inference_precision
 
 __all__ = [
     "AGRIFM_S2_NORMALISATION",
@@ -468,3 +468,22 @@ class AgriFM(nn.Module):
         """Logits ``[B, K, H, W]`` (a list of per-level logits if hierarchical; the features
         when built without a head)."""
         return self.head(self.forward_features(inputs))
+
+    def predict(self, inputs: Mapping[str, Tensor] | Tensor, precision: str = "float32"
+                ) -> Tensor | list[Tensor]:
+        """:meth:`forward` for inference: eval mode (the previous mode is restored), under
+        ``torch.inference_mode()``, at ``precision`` (``"float32"`` default, ``"bfloat16"``
+        or ``"auto"``: bfloat16 autocast where the CPU or GPU supports it, see
+        :func:`~cropscope.models.swin3d.inference_precision`). Outputs are float32."""
+        data = self._as_dict(inputs)
+        device = next(iter(data.values())).device
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode(), inference_precision(precision, device):
+                out = self(data)
+        finally:
+            self.train(was_training)
+        if isinstance(out, list):
+            return [o.float() for o in out]
+        return out.float()

@@ -11,7 +11,8 @@ its patch merging; the last one after a final LayerNorm).
 - **Blocks** (Video Swin): pre-norm ``x + DropPath(W-MSA(LN(x)))``, ``x + DropPath(MLP(LN(x)))``;
   MLP ratio 4 with GELU; attention inside 3-D windows (default (8, 7, 7)) with a learnable
   relative-position bias table of ``(2Wt-1)(2Wh-1)(2Ww-1) x heads`` entries; odd blocks shift
-  the windows cyclically by half a window and mask pairs from different regions (-100).
+  the windows cyclically by half a window and mask pairs from different regions (Swin's
+  -100; here -inf, which gives the same float32 outputs without denormals, see MASK_VALUE).
   Along an axis whose extent is <= the window, the window becomes the extent and the shift 0
   (so with ``T <= 32`` and a temporal patch of 4, attention is global in time). Inputs are
   zero-padded to window multiples after the first norm and cropped back, as in Video Swin.
@@ -32,15 +33,31 @@ its patch merging; the last one after a final LayerNorm).
   the full table (the reference slices the first N x N entries of the full index, which is
   right only when time alone is clipped; both agree in that case).
 
+**Speed** (issue 22; ``benchmarks/bench_agrifm_official.py``). Windows are cut from the
+(padded) grid by one cached-index gather that also applies the shift, and put back (un-shifted,
+cropped) by another; they are ordered so that windows sharing a shift mask are consecutive
+(at most 8 masks), and attention runs per run of windows as 4-D
+``scaled_dot_product_attention`` calls with a ``[1, heads, N, N]`` mask (bias + that run's
+mask), which CPUs and GPUs serve with a fused kernel; 5-D calls and ``[nW, heads, N, N]``
+masks are slow paths. In training (the bias table needs a gradient, which SDPA's fused
+kernels do not give) the attention is written out. Without autograd the temporal merge
+writes the frame mean straight into the merged layout, and residual adds reuse the branch
+output. A traced or exported graph gets batch-generic 5-D calls. bfloat16 autocast for
+inference: :func:`inference_precision`.
+
 ``SWIN3D_PRESETS`` holds tiny / small / base; ``Swin3D(10, "base")`` without the stem has the
 87,626,312 parameters of agrifm.md §2.9 (the (4, 2, 2) S2 stem adds 20,608).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -60,11 +77,16 @@ __all__ = [
     "SwinBlock3D",
     "SwinStage3D",
     "WindowAttention3D",
+    "bf16_supported",
     "doy_encoding",
     "effective_window",
+    "inference_precision",
     "relative_position_index",
     "set_official_compat",
     "shift_window_mask",
+    "window_inverse",
+    "window_order",
+    "window_segments",
 ]
 
 Size3 = tuple[int, int, int]
@@ -76,8 +98,12 @@ SWIN3D_PRESETS: dict[str, dict[str, Any]] = {
     "base": {"embed_dim": 128, "depths": (2, 2, 18, 2), "num_heads": (4, 8, 16, 32)},
 }
 
-#: additive mask value between tokens of different regions in a shifted window (Swin's)
-MASK_VALUE = -100.0
+#: additive mask value between tokens of different regions in a shifted window. Swin's
+#: -100 gives such pairs a weight of ~e^-100 ≈ 4e-44: nothing at float32 precision (unless a
+#: masked logit beats the window's others by > ~84), but a *denormal*, and CPU arithmetic on
+#: denormals is slow (a training step of the AgriFM backbone was ~15 % slower than with
+#: flush-to-zero, 1 thread); -inf gives exactly 0
+MASK_VALUE = float("-inf")
 
 
 def _triple(value: int | Sequence[int], name: str) -> Size3:
@@ -99,22 +125,29 @@ def effective_window(size: Size3, window: Size3, shift: Size3) -> tuple[Size3, S
 
 
 @cached_tensor
-def relative_position_index(window: Size3, table_window: Size3 | None = None) -> Tensor:
+def relative_position_index(window: Size3, table_window: Size3 | None = None,
+                            device: torch.device | str = "cpu") -> Tensor:
     """``[N, N]`` index into a bias table built for ``table_window`` (default ``window``) of
-    the relative positions of the ``N`` tokens of ``window`` (t-major order)."""
+    the relative positions of the ``N`` tokens of ``window`` (t-major order), on ``device``
+    (cached per device, so a GPU model does not copy it at every forward)."""
     tw = window if table_window is None else table_window
     coords = torch.stack(torch.meshgrid(*(torch.arange(n, device="cpu") for n in window),
                                         indexing="ij"))
     coords = coords.flatten(1)
     rel = coords[:, :, None] - coords[:, None, :]
-    return ((rel[0] + tw[0] - 1) * (2 * tw[1] - 1) * (2 * tw[2] - 1)
-            + (rel[1] + tw[1] - 1) * (2 * tw[2] - 1) + rel[2] + tw[2] - 1)
+    index = ((rel[0] + tw[0] - 1) * (2 * tw[1] - 1) * (2 * tw[2] - 1)
+             + (rel[1] + tw[1] - 1) * (2 * tw[2] - 1) + rel[2] + tw[2] - 1)
+    return index.to(device)
 
 
 @cached_tensor
-def shift_window_mask(padded: Size3, window: Size3, shift: Size3) -> Tensor:
+def shift_window_mask(padded: Size3, window: Size3, shift: Size3,
+                      device: torch.device | str = "cpu") -> Tensor:
     """Additive mask ``[n_windows, N, N]`` of the shifted windows of a (cyclically rolled)
-    grid of size ``padded``: 0 between tokens of the same region, -100 otherwise."""
+    grid of size ``padded``: 0 between tokens of the same region, :data:`MASK_VALUE` (-inf)
+    otherwise (float32 on ``device``, cached per device). The blocks do not use it (they
+    keep only the distinct masks, :func:`window_segments`); it serves a per-window ``mask``
+    of :meth:`WindowAttention3D.forward` and the tests."""
     region = torch.zeros(padded, dtype=torch.long, device="cpu")
     count = 0
     slices = [((slice(0, -w), slice(-w, -s), slice(-s, None)) if s else (slice(None),))
@@ -127,7 +160,96 @@ def shift_window_mask(padded: Size3, window: Size3, shift: Size3) -> Tensor:
     ids = rearrange(region, "(nd wd) (nh wh) (nw ww) -> (nd nh nw) (wd wh ww)",
                     wd=window[0], wh=window[1], ww=window[2])
     same = ids[:, :, None] == ids[:, None, :]
-    return torch.where(same, 0.0, MASK_VALUE)
+    return torch.where(same, 0.0, MASK_VALUE).to(device)
+
+
+# The window indices below are built with numpy: a traced or exported graph (TorchScript,
+# ONNX) then holds them as constants instead of the ops that made them (a stable sort has
+# no ONNX form).
+
+
+def _window_classes(padded: Size3, window: Size3, shift: Size3) -> np.ndarray:
+    """Class ``[nW]`` of each window's shift mask: bit ``4 / 2 / 1`` set when the window is
+    the last along a shifted t / h / w axis. A window's mask depends only on these flags (a
+    last window holds two regions along that axis, any other one region), so windows of one
+    class share one mask and there are at most 8 classes (one without a shift)."""
+    grid = [p // w for p, w in zip(padded, window, strict=True)]
+    idx = np.indices(grid).reshape(3, -1)
+    classes = np.zeros(idx.shape[1], dtype=np.int64)
+    for axis in range(3):
+        last = (idx[axis] == grid[axis] - 1) if shift[axis] else np.zeros_like(classes, bool)
+        classes = classes * 2 + last
+    return classes
+
+
+def _class_mask(window: Size3, shift: Size3, cls: int) -> Tensor | None:
+    """The additive shift mask ``[N, N]`` of the windows of class ``cls`` (None: nothing
+    masked): tokens attend within the same region only."""
+    region = np.zeros(window, dtype=np.int64)
+    for axis in range(3):
+        if cls >> (2 - axis) & 1:
+            shape = [1, 1, 1]
+            shape[axis] = window[axis]
+            second = np.arange(window[axis]) >= window[axis] - shift[axis]
+            region = region * 2 + second.reshape(shape)
+    ids = region.reshape(-1)
+    if (ids == ids[0]).all():
+        return None
+    mask = np.where(ids[:, None] == ids[None, :], 0.0, MASK_VALUE).astype(np.float32)
+    return torch.from_numpy(mask)
+
+
+@cached_tensor
+def window_order(padded: Size3, window: Size3, shift: Size3,
+                 device: torch.device | str = "cpu") -> Tensor:
+    """``[nW·N]`` flat index into a ``padded`` grid of the token at each (window, token)
+    slot after a cyclic roll by ``-shift``, the windows sorted (stably) by their shift-mask
+    class (see :func:`window_segments`): one ``index_select`` partitions and shifts the
+    grid, instead of ``torch.roll`` (a copy per axis) and a permuting copy."""
+    return torch.from_numpy(_window_order(padded, window, shift)).to(device)
+
+
+def _window_order(padded: Size3, window: Size3, shift: Size3) -> np.ndarray:
+    grid = np.arange(padded[0] * padded[1] * padded[2]).reshape(padded)
+    if any(shift):
+        grid = np.roll(grid, shift=tuple(-s for s in shift), axis=(0, 1, 2))
+    (wd, wh, ww), (nd, nh, nw) = window, (p // w for p, w in zip(padded, window, strict=True))
+    order = grid.reshape(nd, wd, nh, wh, nw, ww).transpose(0, 2, 4, 1, 3, 5)
+    order = order.reshape(nd * nh * nw, wd * wh * ww)
+    by_class = np.argsort(_window_classes(padded, window, shift), kind="stable")
+    return np.ascontiguousarray(order[by_class].reshape(-1))
+
+
+@cached_tensor
+def window_inverse(size: Size3, padded: Size3, window: Size3, shift: Size3,
+                   device: torch.device | str = "cpu") -> Tensor:
+    """``[D·H·W]`` slot in the (window, token) order of :func:`window_order` of each token
+    of the unpadded ``size`` grid: one ``index_select`` un-partitions, un-shifts and crops."""
+    order = _window_order(padded, window, shift)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(order.size)
+    crop = inverse.reshape(padded)[:size[0], :size[1], :size[2]]
+    return torch.from_numpy(np.ascontiguousarray(crop.reshape(-1))).to(device)
+
+
+#: runs of consecutive windows (in :func:`window_order`) sharing one shift mask: ``(count,
+#: mask [N, N] or None)``, None where nothing is masked
+Segments = tuple[tuple[int, Tensor | None], ...]
+
+
+@functools.lru_cache(maxsize=64)
+def window_segments(padded: Size3, window: Size3, shift: Size3,
+                    device: torch.device | str = "cpu") -> Segments:
+    """The windows of :func:`window_order` as runs sharing one shift mask (float32 on
+    ``device``, made outside inference mode so later training can use them): attention
+    then adds a ``[1, heads, N, N]`` mask per run instead of a ``[nW, heads, N, N]`` one."""
+    classes, counts = np.unique(_window_classes(padded, window, shift), return_counts=True)
+    with torch.inference_mode(False):
+        runs = []
+        for cls, count in zip(classes.tolist(), counts.tolist(), strict=True):
+            mask = _class_mask(window, shift, cls)
+            runs.append((int(count), None if mask is None else mask.to(device)))
+        return tuple(runs)
 
 
 def doy_encoding(doy: Tensor, dim: int) -> Tensor:
@@ -138,6 +260,46 @@ def doy_encoding(doy: Tensor, dim: int) -> Tensor:
     freq = torch.pow(10000.0, -2 * torch.div(j, 2, rounding_mode="floor").double() / dim)
     angle = doy.double()[..., None] * freq
     return torch.where(j % 2 == 0, torch.sin(angle), torch.cos(angle)).float()
+
+
+#: precisions of :func:`inference_precision`
+PRECISIONS = ("float32", "bfloat16", "auto")
+
+
+def bf16_supported(device: torch.device | str) -> bool:
+    """Whether bfloat16 autocast is worth it on ``device``: a GPU that supports bfloat16, or
+    a CPU with native bfloat16 instructions (AVX512-BF16 or AMX; elsewhere oneDNN emulates
+    bfloat16 and it is slower than float32)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if dev.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def inference_precision(precision: str, device: torch.device | str
+                        ) -> contextlib.AbstractContextManager[Any]:
+    """Context for an inference forward pass at ``precision``: ``"float32"`` (the default
+    everywhere: nothing changes), ``"bfloat16"`` (``torch.autocast`` with bfloat16 on the
+    CPU or GPU; where :func:`bf16_supported` says no, float32 with a logged warning) or
+    ``"auto"`` (bfloat16 where supported, else float32, silently). Outputs under bfloat16
+    differ from float32 by ~1e-2 relative: use it for maps, not for parity checks."""
+    if precision not in PRECISIONS:
+        raise ModelError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    dev = torch.device(device)
+    if precision == "float32":
+        return contextlib.nullcontext()
+    if not bf16_supported(dev):
+        if precision == "bfloat16":
+            logging.getLogger("cropscope").warning(
+                "bfloat16 is not supported (natively) on %s: running in float32", dev)
+        return contextlib.nullcontext()
+    # no cast cache: every weight is used once per forward, so caching its bfloat16 copy
+    # until the context ends only adds 2 bytes per parameter to the peak memory
+    return torch.autocast(dev.type, dtype=torch.bfloat16, cache_enabled=False)
 
 
 def _pad_end_replicate(x: Tensor, dim: int, multiple: int) -> Tensor:
@@ -184,7 +346,7 @@ class DropPath(nn.Module):
             return x
         keep = 1.0 - self.p
         mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
+        return x * mask.div_(keep)  # one pass over x (the scale folded into the mask)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -230,25 +392,125 @@ class WindowAttention3D(nn.Module):
 
     def position_bias(self, window: Size3) -> Tensor:
         """Relative-position bias ``[heads, N, N]`` for a (possibly clipped) window."""
+        table = self.relative_position_bias_table
         if window == self.window_size:
             index = self.relative_position_index
         elif self.official:
             n = window[0] * window[1] * window[2]
             index = self.relative_position_index[:n, :n]
         else:
-            index = relative_position_index(window, self.window_size).to(
-                self.relative_position_bias_table.device)
-        return rearrange(self.relative_position_bias_table[index], "n m h -> h n m")
+            index = relative_position_index(window, self.window_size, table.device)
+        n = index.shape[0]
+        # gathered from the head-major table, so the result is contiguous; index_select's
+        # backward is an index_add (advanced indexing's a sorting index_put)
+        heads = table.t().contiguous()
+        return heads.index_select(1, index.reshape(-1)).view(-1, n, n)
 
-    def forward(self, windows: Tensor, window: Size3, mask: Tensor | None = None) -> Tensor:
-        """``windows [B, nW, N, C]`` → same shape; ``mask [nW, N, N]`` additive (or None)."""
-        q, k, v = rearrange(self.qkv(windows), "b w n (three h d) -> three b w h n d", three=3,
-                            h=self.num_heads)
+    def forward(self, windows: Tensor, window: Size3, mask: Tensor | None = None,
+                segments: Segments | None = None) -> Tensor:
+        """``windows [B, nW, N, C]`` → same shape; ``mask [nW, N, N]`` additive (or None),
+        or ``segments`` (:func:`window_segments`: runs of windows sharing one mask).
+
+        The attention runs on 4-D ``[B·nW, heads, N, d]`` tensors (a 5-D call sends
+        ``scaled_dot_product_attention`` to its slow unfused path) with an additive mask
+        that broadcasts over the windows: ``[1, heads, N, N]`` (the bias, plus a run's
+        shift mask) or, for a per-window ``mask``, ``[n, heads, N, N]`` for chunks of ``n``
+        windows (at most :data:`MASK_CHUNK_BYTES` each)."""
+        b, nw, n, c = windows.shape
+        heads = self.num_heads
+        qkv = self.qkv(windows).view(b * nw, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
         bias = self.position_bias(window).to(q.dtype)
-        if mask is not None:
-            bias = bias[None] + mask[:, None].to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return self.proj(rearrange(out, "b w h n d -> b w n (h d)"))
+        if segments is None:
+            segments = ((nw, None),) if mask is None else None  # no mask: one run
+        if segments is not None:
+            out = _segmented_attention(q, k, v, bias, segments, b)
+        else:
+            assert mask is not None
+            out = _masked_attention(q, k, v, bias, mask.to(q.dtype), b)
+        return self.proj(out.reshape(b, nw, n, c))
+
+
+#: largest combined (bias + shift) mask built at once for a per-window mask, in bytes
+MASK_CHUNK_BYTES = 32 * 2**20
+
+
+def _exporting() -> bool:
+    """Whether a graph is being traced or exported (TorchScript, ONNX, torch.export): the
+    batch size is then symbolic, so no Python loop over it and no ``out=`` writes."""
+    return bool(torch.jit.is_tracing() or torch.jit.is_scripting()
+                or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting())
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+    """``softmax(q kᵀ / √d + mask) v`` on 4-D tensors. When the mask needs a gradient (the
+    bias table, in training) SDPA can only take its unfused path, which also checks every
+    row for being fully masked; written out here instead (no row is ever fully masked).
+
+    ``k`` and ``v`` are made contiguous first: ``matmul`` copies them anyway (they are
+    strided views of the qkv output), except for a run of one window, where it would keep
+    a view, and with it the whole qkv output of every window, alive for the backward."""
+    if mask.requires_grad and torch.is_grad_enabled():
+        k, v = k.contiguous(), v.contiguous()
+        scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)).add_(mask)
+        return torch.matmul(scores.softmax(-1), v)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def _attend_5d(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, nw: int) -> Tensor:
+    """The export path: one 5-D call ``[B, nW, h, N, d]`` with ``mask [nW, h, N, N]`` for
+    any batch size (SDPA's slow unfused path in eager mode); ``[B·nW, N, h, d]`` out."""
+    q5, k5, v5 = (t.reshape(-1, nw, *t.shape[1:]) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q5, k5, v5, attn_mask=mask)
+    return out.transpose(2, 3).reshape(-1, q.shape[2], q.shape[1], q.shape[3])
+
+
+def _join(parts: list[Tensor]) -> Tensor:
+    """Attention outputs ``[n, h, N, d]`` → one ``[Σn, N, h, d]`` contiguous tensor (the
+    head transpose and the concatenation in one copy)."""
+    if len(parts) == 1:
+        return parts[0].transpose(1, 2).contiguous()
+    return torch.cat([p.transpose(1, 2) for p in parts])
+
+
+def _segmented_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, segments: Segments,
+                         batch: int) -> Tensor:
+    """Attention of ``q, k, v [B·nW, h, N, d]`` whose windows (the same for every batch
+    element) come in runs sharing one mask: one call per run, mask ``[1, h, N, N]``."""
+    masks = [(count, (bias if m is None else bias + m.to(bias.dtype))[None])
+             for count, m in segments]
+    nw = sum(count for count, _ in segments)
+    if _exporting():
+        return _attend_5d(q, k, v, torch.cat([m.expand(count, -1, -1, -1)
+                                              for count, m in masks]), nw)
+    parts = []
+    for i in range(batch):
+        start = i * nw
+        for count, mask in masks:
+            rows = slice(start, start + count)
+            parts.append(_attend(q[rows], k[rows], v[rows], mask))
+            start += count
+    return _join(parts)
+
+
+def _masked_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor,
+                      batch: int) -> Tensor:
+    """Attention of ``q, k, v [B·nW, h, N, d]`` with ``bias [h, N, N] + mask [nW, N, N]``
+    (one mask per window, the same for every batch element): the combined mask of a chunk
+    of windows is built once and serves that chunk of every batch element."""
+    nw = mask.shape[0]
+    if _exporting():
+        return _attend_5d(q, k, v, bias[None] + mask[:, None], nw)
+    per_window = bias.numel() * bias.element_size()
+    step = max(1, min(nw, MASK_CHUNK_BYTES // max(per_window, 1)))
+    parts: list[list[Tensor]] = [[] for _ in range(batch)]
+    for start in range(0, nw, step):
+        stop = min(start + step, nw)
+        combined = bias[None] + mask[start:stop, None]
+        for i in range(batch):
+            rows = slice(i * nw + start, i * nw + stop)
+            parts[i].append(_attend(q[rows], k[rows], v[rows], combined))
+    return _join([t for chunks in parts for t in chunks])
 
 
 class SwinBlock3D(nn.Module):
@@ -267,30 +529,39 @@ class SwinBlock3D(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def attention(self, x: Tensor) -> Tensor:
-        """(Shifted-)window attention of an already normalised ``[B, D, H, W, C]``."""
-        _, d, h, w, _ = x.shape
+        """(Shifted-)window attention of an already normalised ``[B, D, H, W, C]``.
+
+        Zero-padded to window multiples, then partitioned into windows (rolled by half a
+        window when shifted; windows sorted by shift-mask class) by one cached-index
+        gather, and gathered back (un-rolled and cropped) the same way: 2 copies where
+        roll / partition / reverse / crop made 4-8."""
+        b, c = x.shape[0], x.shape[4]
+        d, h, w = (int(n) for n in x.shape[1:4])  # index constants (tensors when exporting)
         window, shift = effective_window((d, h, w), self.window_size, self.shift_size)
         pads = [-n % wn for n, wn in zip((d, h, w), window, strict=True)]
-        x = F.pad(x, (0, 0, 0, pads[2], 0, pads[1], 0, pads[0]))
+        if any(pads):
+            x = F.pad(x, (0, 0, 0, pads[2], 0, pads[1], 0, pads[0]))
         padded: Size3 = (d + pads[0], h + pads[1], w + pads[2])
-        mask = None
-        if any(shift):
-            x = torch.roll(x, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
-            mask = shift_window_mask(padded, window, shift).to(x.device)
-        pattern = "b (nd wd) (nh wh) (nw ww) c"
-        windows = rearrange(x, f"{pattern} -> b (nd nh nw) (wd wh ww) c",
-                            wd=window[0], wh=window[1], ww=window[2])
-        out = self.attn(windows, window, mask)
-        out = rearrange(out, f"b (nd nh nw) (wd wh ww) c -> {pattern}",
-                        nd=padded[0] // window[0], nh=padded[1] // window[1],
-                        wd=window[0], wh=window[1], ww=window[2])
-        if any(shift):
-            out = torch.roll(out, shifts=shift, dims=(1, 2, 3))
-        return out[:, :d, :h, :w]
+        n = window[0] * window[1] * window[2]
+        flat = x.reshape(b, -1, c)
+        windows = flat.index_select(1, window_order(padded, window, shift, x.device))
+        out = self.attn(windows.view(b, -1, n, c), window,
+                        segments=window_segments(padded, window, shift, x.device))
+        back = window_inverse((d, h, w), padded, window, shift, x.device)
+        return out.reshape(b, -1, c).index_select(1, back).view(b, d, h, w, c)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop_path(self.attention(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = _residual(x, self.drop_path(self.attention(self.norm1(x))))
+        return _residual(x, self.drop_path(self.mlp(self.norm2(x))))
+
+
+def _residual(x: Tensor, branch: Tensor) -> Tensor:
+    """``x + branch``, written into ``branch`` (a fresh output of the block's attention, MLP
+    or drop-path, which autograd does not keep) when that gives the same dtype and shape:
+    no new allocation per residual add."""
+    if branch.dtype == x.dtype and branch.shape == x.shape and branch.data_ptr() != x.data_ptr():
+        return branch.add_(x)
+    return x + branch
 
 
 class SwinStage3D(nn.Module):
@@ -339,6 +610,16 @@ class PatchMerging3D(nn.Module):
         if not self.temporal:
             return rearrange(x, "b d (h i) (w j) c -> b d h w (j i c)", i=2, j=2)
         x = pad(x, 1, 2)
+        autograd = torch.is_grad_enabled() and x.requires_grad
+        if self.temporal_mode == "mean" and not (autograd or _exporting()):
+            # without autograd: the frame pairs' sum written straight into the (j i c)
+            # layout, then halved in place (2 passes instead of sum, divide and permute)
+            b, d, h, w, c = x.shape
+            shape = (b, d // 2, h // 2, 2, w // 2, 2, c)
+            out = x.new_empty(b, d // 2, h // 2, w // 2, 2, 2, c)
+            torch.add(x[:, 0::2].reshape(shape), x[:, 1::2].reshape(shape),
+                      out=out.permute(0, 1, 2, 5, 3, 4, 6))
+            return out.view(b, d // 2, h // 2, w // 2, 4 * c).mul_(0.5)
         if self.temporal_mode == "mean":
             x = rearrange(x, "b (d k) h w c -> b d k h w c", k=2).mean(dim=2)
             return rearrange(x, "b d (h i) (w j) c -> b d h w (j i c)", i=2, j=2)
