@@ -31,6 +31,8 @@ FAST["ensemble"] = {
     "members": [{"model": "rf", "config": FAST["rf"]},
                 {"model": "tempcnn", "config": FAST["tempcnn"]}],
 }
+FAST["stacking"] = {"members": [{"model": "rf", "config": FAST["rf"]}, "logreg"], "cv": 3}
+FAST["resampled"] = {"base": "rf", "base_config": FAST["rf"], "resample": "smote"}
 
 
 def test_every_builtin_model_has_fast_settings() -> None:

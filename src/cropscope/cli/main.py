@@ -40,6 +40,7 @@ def _register() -> None:
         taxonomy,
         train,
         transfer,
+        tune,
         weather,
     )
 
@@ -48,6 +49,7 @@ def _register() -> None:
     cli.add_command(models.models)
     cli.add_command(train.train)
     cli.add_command(evaluate.evaluate)
+    cli.add_command(tune.tune)
     cli.add_command(predict.predict)
     cli.add_command(demo.demo)
     cli.add_command(weather.weather)

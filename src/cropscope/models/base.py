@@ -6,7 +6,9 @@ An estimator in the scikit-learn spirit, but on :class:`~cropscope.data.TimeSeri
 - ``fit(train, val=None)`` learns from labelled samples and records a :class:`ModelCard`
   (bands, time steps, classes, normalisation statistics) so that inference never
   recomputes anything from the data it is applied to.
-- ``predict_proba(ts)`` returns ``float32 [N, K]``; ``predict(ts)`` integer class codes.
+- ``predict_proba(ts)`` returns ``float32 [N, K]``; ``predict(ts)`` integer class codes;
+  ``predict_proba_pixels(values [C, T, N])`` the same from the map job's band-major layout
+  (no ``TimeSeriesSet`` in between for the feature-table models).
 - ``save(dir)`` / ``load(dir)`` write and read a self-contained model directory using
   safe formats only (JSON + safetensors / LightGBM text / numpy arrays); nothing is
   ever unpickled.
@@ -92,6 +94,17 @@ def _time_grid(ts: TimeSeriesSet) -> dict[str, Any] | None:
     if ts.dates is None or np.ndim(ts.dates) != 1:
         return None
     return TimeGrid.from_dates(ts.dates).to_dict()
+
+
+def _check_pixels(values: np.ndarray, card: ModelCard) -> np.ndarray:
+    """``values`` as float32 ``[C, T, N]`` with the card's bands and steps, or DataError."""
+    values = np.asarray(values)
+    if values.ndim != 3 or values.shape[:2] != (len(card.bands), card.n_times):
+        raise DataError(f"pixel series must be [C, T, N] = [{len(card.bands)}, "
+                        f"{card.n_times}, N] (the model's bands and steps), got {values.shape}")
+    if values.dtype != np.float32 or not values.flags.writeable:
+        values = values.astype(np.float32)
+    return values
 
 
 def _read_model_json(path: Path) -> dict[str, Any]:
@@ -210,6 +223,28 @@ class Classifier(ABC):
         ensure_threads()
         proba = np.asarray(self._predict_proba(ts), dtype=np.float32)
         return proba
+
+    def predict_proba_pixels(self, values: np.ndarray, mask: np.ndarray | None = None,
+                             dates: np.ndarray | None = None) -> np.ndarray:
+        """Class probabilities ``float32 [N, K]`` of pixel series in the map job's layout.
+
+        ``values`` is ``float32 [C, T, N]``: band-major, then time, pixels last (the card's
+        bands in order, its number of steps; NaN = missing; a view whose last axis is
+        contiguous will do), ``mask [T, N]`` the valid steps (every band finite there;
+        derived when None), ``dates [T]`` the steps' dates. The result equals
+        :meth:`predict_proba` of the same series as a :class:`TimeSeriesSet`. ``values``
+        may be overwritten (gaps filled, standardised in place): pass a copy to keep it.
+
+        This default builds that set (one ``[N, T, C]`` copy); models with a shorter route
+        from this layout override it (the feature-table models ``rf``, ``lightgbm`` and
+        ``logreg``: :mod:`cropscope.models._tabular`).
+        """
+        card = self._require_card()
+        values = _check_pixels(values, card)
+        ts = TimeSeriesSet(values=np.ascontiguousarray(values.transpose(2, 1, 0)),
+                           bands=list(card.bands), dates=dates,
+                           mask=None if mask is None else np.asarray(mask).T)
+        return self.predict_proba(ts)
 
     def predict(self, ts: TimeSeriesSet) -> np.ndarray:
         """Integer class codes ``[N]`` into ``self.classes``."""
@@ -338,6 +373,12 @@ _BUILTIN: dict[str, tuple[str, str, str]] = {
                      "Per-level or per-parent base models over a class hierarchy"),
     "ensemble": ("cropscope.models.ensemble", "Ensemble",
                  "Soft-voting ensemble of registered models (default: lightgbm + tempcnn)"),
+    "stacking": ("cropscope.models.stacking", "Stacking",
+                 "Stacked ensemble: logistic regression on members' out-of-fold "
+                 "probabilities"),
+    "resampled": ("cropscope.models.resampling", "Resampled",
+                  "Any model trained on an over/under-sampled or SMOTE training set "
+                  "(class imbalance)"),
     "spectral-transformer": ("cropscope.models.spectral_transformer", "SpectralTransformer",
                              "Spectral-spatial Transformer on hyperspectral patches "
                              "(H2Crop EnMAP stream)"),

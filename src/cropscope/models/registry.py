@@ -13,7 +13,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from cropscope.errors import ModelError
-from cropscope.models.base import Classifier, get_model_class, list_models, register_model
+from cropscope.models.base import (
+    Classifier,
+    get_model_class,
+    list_models,
+    register_model,
+)
 from cropscope.settings import check_options
 
 __all__ = ["create_model", "get_model_class", "hierarchical_model", "list_models",
