@@ -1,23 +1,33 @@
-"""Wall-to-wall map production at scale: a synthetic scene on disk, classified in windows.
+"""Wall-to-wall map production: the map job against the read bound, in one process.
 
-Writes a synthetic image time series (default 10,000 x 10,000 pixels x 12 dates x 10 bands,
-uint16, one tiled GeoTIFF per date, written strip by strip) unless it already exists, fits
-a model on pixels drawn from the same process, and then measures, each in a fresh
-process so peak memory is that run's own:
+Writes a synthetic image time series (``--size`` pixels square, default 2,000, x 12 dates
+x 10 bands, uint16, one tiled 512 x 512 GeoTIFF per date, pixel-interleaved, uncompressed
+unless ``--compress``) unless it already exists, fits each ``--models`` model on pixels
+drawn from the same process, and then measures in **one child process**, interleaved
+(read, job, read, job, ... for ``--repeats`` rounds), so the baseline and the job share
+the process, its caches and whatever else the machine is doing:
 
-- ``read``: every window read once and nothing else: the disk-read rate, the lower bound
-  on the time of any map job over these files;
-- ``job-1``: :func:`cropscope.mapping.run_map_job` in one process;
-- ``job-dask``: the same on a local Dask cluster (``--workers``, default 2);
-- ``naive``: the whole-array baseline a user would write (``read_cube`` of the scene into
-  memory, then ``classify_cube``) on a smaller crop (``--naive-size``), since the full
-  scene does not fit in memory.
+- ``read``: every 512 x 512 window read once with ``CubeSource.read`` (float32 cube, nodata
+  as NaN, scaled, as xarray) and ``gc.collect()``: the read bound of the issue (one thread);
+- ``raw``: every window of every file read with rasterio only (uint16, nothing else): the
+  strict lower bound of any map job over these files (one thread);
+- ``job-<model>``: :func:`cropscope.mapping.run_map_job` in this process at ``--threads``
+  (reader, model and writer overlap from 2 threads on);
+- with ``--workers N``: ``dask-<model>`` (a local Dask cluster of N one-thread workers)
+  and ``serial-<model>`` (one process, one thread), interleaved too: the speedup and the
+  Amdahl serial fraction ``s = (N / speedup - 1) / (N - 1)`` of the first model;
+- with ``--naive-size``: ``naive`` (the crop read whole into memory, then ``classify_cube``).
 
-Prints pixels/s, the ratio to the naive baseline's pixels/s and the peak resident memory
-(the process and all its children, sampled every 0.2 s). Never asserts timings.
+Prints each run's median wall and CPU seconds (CPU: this process and its finished
+children, i.e. the Dask workers), peak resident memory (this process's high-water mark,
+reset before each run, and this process plus its children sampled every 0.2 s), every
+ratio with the baseline from the same rounds, and whether every job wrote byte-identical
+outputs. Never asserts timings.
 
-    python benchmarks/bench_map.py                      # the full 10k x 10k scene
-    python benchmarks/bench_map.py --size 1000 --naive-size 500   # a quick run
+    python benchmarks/bench_map.py --size 2000 --models logreg --repeats 3 --workers 2
+    python benchmarks/bench_map.py --size 2000 --models lightgbm --repeats 1
+    python benchmarks/bench_map.py --size 1000 --repeats 2     # a quick run
+    python benchmarks/bench_map.py --size 2000 --profile       # + profile_map.py
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -53,8 +64,10 @@ def _field_classes(rows: slice, width: int, field: int = 50, seed: int = 0) -> n
     return ((r * 7919 + c * 104729 + seed * 31) % 9973 % CLASSES).astype(np.int64)
 
 
-def generate(folder: Path, size: int, n_dates: int, n_bands: int, strip: int = 512) -> None:
-    """One uint16 GeoTIFF per date (tiled 512, pixel-interleaved), written strip by strip."""
+def generate(folder: Path, size: int, n_dates: int, n_bands: int, strip: int = 512,
+             compress: str | None = None) -> None:
+    """One uint16 GeoTIFF per date (tiled 512, pixel-interleaved, ``compress`` or none),
+    written strip by strip."""
     import rasterio
     from rasterio.crs import CRS
     from rasterio.transform import from_origin
@@ -62,7 +75,9 @@ def generate(folder: Path, size: int, n_dates: int, n_bands: int, strip: int = 5
     from tqdm.auto import tqdm
 
     marker = folder / "complete.json"
-    spec = {"size": size, "dates": n_dates, "bands": n_bands}
+    spec: dict[str, Any] = {"size": size, "dates": n_dates, "bands": n_bands}
+    if compress:
+        spec["compress"] = compress
     if marker.is_file() and json.loads(marker.read_text()) == spec:
         return
     folder.mkdir(parents=True, exist_ok=True)
@@ -74,6 +89,8 @@ def generate(folder: Path, size: int, n_dates: int, n_bands: int, strip: int = 5
         "transform": from_origin(500000.0, 5500000.0, 10.0, 10.0), "tiled": True,
         "blockxsize": 512, "blockysize": 512, "interleave": "pixel", "BIGTIFF": "YES",
     }  # fmt: skip
+    if compress:
+        profile["compress"] = compress
     rng = np.random.default_rng(0)
     with tqdm(total=n_dates * ((size + strip - 1) // strip), desc="writing scene",
               unit="strip", file=sys.stderr) as bar:  # fmt: skip
@@ -144,99 +161,223 @@ class PeakMemory:
         self.peak = max(self.peak, self._sample())
 
 
-def run_one(args: argparse.Namespace) -> dict[str, Any]:
-    """One measured run in this (fresh) process."""
+def _reset_peak() -> None:
+    """Reset this process's resident high-water mark (Linux; elsewhere a no-op)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_self() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _cpu() -> float:
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _digest(folder: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in ("labels", "probabilities", "uncertainty"):
+        h.update((folder / f"{name}.tif").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def measure(kind: str, args: argparse.Namespace, scene: Path) -> dict[str, Any]:
+    """One measured run of ``kind`` in this process."""
     import shutil
 
     from cropscope.data.readers.cube import CubeSource
     from cropscope.mapping import classify_cube, run_map_job
     from cropscope.mapping.windows import plan_windows
     from cropscope.models import Classifier
+    from cropscope.threads import set_threads
 
-    scene = Path(args.scene)
-    model = Classifier.load(args.model)
+    model_name = kind.split("-", 1)[1] if "-" in kind else args.models[0]
+    model = None if kind in ("read", "raw") else \
+        Classifier.load(Path(args.out) / f"model_{model_name}")  # fmt: skip
+    threads = args.threads if kind.startswith("job-") else 1
+    set_threads(threads)
+    out = Path(args.out) / "runs" / kind
+    shutil.rmtree(out, ignore_errors=True)
+    gc.collect()
+    import psutil
+
+    before = psutil.Process().memory_info().rss
+    _reset_peak()
+    digest = ""
     with PeakMemory() as mem:
-        start = time.perf_counter()
-        if args.run == "read":
+        start, cpu = time.perf_counter(), _cpu()
+        if kind == "read":
             source = CubeSource.scan(scene, scale=1e-4)
-            nbytes = 0
             with source.opened():
                 for w in plan_windows(source.height, source.width, tile=args.tile):
-                    nbytes += source.read(w.write_window).nbytes // 2  # uint16 on disk
-                    gc.collect()  # as the map job does
-            pixels = source.height * source.width
-        elif args.run == "naive":
-            n = args.naive_size  # the crop read whole into memory, then classified
-            cube = CubeSource.scan(scene, scale=1e-4).read(((0, n), (0, n)))
-            classify_cube(model, cube)
-            pixels, nbytes = n * n, 0
-        else:
-            out = Path(args.out) / args.run
-            shutil.rmtree(out, ignore_errors=True)
+                    source.read(w.write_window)
+                    gc.collect()  # as the map job did
+        elif kind == "raw":
             source = CubeSource.scan(scene, scale=1e-4)
-            workers = args.workers if args.run == "job-dask" else None
-            run_map_job(model, source, out, tile=args.tile, workers=workers, progress=True)
-            pixels, nbytes = source.height * source.width, 0
-        seconds = time.perf_counter() - start
-    return {"run": args.run, "pixels": pixels, "seconds": seconds, "bytes": nbytes,
-            "peak_mib": mem.peak / 2**20}  # fmt: skip
+            with source.opened():
+                handles = source._handles
+                assert handles is not None
+                for w in plan_windows(source.height, source.width, tile=args.tile):
+                    for ds in handles.values():
+                        ds.read(window=w.write_window)
+        elif kind == "naive":
+            n = args.naive_size
+            cube = CubeSource.scan(scene, scale=1e-4).read(((0, n), (0, n)))
+            classify_cube(model, cube)  # type: ignore[arg-type]
+        else:
+            workers = args.workers if kind.startswith("dask-") else None
+            run_map_job(model, CubeSource.scan(scene, scale=1e-4), out, tile=args.tile,  # type: ignore[arg-type]
+                        workers=workers, progress=False)
+        seconds, cpu = time.perf_counter() - start, _cpu() - cpu
+    if kind not in ("read", "raw", "naive"):
+        digest = _digest(out)
+        shutil.rmtree(out, ignore_errors=True)
+    peak = max(mem.peak, _peak_self())
+    return {"kind": kind, "seconds": seconds, "cpu": cpu, "peak_mib": peak / 2**20,
+            "added_mib": (peak - before) / 2**20, "threads": threads, "digest": digest}
+
+
+def run_rounds(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every measurement, ``--repeats`` rounds, interleaved, in this process."""
+    scene = Path(args.scene)
+    order: list[str] = []
+    for name in args.models:
+        order += ["read", "raw", f"job-{name}"]
+    if args.workers:
+        order += [f"serial-{args.models[0]}", f"dask-{args.models[0]}"]
+    if args.naive_size:
+        order.append("naive")
+    results = []
+    for r in range(args.repeats):
+        for kind in order:
+            result = measure(kind, args, scene)
+            result["round"] = r
+            results.append(result)
+            print(f"  round {r + 1}: {kind:<16} {result['seconds']:7.2f} s wall "
+                  f"{result['cpu']:7.2f} s cpu {result['peak_mib']:6.0f} MiB", file=sys.stderr,
+                  flush=True)  # fmt: skip
+    return results
+
+
+def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    from statistics import median
+
+    kinds = list(dict.fromkeys(r["kind"] for r in results))
+    med = {k: {m: median(r[m] for r in results if r["kind"] == k)
+               for m in ("seconds", "cpu", "peak_mib", "added_mib")}
+           for k in kinds}  # fmt: skip
+    px = args.size * args.size
+    print(f"\n{'run':<16} {'threads':>7} {'wall s':>8} {'cpu s':>8} {'Mpx/s':>7} "
+          f"{'peak MiB':>9} {'+run MiB':>9}  (medians of {args.repeats}; +run: peak minus "
+          "the process before the run)")
+    for k in kinds:
+        threads = next(r["threads"] for r in results if r["kind"] == k)
+        pixels = args.naive_size**2 if k == "naive" else px
+        print(f"{k:<16} {threads:>7} {med[k]['seconds']:>8.2f} {med[k]['cpu']:>8.2f} "
+              f"{pixels / med[k]['seconds'] / 1e6:>7.3f} {med[k]['peak_mib']:>9.0f} "
+              f"{med[k]['added_mib']:>9.0f}")
+
+    def ratio(a: str, b: str) -> str:
+        pairs = [(x, y) for x in results if x["kind"] == a
+                 for y in results if y["kind"] == b and y["round"] == x["round"]]  # fmt: skip
+        wall = median(x["seconds"] / y["seconds"] for x, y in pairs)
+        cpu = median(x["cpu"] / y["cpu"] for x, y in pairs)
+        return f"{wall:6.2f}x wall {cpu:6.2f}x cpu"
+
+    print("\nratios (median of the per-round ratios; baseline measured in the same round):")
+    for name in args.models:
+        job = f"job-{name}"
+        print(f"  {job} / read  {ratio(job, 'read')}   (acceptance: <= 2.0x wall)")
+        print(f"  {job} / raw   {ratio(job, 'raw')}   (rasterio alone)")
+    print(f"  read / raw {ratio('read', 'raw')}   (what CubeSource.read adds to rasterio)")
+    if args.workers:
+        name = args.models[0]
+        pairs = [(x, y) for x in results if x["kind"] == f"dask-{name}"
+                 for y in results if y["kind"] == f"serial-{name}" and y["round"] == x["round"]]
+        speedup = median(y["seconds"] / x["seconds"] for x, y in pairs)
+        n = args.workers
+        serial = (n / speedup - 1) / (n - 1) if n > 1 else float("nan")
+        print(f"  dask-{name} ({n} workers) vs serial-{name} (1 process, 1 thread): "
+              f"{speedup:.2f}x faster (acceptance: >= 1.7x); Amdahl serial fraction "
+              f"s = (N/speedup - 1)/(N - 1) = {serial:.2f}")
+        threaded = [(x, y) for x in results if x["kind"] == f"job-{name}"
+                    for y in results if y["kind"] == f"serial-{name}" and y["round"] == x["round"]]
+        if threaded:
+            print(f"  job-{name} ({args.threads} threads) vs serial-{name}: "
+                  f"{median(y['seconds'] / x['seconds'] for x, y in threaded):.2f}x faster")
+    digests = {r["digest"] for r in results if r["digest"]}
+    by_model = {name: {r["digest"] for r in results if r["digest"] and r["kind"].endswith(name)}
+                for name in args.models}  # fmt: skip
+    same = all(len(d) <= 1 for d in by_model.values())
+    print(f"\noutputs byte-identical across every job of a model: {'yes' if same else 'NO'} "
+          f"({', '.join(sorted(digests))})")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=10000)
+    parser.add_argument("--size", type=int, default=2000)
     parser.add_argument("--dates", type=int, default=12)
     parser.add_argument("--bands", type=int, default=10)
+    parser.add_argument("--compress", default=None, help="e.g. deflate (default: none)")
     parser.add_argument("--tile", type=int, default=512)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--naive-size", type=int, default=2000)
-    parser.add_argument("--model-name", default="logreg")
+    parser.add_argument("--models", nargs="+", default=["logreg"])
+    parser.add_argument("--threads", type=int, default=2, help="threads of the job runs")
+    parser.add_argument("--workers", type=int, default=0, help="Dask workers (0: no Dask)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--naive-size", type=int, default=0)
     parser.add_argument("--out", default="/tmp/cropscope_bench_map")
-    parser.add_argument("--runs", nargs="+", default=["read", "naive", "job-1", "job-dask"])
-    parser.add_argument("--run", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", action="store_true",
+                        help="then run profile_map.py on the first model")
+    parser.add_argument("--rounds", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scene", help=argparse.SUPPRESS)
-    parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.run:  # a child: one measured run
-        print(json.dumps(run_one(args)))
+    if args.rounds:  # the child: every measurement
+        print(json.dumps(run_rounds(args)))
         return
 
     from cropscope.models import create_model
 
     out = Path(args.out)
-    scene = out / f"scene_{args.size}_{args.dates}x{args.bands}"
-    generate(scene, args.size, args.dates, args.bands)
-    model_dir = out / "model"
-    create_model(args.model_name).fit(training_set(args.dates, args.bands)).save(model_dir)
+    suffix = f"_{args.compress}" if args.compress else ""
+    scene = out / f"scene_{args.size}_{args.dates}x{args.bands}{suffix}"
+    generate(scene, args.size, args.dates, args.bands, compress=args.compress)
+    for name in args.models:
+        model_dir = out / f"model_{name}"
+        if not (model_dir / "model.json").is_file():
+            create_model(name).fit(training_set(args.dates, args.bands)).save(model_dir)
     size_gb = sum(p.stat().st_size for p in scene.glob("*.tif")) / 1e9
     print(f"scene {args.size} x {args.size} px x {args.dates} dates x {args.bands} bands "
-          f"({size_gb:.1f} GB on disk), model {args.model_name}, tile {args.tile}",
-          file=sys.stderr)  # fmt: skip
-    results = []
-    for run in args.runs:
-        cmd = [sys.executable, __file__, "--run", run, "--scene", str(scene), "--model",
-               str(model_dir), "--out", str(out), "--tile", str(args.tile), "--workers",
-               str(args.workers), "--naive-size", str(args.naive_size)]  # fmt: skip
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        r = results[-1]
-        print(f"  {run}: {r['seconds']:.1f} s", file=sys.stderr)
-
-    naive = next((r for r in results if r["run"] == "naive"), None)
-    naive_rate = naive["pixels"] / naive["seconds"] if naive else float("nan")
-    print(f"\n{'run':<10} {'pixels':>12} {'seconds':>9} {'Mpx/s':>8} {'vs naive':>9} "
-          f"{'peak MiB':>9}  note")  # fmt: skip
-    for r in results:
-        rate = r["pixels"] / r["seconds"]
-        note = ""
-        if r["run"] == "read":
-            note = f"disk read {r['bytes'] / r['seconds'] / 2**20:.0f} MiB/s (lower bound)"
-        elif r["run"] == "naive":
-            note = f"whole {args.naive_size} x {args.naive_size} crop in memory"
-        elif r["run"] == "job-dask":
-            note = f"{args.workers} workers"
-        print(f"{r['run']:<10} {r['pixels']:>12,} {r['seconds']:>9.1f} {rate / 1e6:>8.3f} "
-              f"{rate / naive_rate:>8.2f}x {r['peak_mib']:>9.0f}  {note}")  # fmt: skip
+          f"({size_gb:.2f} GB on disk, {args.compress or 'uncompressed'}), models "
+          f"{args.models}, tile {args.tile}, job threads {args.threads}, "
+          f"GDAL_CACHEMAX={os.environ.get('GDAL_CACHEMAX', 'default')}, "
+          f"{os.cpu_count()} cores", file=sys.stderr)  # fmt: skip
+    cmd = [sys.executable, __file__, "--rounds", "--scene", str(scene), "--out", str(out),
+           "--tile", str(args.tile), "--threads", str(args.threads), "--workers",
+           str(args.workers), "--repeats", str(args.repeats), "--naive-size",
+           str(args.naive_size), "--size", str(args.size), "--models", *args.models]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    report(results, args)
+    if args.profile:
+        profile = Path(__file__).with_name("profile_map.py")
+        subprocess.run([sys.executable, str(profile), "--scene", str(scene), "--model",
+                        str(out / f"model_{args.models[0]}"), "--tile", str(args.tile)],
+                       check=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ job cross-fades with the neighbouring windows (:mod:`cropscope.mapping.predictor
 Two implementations:
 
 - :class:`ClassifierMapModel` adapts any :class:`~cropscope.models.base.Classifier` (pixel
-  series or patches);
+  series or patches); for pixel series it also takes the window as band-major arrays
+  (:meth:`ClassifierMapModel.predict_pixels`, ``values [C, T, N]``), the route the map job
+  uses (:mod:`cropscope.mapping.pixels`: no xarray cube, no ``TimeSeriesSet``);
 - :class:`~cropscope.models.segmentation_map.SegmentationRunModel` (AgriFM / H2Crop runs)
   implements the contract itself.
 
@@ -29,7 +31,6 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from cropscope.errors import DataError
-from cropscope.mapping.classify import cube_pixels
 from cropscope.runs.schema import TimeGrid
 
 if TYPE_CHECKING:
@@ -123,17 +124,43 @@ class ClassifierMapModel:
         return self._patches(cube, core)
 
     def _pixels(self, cube: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
-        pixels = cube_pixels(cube)
+        if tuple(cube.dims) != ("time", "band", "y", "x"):
+            raise DataError(f"cube must have dims (time, band, y, x), got {cube.dims}")
         h, w = cube.sizes["y"], cube.sizes["x"]
+        data = np.asarray(cube.values, dtype=np.float32)  # [T, C, h, w]
+        values = np.ascontiguousarray(data.reshape(data.shape[0], data.shape[1], h * w)
+                                      .transpose(1, 0, 2))  # fmt: skip
+        mask = np.asarray(np.isfinite(values).all(axis=0))
+        dates = cube["time"].values.astype("datetime64[D]")
+        proba_valid, valid = self.predict_pixels(values, mask, dates)
         k = len(self.model.classes)
-        proba = np.zeros((h * w, k), dtype=np.float32)
-        assert pixels.mask is not None  # set by TimeSeriesSet.__post_init__
-        valid = np.asarray(pixels.mask.any(axis=1))
+        proba = np.zeros((k, h * w), dtype=np.float32)
+        proba[:, valid] = proba_valid
+        return proba.reshape(k, h, w), valid.reshape(h, w)
+
+    def predict_pixels(self, values: np.ndarray, mask: np.ndarray,
+                       dates: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities of the pixels with a valid step, from band-major series.
+
+        ``values float32 [C, T, N]`` (this model's bands; overwritten: gaps are filled and
+        the features standardised in place), ``mask [T, N]`` (valid steps), ``dates [T]``
+        (:mod:`cropscope.mapping.pixels`). Returns ``proba float32 [K, n_valid]`` (C order)
+        and ``valid bool [N]``. The pixels are predicted in batches of ``batch_size`` valid
+        pixels, as :meth:`predict_window` always did.
+        """
+        valid = np.asarray(mask.any(axis=0))
         idx_valid = np.flatnonzero(valid)
+        every = idx_valid.size == valid.size
+        proba = np.empty((len(self.model.classes), idx_valid.size), dtype=np.float32)
         for start in range(0, idx_valid.size, self.batch_size):
-            idx = idx_valid[start : start + self.batch_size]
-            proba[idx] = self.model.predict_proba(pixels.subset(idx))
-        return proba.T.reshape(k, h, w), valid.reshape(h, w)
+            stop = min(idx_valid.size, start + self.batch_size)
+            if every:  # views: the batch's rows of the window buffer
+                batch, steps = values[:, :, start:stop], mask[:, start:stop]
+            else:
+                idx = idx_valid[start:stop]
+                batch, steps = values[:, :, idx], mask[:, idx]
+            proba[:, start:stop] = self.model.predict_proba_pixels(batch, steps, dates).T
+        return proba, valid
 
     def _patches(self, cube: xr.DataArray, core: Core) -> tuple[np.ndarray, np.ndarray]:
         from cropscope.data.patches import PatchSet, extract_patches

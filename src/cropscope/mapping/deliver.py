@@ -77,7 +77,7 @@ def deliver_map(
     source: Any,
     out_path: str | Path,
     *,
-    tile: int = 512,
+    tile: int | None = 512,
     halo: int | None = None,
     batch_size: int = 65536,
     workers: int | None = None,

@@ -20,6 +20,21 @@ overviews), each written atomically. Outputs in ``out_dir``:
 With ``workers`` or ``scheduler`` the windows are read and predicted on a Dask cluster
 (the optional ``dask`` extra); the calling process stays the only writer of the
 intermediates and the journal, so resuming works the same and the outputs are identical.
+
+Speed (``benchmarks/bench_map.py``, ``benchmarks/profile_map.py``; ``docs/mapping.md``):
+
+- pixel models read each window straight into the layout their feature table is made of
+  (:mod:`cropscope.mapping.pixels`: raw rasters decoded once, no xarray cube, buffers
+  reused, so no reference cycles to collect) and predict from it
+  (:meth:`~cropscope.mapping.contract.ClassifierMapModel.predict_pixels`);
+- with two or more threads (:func:`~cropscope.threads.current_threads`, ``--threads``) the
+  next window is read and decoded in a thread while this one is predicted, and outputs and
+  journal are written in a thread behind (:mod:`cropscope.mapping.pipeline`): bounded
+  queues, the order kept, nothing written after a failed write, so the journal and resume
+  are exactly as in one thread; the COGs are converted side by side at the end. On Dask the
+  calling process writes in that thread too, so the workers never wait for it;
+- ``tile=None`` chooses the window size from the files' blocks and a memory budget
+  (:func:`~cropscope.mapping.windows.auto_tile`).
 """
 
 from __future__ import annotations
@@ -43,6 +58,7 @@ from cropscope.errors import DataError
 from cropscope.io import atomic_path, read_json, write_json
 from cropscope.mapping.classify import NODATA_LABEL
 from cropscope.mapping.contract import MapModel, as_map_model, check_time_grid
+from cropscope.mapping.pipeline import ReadAhead, WriteBehind
 from cropscope.mapping.predictors import (
     WindowPredictor,
     blend_weights,
@@ -51,7 +67,7 @@ from cropscope.mapping.predictors import (
     window_predictor,
 )
 from cropscope.mapping.styles import class_colours
-from cropscope.mapping.windows import MapWindow, plan_windows
+from cropscope.mapping.windows import MapWindow, auto_tile, plan_windows
 from cropscope.threads import THREADS_ENV, current_threads
 
 if TYPE_CHECKING:
@@ -206,27 +222,77 @@ def _create_intermediates(
     return paths
 
 
+#: the source a Dask worker thread keeps open between its tasks (GDAL handles are not
+#: shared between threads; one source per thread, the last job's): opening every date's
+#: file for every window cost a sixth of a worker's time per window
+_OPEN_SOURCES: dict[int, tuple[Any, contextlib.ExitStack]] = {}
+
+
+def _keep_open(source: CubeLike) -> None:
+    """Open ``source``'s files in this worker once, for all its later tasks (the previous
+    source, another job's, is closed). Only on one-thread workers (a local cluster's): the
+    open handles live on the source object, which the threads of a worker share."""
+    import threading
+
+    try:
+        from distributed import get_worker
+
+        if get_worker().state.nthreads != 1:
+            return
+    except (ImportError, ValueError, AttributeError):  # not in a worker, another version
+        return
+    key = threading.get_ident()
+    held = _OPEN_SOURCES.get(key)
+    if held is not None and held[0] is source:
+        return
+    if held is not None:
+        held[1].close()
+    stack = contextlib.ExitStack()
+    stack.enter_context(source.opened())
+    _OPEN_SOURCES[key] = (source, stack)
+
+
 def _predict_task(
     predictor: WindowPredictor, source: CubeLike, window: MapWindow
 ) -> tuple[MapWindow, dict[str, np.ndarray]]:
     """A Dask task: one window's arrays, with the window they belong to."""
+    _keep_open(source)
     arrays = predictor(source, window)
-    gc.collect()  # see _local_predictions
+    if predictor.collects_garbage(source):
+        gc.collect()  # see _local_predictions
     return window, arrays
 
 
 def _local_predictions(
-    predictor: WindowPredictor, source: CubeLike, todo: list[MapWindow]
+    predictor: WindowPredictor, source: CubeLike, todo: list[MapWindow], read_ahead: bool
 ) -> Generator[tuple[MapWindow, dict[str, np.ndarray]], None, None]:
-    """Predict the windows one after another in this process, keeping the files open."""
+    """Predict the windows in this process, keeping the files open; with ``read_ahead``
+    the next window is read and decoded in a thread while this one is predicted."""
+    # a window's xarray cube (rioxarray accessors) sits in reference cycles that Python's
+    # cyclic collector frees only now and then: collect them at once, so memory stays at
+    # one window instead of creeping up by a window at a time (the pixel route makes none)
+    collect = predictor.collects_garbage(source)
     with source.opened():
-        for window in todo:
-            arrays = predictor(source, window)
-            # a window's cube (xarray + rioxarray accessors) sits in reference cycles that
-            # Python's cyclic collector frees only now and then: collect them now, so
-            # memory stays at one window instead of creeping up by a window at a time
-            gc.collect()
-            yield window, arrays
+        if not read_ahead:
+            for window in todo:
+                arrays = predictor.predict(window, predictor.read(source, window))
+                if collect:
+                    gc.collect()
+                yield window, arrays
+            return
+        reader = ReadAhead(todo, lambda w: predictor.read(source, w), depth=1,
+                           name="cropscope-map-read")  # fmt: skip
+        try:
+            for window, data in reader:
+                arrays = predictor.predict(window, data)
+                if collect:
+                    gc.collect()
+                yield window, arrays
+        finally:
+            for data in reader.close():  # read but not predicted (stopped early)
+                release = getattr(data, "release", None)
+                if release is not None:
+                    release()
 
 
 def _import_distributed() -> Any:
@@ -312,6 +378,30 @@ def _dask_predictions(
             queue.clear()
             if outstanding:
                 client.cancel(outstanding)
+            _close_on_workers(client, distributed)
+
+
+def _close_kept_sources() -> None:
+    """A Dask task: close the files :func:`_keep_open` holds in this worker thread (in the
+    thread that opened them: GDAL's environment is per thread, and one left for the
+    interpreter's exit fails there with a traceback on stderr)."""
+    import threading
+
+    held = _OPEN_SOURCES.pop(threading.get_ident(), None)
+    if held is not None:
+        held[1].close()
+
+
+def _close_on_workers(client: Any, distributed: Any) -> None:
+    """Run :func:`_close_kept_sources` once on every worker (best effort: a worker that is
+    gone has nothing left to close)."""
+    try:
+        futures = [client.submit(_close_kept_sources, pure=False, workers=[address],
+                                 allow_other_workers=False)
+                   for address in client.scheduler_info().get("workers", {})]  # fmt: skip
+        distributed.wait(futures, timeout=30)
+    except Exception:  # closing is best effort; the job's result stands
+        pass
 
 
 def _write_window(paths: dict[str, Path], window: MapWindow, arrays: dict[str, np.ndarray]) -> None:
@@ -323,21 +413,34 @@ def _write_window(paths: dict[str, Path], window: MapWindow, arrays: dict[str, n
             dst.write(arrays[name], window=window.write_window)
 
 
-def _write_cogs(paths: dict[str, Path], out_dir: Path) -> dict[str, Path]:
+def _write_cog(name: str, src: Path, out_dir: Path) -> Path:
     from rasterio.shutil import copy as raster_copy
 
-    finals = {}
-    for name, src in paths.items():
-        final = out_dir / f"{name}.tif"
-        # nearest keeps labels valid codes; averaging suits probabilities and entropy
-        resampling = "nearest" if name == "labels" else "average"
-        with atomic_path(final) as tmp:
-            raster_copy(
-                src, tmp, driver="COG", compress="deflate", blocksize=512,
-                overview_resampling=resampling, overview_count=_overview_count(src),
-            )  # fmt: skip
-        finals[name] = final
-    return finals
+    final = out_dir / f"{name}.tif"
+    # nearest keeps labels valid codes; averaging suits probabilities and entropy
+    resampling = "nearest" if name == "labels" else "average"
+    with atomic_path(final) as tmp:
+        raster_copy(
+            src, tmp, driver="COG", compress="deflate", blocksize=512,
+            overview_resampling=resampling, overview_count=_overview_count(src),
+        )  # fmt: skip
+    return final
+
+
+def _write_cogs(paths: dict[str, Path], out_dir: Path, threads: int = 1) -> dict[str, Path]:
+    """The intermediates as COGs; with ``threads > 1`` the outputs are converted at the
+    same time (GDAL releases the GIL while it compresses and builds overviews). Every
+    conversion is waited for before an error is raised, so none outlives the call."""
+    if threads <= 1 or len(paths) <= 1:
+        return {name: _write_cog(name, src, out_dir) for name, src in paths.items()}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(threads, len(paths)),
+                            thread_name_prefix="cropscope-cog") as pool:  # fmt: skip
+        futures = {name: pool.submit(_write_cog, name, src, out_dir)
+                   for name, src in paths.items()}  # fmt: skip
+    # the pool has joined: every conversion has finished or failed
+    return {name: future.result() for name, future in futures.items()}
 
 
 def _overview_count(path: Path) -> int:
@@ -444,7 +547,7 @@ def run_map_job(
     cube_source: CubeLike | str | Path | Sequence[str | Path],
     out_dir: str | Path,
     *,
-    tile: int = 512,
+    tile: int | None = 512,
     halo: int | None = None,
     batch_size: int = 65536,
     progress: bool = True,
@@ -459,10 +562,12 @@ def run_map_job(
     ``cube_source`` is a cube source (:class:`~cropscope.data.readers.cube.CubeLike`:
     raster files, NetCDF/Zarr, STAC, masked, aligned or composited) or anything
     :func:`~cropscope.data.readers.open.open_cube_source` opens with its defaults.
-    ``tile`` is the window size in pixels; ``halo`` the context read around each window
-    for spatial models; ``None`` takes what the model needs (none for pixel models, the
-    patch radius for patch models, the model's ``context`` for scene models, whose
-    overlapping predictions are cross-faded; see :mod:`cropscope.mapping.predictors`).
+    ``tile`` is the window size in pixels (``None``: chosen from the files' block layout and
+    a memory budget, :func:`~cropscope.mapping.windows.auto_tile`); ``halo`` the context
+    read around each window for spatial models; ``None`` takes what the model needs (none
+    for pixel models, the patch radius for patch models, the model's ``context`` for scene
+    models, whose overlapping predictions are cross-faded; see
+    :mod:`cropscope.mapping.predictors`).
     With ``resume`` a job in ``out_dir`` with the same settings continues from its journal
     (a finished one returns at once); without it the job starts over. ``on_window(window)``
     is called after each window is recorded as done. Outputs share the cube's CRS and
@@ -472,6 +577,10 @@ def run_map_job(
     processes; ``scheduler="tcp://host:port"`` uses a running Dask cluster (its workers
     must see the cube's files). Either way this process alone writes the outputs and the
     journal, and the outputs are identical to a run without Dask.
+
+    Threads: with :func:`~cropscope.threads.current_threads` of two or more, reading the
+    next window, predicting this one and writing the previous one overlap (see the module
+    docstring); the outputs, the journal and resuming are the same as with one.
 
     A lock on ``out_dir`` keeps two jobs from writing one output: a second job started on
     the same folder while one runs fails at once with a clear message. ``colours``
@@ -499,6 +608,8 @@ def run_map_job(
             raise DataError(f"workers must be a positive number of processes, got {workers}")
         if workers is not None or scheduler is not None:
             _import_distributed()
+        if tile is None:
+            tile = auto_tile(source, len(source.times) * len(model.bands))
         predictor = window_predictor(model, halo, tile)
         halo = predictor.halo
         blending = predictor.mode == "blend"
@@ -565,17 +676,30 @@ def run_map_job(
                 record(ready, blender.blend(ready))
                 blender.release(finished, ready.index)
 
-        if workers is None and scheduler is None:
-            predictions = _local_predictions(predictor, source, todo)
+        threads = current_threads()
+        local = workers is None and scheduler is None
+        if local:
+            predictions = _local_predictions(predictor, source, todo, read_ahead=threads > 1)
         else:
             predictions = _dask_predictions(predictor, source, todo, workers, scheduler)
+        # outputs are written in a thread behind the predictions (the order kept), so
+        # neither this process nor Dask's workers wait for GDAL and the journal
+        writer: WriteBehind[tuple[MapWindow, dict[str, np.ndarray]]] | None = None
+        if blender is None and (threads > 1 or not local):
+            writer = WriteBehind(lambda item: record(*item), depth=2, name="cropscope-map-write")
         try:
             if blender is not None:
                 blend_ready(None)  # windows a crash left predicted but not yet written
-            with contextlib.closing(predictions):
+            # reading ahead takes a core: BLAS gets the others (a map's matrix products are
+            # too small to share anyway; OpenBLAS's idle threads spin and doubled the CPU)
+            with contextlib.closing(predictions), \
+                    _blas_threads(threads - 1 if local and threads > 1 else None):
                 for window, arrays in predictions:
                     if blender is None:
-                        record(window, arrays)
+                        if writer is not None:
+                            writer.put((window, arrays))
+                        else:
+                            record(window, arrays)
                         continue
                     blender.store(window, arrays)
                     predicted.append(window.index)
@@ -583,18 +707,37 @@ def run_map_job(
                     journal["predicted"] = predicted
                     write_json(journal_path, journal)
                     blend_ready(window.index)
+            if writer is not None:
+                writer.finish()
+        except BaseException:
+            if writer is not None:
+                writer.abort()  # the window being written is finished; nothing after it
+            raise
         finally:
             bar.close()
         missing = len(windows) - len(finished)
         if missing:  # cannot happen unless a prediction went missing
             raise DataError(f"{missing} windows of the map were not written")
 
-        paths = _write_cogs(intermediates, out_dir)
+        paths = _write_cogs(intermediates, out_dir, threads)
         journal["complete"] = True
         journal["outputs"] = {name: p.name for name, p in paths.items()}
         write_json(journal_path, journal)
         shutil.rmtree(partial, ignore_errors=True)
         return MapJobResult(paths, classes, len(windows), n_resumed, journal_path)
+
+
+@contextlib.contextmanager
+def _blas_threads(count: int | None) -> Iterator[None]:
+    """BLAS pools (OpenBLAS, MKL) limited to ``count`` threads inside the block (``None``:
+    unchanged); torch and OpenMP pools are left alone."""
+    if count is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=max(1, count), user_api="blas"):
+        yield
 
 
 @contextlib.contextmanager

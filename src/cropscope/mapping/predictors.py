@@ -31,6 +31,7 @@ from cropscope.mapping.windows import MapWindow
 
 if TYPE_CHECKING:
     from cropscope.mapping.contract import MapModel
+    from cropscope.mapping.pixels import PixelReader
 
 __all__ = [
     "WindowPredictor",
@@ -38,6 +39,7 @@ __all__ = [
     "core_outputs",
     "entropy",
     "quantise",
+    "valid_outputs",
     "window_predictor",
 ]
 
@@ -46,26 +48,45 @@ NODATA = NODATA_LABEL
 
 def quantise(values: np.ndarray) -> np.ndarray:
     """Values in 0-1 as uint8 ``round(v * 254)`` (255 stays free for nodata)."""
-    return np.rint(np.clip(values, 0.0, 1.0) * 254.0).astype(np.uint8)
+    q = np.clip(values, 0.0, 1.0)  # the one temporary, worked on in place
+    np.multiply(q, 254.0, out=q)
+    np.rint(q, out=q)
+    return q.astype(np.uint8)
 
 
 def entropy(proba: np.ndarray, axis: int = 1) -> np.ndarray:
-    """Normalised entropy of probabilities along ``axis`` (0 = certain, 1 = uniform)."""
-    p = np.clip(proba.astype(np.float64), 1e-12, 1.0)
-    h = -(proba * np.log(p)).sum(axis=axis)
-    return h / np.log(proba.shape[axis])
+    """Normalised entropy of probabilities along ``axis`` (0 = certain, 1 = uniform):
+    ``-sum(p * log(clip(p, 1e-12, 1))) / log(K)`` in float64 (one temporary)."""
+    h = proba.astype(np.float64)
+    np.clip(h, 1e-12, 1.0, out=h)
+    np.log(h, out=h)
+    np.multiply(proba, h, out=h)
+    np.negative(h, out=h)
+    return h.sum(axis=axis) / np.log(proba.shape[axis])
 
 
 def core_outputs(proba: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
     """The three quantised outputs of probabilities ``[K, h, w]`` where ``valid [h, w]``."""
-    k, h, w = proba.shape
+    return valid_outputs(proba[:, valid], valid)
+
+
+def valid_outputs(p: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
+    """The three quantised outputs ``uint8 [1 | K, h, w]`` (255 = nodata) of the
+    probabilities ``p [K, n_valid]`` (C order) of the pixels where ``valid [h, w]``."""
+    k = p.shape[0]
+    h, w = valid.shape
+    every = p.shape[1] == valid.size  # no nodata pixel: the outputs are p's layout
     labels = np.full((1, h, w), NODATA, dtype=np.uint8)
     proba_q = np.full((k, h, w), NODATA, dtype=np.uint8)
     unc = np.full((1, h, w), NODATA, dtype=np.uint8)
-    p = proba[:, valid]
-    labels[0, valid] = p.argmax(axis=0)
-    proba_q[:, valid] = quantise(p)
-    unc[0, valid] = quantise(entropy(p, axis=0))
+    if every:
+        labels.reshape(-1)[...] = p.argmax(axis=0)
+        proba_q.reshape(k, -1)[...] = quantise(p)
+        unc.reshape(-1)[...] = quantise(entropy(p, axis=0))
+    else:
+        labels[0, valid] = p.argmax(axis=0)
+        proba_q[:, valid] = quantise(p)
+        unc[0, valid] = quantise(entropy(p, axis=0))
     return {"labels": labels, "probabilities": proba_q, "uncertainty": unc}
 
 
@@ -93,24 +114,69 @@ def blend_weights(window: MapWindow, halo: int, height: int, width: int) -> np.n
 
 class WindowPredictor:
     """Predicts one window of a cube source through the map-model contract; picklable
-    (sent to Dask workers)."""
+    (sent to Dask workers).
+
+    Two stages, so that a job can read the next window while it predicts this one:
+    :meth:`read` (the window's input; I/O and decoding, which release the GIL) and
+    :meth:`predict` (the model and the outputs). Pixel models of the
+    :class:`~cropscope.mapping.contract.ClassifierMapModel` kind read their windows through
+    :class:`~cropscope.mapping.pixels.PixelReader` (the band-major layout their feature
+    table is made of, no xarray cube); every other model reads an xarray cube and gets
+    :meth:`~cropscope.mapping.contract.MapModel.predict_window`.
+    """
 
     def __init__(self, model: MapModel, halo: int) -> None:
         self.model = model
         self.halo = halo
         #: "core": quantised core outputs; "blend": float probabilities of the read area
         self.mode = "blend" if model.input_kind == "scene" else "core"
+        #: whether windows go through the pixel route (PixelReader + predict_pixels)
+        self.pixel_route = model.input_kind == "pixels" and callable(
+            getattr(model, "predict_pixels", None))
+        self._reader: PixelReader | None = None
 
-    def __call__(self, source: Any, window: MapWindow) -> dict[str, np.ndarray]:
-        bands = self.model.bands
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_reader"] = None  # its buffers stay in this process
+        return state
+
+    def reader(self, source: Any) -> PixelReader:
+        """The pixel reader of ``source`` (made once per source and process)."""
+        from cropscope.mapping.pixels import PixelReader
+
+        if self._reader is None or self._reader.source is not source:
+            self._reader = PixelReader(source, self.model.bands)
+        return self._reader
+
+    def collects_garbage(self, source: Any) -> bool:
+        """Whether each window leaves reference cycles behind (xarray cubes) that the job
+        should collect at once (``gc.collect``, which costs tens of milliseconds)."""
+        return not self.pixel_route
+
+    def read(self, source: Any, window: MapWindow) -> Any:
+        """Stage 1: the window's input (a :class:`PixelWindow` or ``(cube, core)``)."""
+        if self.pixel_route:
+            return self.reader(source).read(window.write_window)
         if self.model.input_kind == "pixels":
             cube = source.read(window.write_window)
             core = (slice(0, window.height), slice(0, window.width))
         else:
             cube = source.read(window.read_window)
             core = window.core_in_read
-        if list(cube["band"].values) != bands:
-            cube = cube.sel(band=bands)
+        if list(cube["band"].values) != self.model.bands:
+            cube = cube.sel(band=self.model.bands)
+        return cube, core
+
+    def predict(self, window: MapWindow, data: Any) -> dict[str, np.ndarray]:
+        """Stage 2: the window's outputs from what :meth:`read` returned."""
+        if self.pixel_route:
+            try:
+                proba, valid = self.model.predict_pixels(  # type: ignore[attr-defined]
+                    data.values, data.mask, data.dates)
+            finally:
+                data.release()
+            return valid_outputs(proba, valid.reshape(data.shape))
+        cube, core = data
         proba, valid = self.model.predict_window(cube, core)
         proba = np.asarray(proba, dtype=np.float32)
         k = len(self.model.classes)
@@ -120,6 +186,9 @@ class WindowPredictor:
         if self.mode == "blend":
             return {"proba": proba, "valid": valid}
         return core_outputs(proba, valid)
+
+    def __call__(self, source: Any, window: MapWindow) -> dict[str, np.ndarray]:
+        return self.predict(window, self.read(source, window))
 
 
 def window_predictor(model: MapModel, halo: int | None, tile: int) -> WindowPredictor:
