@@ -142,6 +142,11 @@ def test_train_user_errors(t2m_file, tmp_path):
     error(train("--input-step", "4", "--until", "2019-03-04T00", path=three_hourly),
           "does not divide")
     error(train("--input-step", "6", "--until", "yesterday"), "--until")
+    import torch
+
+    if not torch.cuda.is_available():
+        error(train("--input-step", "6", "--until", "2019-03-03T00", "--device", "cuda"),
+              "CUDA is not available")
     error(train("--input-step", "6", "--until", "2019-03-03T00", "--set", "window=10"),
           "window")
     # evaluate --run: needs --from; a missing run; a file without the run's variable

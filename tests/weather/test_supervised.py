@@ -202,6 +202,48 @@ def test_train_checkpoint_resume_gives_the_same_weights(data, tmp_path, monkeypa
                                full.sample("t2m", 51.1, -3.3, t), rtol=1e-6)
 
 
+def test_device_option_resumes_across_devices(data, tmp_path, monkeypatch):
+    """``device`` is not part of the fingerprint: a run started on one device resumes on
+    another (here "cpu" then "auto"), to the same weights; a device the machine lacks is a
+    ModelError before anything is written."""
+    torch.set_num_threads(1)
+    full = train_supervised(data, {**FAST, "device": "cpu"})
+    assert full.device.type == "cpu" and full.info["device"] == "cpu"
+    real = supervised._save_files
+
+    def save_then_crash(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(supervised, "_save_files", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train_supervised(data, {**FAST, "device": "cpu"}, tmp_path / "run")
+    monkeypatch.setattr(supervised, "_save_files", real)
+    resumed = train_supervised(data, {**FAST, "device": "auto"}, tmp_path / "run", resume=True)
+    tol = {"rtol": 0, "atol": 0} if resumed.device.type == "cpu" else {"rtol": 1e-3,
+                                                                      "atol": 1e-4}
+    for k, v in full.net.state_dict().items():
+        torch.testing.assert_close(resumed.net.state_dict()[k].cpu(), v, **tol)
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="CUDA is not available"):
+            train_supervised(data, {**FAST, "device": "cuda"}, tmp_path / "cuda")
+        assert not (tmp_path / "cuda").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_matches_cpu(data, tmp_path):
+    torch.set_num_threads(1)
+    cpu = train_supervised(data, {**FAST, "device": "cpu"})
+    gpu = train_supervised(data, {**FAST, "device": "cuda"}, tmp_path / "run")
+    assert gpu.device.type == "cuda"
+    loaded = load_supervised(tmp_path / "run")  # saved from the GPU, loads on the CPU
+    t = np.datetime64("2019-03-02T07:30")
+    np.testing.assert_allclose(gpu.sample("t2m", 51.1, -3.3, t),
+                               loaded.sample("t2m", 51.1, -3.3, t), rtol=1e-5)
+    np.testing.assert_allclose(loaded.sample("t2m", 51.1, -3.3, t),
+                               cpu.sample("t2m", 51.1, -3.3, t), atol=0.05)
+
+
 def test_failed_training_leaves_nothing_loadable(data, tmp_path, monkeypatch):
     out = tmp_path / "run"
     train_supervised(data, {**FAST, "steps": 2}, out)

@@ -123,10 +123,12 @@ def _supervised_table(result: dict[str, Any]) -> str:
 @click.option("--variables", default=None, help="Comma-separated variables (default: all).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the interrupted training in --out.")
+@click.option("--device", default=None,
+              help="auto (default: CUDA when available), cpu, cuda, cuda:1, ...")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
 @_with_config
 def train(input_path: Path, coarsen: int, input_step: float, until: str, out_dir: Path,
-          variables: str | None, seed: int, resume: bool, as_json: bool,
+          variables: str | None, seed: int, resume: bool, device: str | None, as_json: bool,
           config_file: Path | None, settings: tuple[str, ...]) -> None:
     """Train a supervised downscaler: coarse windows → fine fields (DeepPhysiNet)."""
     from cropscope.weather.supervised import (
@@ -136,6 +138,8 @@ def train(input_path: Path, coarsen: int, input_step: float, until: str, out_dir
     )
 
     config = {"seed": seed, **parse_config(config_file, settings)}
+    if device is not None:
+        config["device"] = device
     cfg = SupervisedConfig.from_dict(config)  # bad options fail before the file is read
     data = prepare_training(input_path, coarsen, input_step, until, cfg.window,
                             comma_list(variables))
@@ -144,7 +148,8 @@ def train(input_path: Path, coarsen: int, input_step: float, until: str, out_dir
     fld = train_supervised(data, config, out_dir, resume=resume, progress=True)
     summary = {"run": str(out_dir), "variables": fld.variables,
                "train_seconds": fld.info.get("train_seconds"),
-               "threads": fld.info.get("threads"), "steps": cfg.steps,
+               "threads": fld.info.get("threads"), "device": fld.info.get("device"),
+               "steps": cfg.steps,
                "final_loss": (fld.info.get("history", {}).get("loss") or [{}])[-1]}
     click.echo(json.dumps(summary) if as_json else f"run written to {out_dir}")
 

@@ -117,6 +117,9 @@ class SupervisedConfig:
     w_pde: dict[str, float] = field(default_factory=lambda: {"*": 0.1})
     equations: str | list[str] = "auto"
     seed: int = 0
+    #: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"; not part of the run's
+    #: fingerprint, so a run trained on one device resumes on another
+    device: str = "auto"
     checkpoint_every: int = 250  #: steps between checkpoints (0: only at the end)
 
     @classmethod
@@ -335,13 +338,25 @@ class SupervisedField:
         self._set_inputs(inputs)
 
     # ------------------------------------------------------------------ inputs
+    @property
+    def device(self) -> torch.device:
+        """Where the network, the inputs and every query run."""
+        return self.knots.device
+
+    def to(self, device: str | torch.device) -> SupervisedField:
+        """Move the network and the inputs to ``device`` (in place; returns ``self``)."""
+        self.net.to(device)
+        self._set_inputs(self.inputs)
+        return self
+
     def _set_inputs(self, inputs: Inputs) -> None:
         self.inputs = inputs
-        self.knots = inputs.knots()
+        device = next(self.net.parameters()).device
+        self.knots = inputs.knots().to(device)
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._origin_hour = float(hour_of_day(np.array([inputs.axis.origin]))[0])
-        mean = torch.tensor(self.norm["mean"], dtype=torch.float32)
-        std = torch.tensor(self.norm["std"], dtype=torch.float32)
+        mean = torch.tensor(self.norm["mean"], dtype=torch.float32, device=device)
+        std = torch.tensor(self.norm["std"], dtype=torch.float32, device=device)
         self._zknots = (self.knots - mean[None, :, None, None]) / std[None, :, None, None]
 
     def with_inputs(self, path: str | Path) -> SupervisedField:
@@ -394,7 +409,7 @@ class SupervisedField:
         if not train:
             missing = [int(j) for j in windows.tolist() if int(j) not in self._cache]
             if missing:
-                w1, b1 = self._hyper_raw(torch.tensor(missing))
+                w1, b1 = self._hyper_raw(torch.tensor(missing, device=windows.device))
                 for i, j in enumerate(missing):
                     self._cache[j] = (w1[i].detach(), b1[i].detach())
             return (torch.stack([self._cache[int(j)][0] for j in windows.tolist()]),
@@ -402,7 +417,7 @@ class SupervisedField:
         return self._hyper_raw(windows)
 
     def _hyper_raw(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = windows[:, None] + torch.arange(self.n_w + 1)
+        idx = windows[:, None] + torch.arange(self.n_w + 1, device=windows.device)
         tok = self._zknots[idx]  # [U, n_in, V, cy, cx]
         tok = tok.reshape(tok.shape[0], -1, tok.shape[-2] * tok.shape[-1])
         dtype = self.net.tok.weight.dtype
@@ -413,10 +428,11 @@ class SupervisedField:
         """Coarse values ``[N, n_in·P, V]`` around the points (coarse indices ``cy, cx``) at
         ±``stencil`` coarse cells (P positions), at every step of window ``j [N]``."""
         r = int(self.net.cfg["stencil"])
-        off = torch.arange(-r, r + 1, dtype=cy.dtype)
+        off = torch.arange(-r, r + 1, dtype=cy.dtype, device=cy.device)
         oy, ox = torch.meshgrid(off, off, indexing="ij")
         n, p, k = cy.shape[0], self.net.n_pos, self.n_w + 1
-        knot = (j[:, None] + torch.arange(k))[:, :, None].expand(n, k, p).reshape(-1)
+        knot = (j[:, None] + torch.arange(k, device=j.device))[:, :, None].expand(n, k, p)
+        knot = knot.reshape(-1)
         qy = (cy[:, None, None] + oy.reshape(1, 1, -1)).expand(n, k, p).reshape(-1)
         qx = (cx[:, None, None] + ox.reshape(1, 1, -1)).expand(n, k, p).reshape(-1)
         return self._coarse_at(knot, qy, qx).reshape(n, k * p, -1)
@@ -425,18 +441,20 @@ class SupervisedField:
         """The stencil values at every fine grid node for every knot, as a lookup table
         ``[n_knots, ny·nx, P, V]`` (training samples sit on nodes: computed once; row
         ``j + k`` of it is :meth:`stencil`'s step ``k`` of window ``j``)."""
-        g = self.fine
-        la, lo = torch.meshgrid(torch.as_tensor(g.lat, dtype=torch.float32),
-                                torch.as_tensor(g.lon, dtype=torch.float32), indexing="ij")
+        g, dev = self.fine, self.device
+        la, lo = torch.meshgrid(torch.as_tensor(g.lat, dtype=torch.float32, device=dev),
+                                torch.as_tensor(g.lon, dtype=torch.float32, device=dev),
+                                indexing="ij")  # fmt: skip
         _, _, cy, cx = self._indices(la.reshape(-1), lo.reshape(-1))
         r = int(self.net.cfg["stencil"])
-        off = torch.arange(-r, r + 1, dtype=cy.dtype)
+        off = torch.arange(-r, r + 1, dtype=cy.dtype, device=dev)
         oy, ox = torch.meshgrid(off, off, indexing="ij")
         qy = (cy[:, None] + oy.reshape(1, -1)).reshape(-1)
         qx = (cx[:, None] + ox.reshape(1, -1)).reshape(-1)
         with torch.no_grad():
             return torch.stack([
-                self._coarse_at(torch.full(qy.shape, kappa, dtype=torch.long), qy, qx)
+                self._coarse_at(torch.full(qy.shape, kappa, dtype=torch.long, device=dev),
+                                qy, qx)
                 .reshape(cy.shape[0], self.net.n_pos, -1)
                 for kappa in range(self.knots.shape[0])])
 
@@ -527,10 +545,12 @@ class SupervisedField:
         with torch.no_grad():
             for i in range(0, lat_f.size, chunk):
                 sl = slice(i, i + chunk)
-                out[sl] = self.predict(torch.as_tensor(lat_f[sl], dtype=torch.float32),
-                                       torch.as_tensor(lon_f[sl], dtype=torch.float32),
-                                       torch.as_tensor(hours[sl], dtype=torch.float32),
-                                       model)[:, v].numpy()
+                dev = self.device
+                out[sl] = self.predict(
+                    torch.as_tensor(lat_f[sl], dtype=torch.float32, device=dev),
+                    torch.as_tensor(lon_f[sl], dtype=torch.float32, device=dev),
+                    torch.as_tensor(hours[sl], dtype=torch.float32, device=dev),
+                    model)[:, v].cpu().numpy()
         return out.reshape(shape)
 
     def grid(self, times: Any, lat: np.ndarray | None = None, lon: np.ndarray | None = None,
@@ -541,15 +561,15 @@ class SupervisedField:
         self._check_points(lat, lon)
         hours = self.hours_of(times)
         la, lo = np.meshgrid(lat, lon, indexing="ij")
-        lat_t = torch.as_tensor(la.ravel(), dtype=torch.float32)
-        lon_t = torch.as_tensor(lo.ravel(), dtype=torch.float32)
+        lat_t = torch.as_tensor(la.ravel(), dtype=torch.float32, device=self.device)
+        lon_t = torch.as_tensor(lo.ravel(), dtype=torch.float32, device=self.device)
         out = np.empty((hours.size, len(self.variables), lat.size, lon.size))
         with torch.no_grad():
             for i, h in enumerate(hours):
                 t = torch.full_like(lat_t, float(h))
                 vals = [self.predict(lat_t[s:s + 8192], lon_t[s:s + 8192], t[s:s + 8192],
                                      model) for s in range(0, lat_t.shape[0], 8192)]
-                out[i] = torch.cat(vals).T.reshape(-1, lat.size, lon.size).numpy()
+                out[i] = torch.cat(vals).T.reshape(-1, lat.size, lon.size).cpu().numpy()
         return out
 
     def default_times(self, start: Any = None, end: Any = None, step_h: float | None = None
@@ -636,7 +656,7 @@ def _save_files(out: Path, fld: SupervisedField, opt_state: dict[str, torch.Tens
 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / WEIGHTS) as tmp:
-        save_file({k: v.detach().contiguous() for k, v in fld.net.state_dict().items()},
+        save_file({k: v.detach().cpu().contiguous() for k, v in fld.net.state_dict().items()},
                   str(tmp))
     with atomic_path(out / INPUTS) as tmp:
         save_file({"steps": torch.as_tensor(np.ascontiguousarray(fld.inputs.steps)),
@@ -809,9 +829,12 @@ def prepare_training(path: str | Path, coarsen: int, input_step_h: float, until:
 def _opt_state(opt: torch.optim.Optimizer, params: Sequence[torch.Tensor], gen: torch.Generator
                ) -> dict[str, torch.Tensor]:
     out = {"rng.sampler": gen.get_state(), "rng.torch": torch.get_rng_state()}
+    device = params[0].device if params else torch.device("cpu")
+    if device.type == "cuda":  # dropout draws from the device's generator there
+        out["rng.cuda"] = torch.cuda.get_rng_state(device)
     for i, p in enumerate(params):
         for k, v in opt.state.get(p, {}).items():
-            out[f"{i}.{k}"] = torch.as_tensor(v).detach().clone().contiguous()
+            out[f"{i}.{k}"] = torch.as_tensor(v).detach().cpu().clone().contiguous()
     return out
 
 
@@ -819,10 +842,15 @@ def _load_opt_state(tensors: dict[str, torch.Tensor], opt: torch.optim.Optimizer
                     params: Sequence[torch.Tensor], gen: torch.Generator) -> None:
     gen.set_state(tensors.pop("rng.sampler"))
     torch.set_rng_state(tensors.pop("rng.torch"))
+    cuda_state = tensors.pop("rng.cuda", None)
+    device = params[0].device if params else torch.device("cpu")
+    if cuda_state is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda_state, device)
     for i, p in enumerate(params):
         keys = [k for k in tensors if k.split(".", 1)[0] == str(i)]
-        if keys:
-            opt.state[p] = {k.split(".", 1)[1]: tensors[k] for k in keys}
+        if keys:  # Adam's step counter stays on the CPU, its moments go with the weights
+            opt.state[p] = {k.split(".", 1)[1]: tensors[k] if k.endswith(".step")
+                            else tensors[k].to(device) for k in keys}
 
 
 def _sample_table(fld: SupervisedField, data: TrainingData) -> tuple[torch.Tensor, ...]:
@@ -885,24 +913,31 @@ def train_supervised(data: TrainingData, config: dict[str, Any] | None = None,
         raise ModelError(f"the data were prepared for {data.window} h windows, the config "
                          f"asks for {cfg.window} h")
     n_w = cfg.window // data.step_h
+    from cropscope.engine.recipe import resolve_device
+
+    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
+    # every random draw of the sampler is made on the CPU: the same samples on any device
     gen = torch.Generator().manual_seed(cfg.seed)
     coarse = data.fine_grid.subsample(data.coarsen)
     net = DownscaleNet(len(data.variables), (coarse.ny, coarse.nx),
                        (data.fine_grid.ny, data.fine_grid.nx), n_w + 1, cfg.model_dict())
+    net.to(device)
     fld = SupervisedField(net, data.variables, data.fine_grid, data.coarsen,
                           data.train_inputs, data.norm, data.hour_bias, {})
     equations = [e for e in get_equations(cfg.equations, data.variables)
                  if cfg.pde_weight(e.name) > 0]
     fingerprint = _fingerprint(data.fine, data.times.astype(np.int64), data.train_inputs.steps,
                                data.fine_grid.to_dict(), data.variables, data.coarsen,
-                               data.step_h, str(data.until), asdict(cfg))
+                               data.step_h, str(data.until),
+                               {k: v for k, v in asdict(cfg).items() if k != "device"})
     params = list(net.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     table = _sample_table(fld, data)
     node_table = fld.node_stencils()
-    fine_t = torch.as_tensor(data.fine, dtype=torch.float32)
-    sigma = torch.tensor(data.norm["sigma"], dtype=torch.float32)
+    fine_t = torch.as_tensor(data.fine, dtype=torch.float32, device=device)
+    sigma = torch.tensor(data.norm["sigma"], dtype=torch.float32, device=device)
+    window_steps = torch.arange(n_w + 1, device=device)
     g = data.fine_grid
     history: dict[str, Any] = {"loss": []}
     start = 0
@@ -912,8 +947,8 @@ def train_supervised(data: TrainingData, config: dict[str, Any] | None = None,
     pde_norm: dict[str, float] = {}
     if equations:
         eval_gen = torch.Generator().manual_seed(cfg.seed + 1)
-        batch = _pde_batch(fld, data, eval_gen, 2048)
-        before = pde_residuals(fld, equations, *batch, model=False)
+        lat_p, lon_p, t_p = (x.to(device) for x in _pde_batch(fld, data, eval_gen, 2048))
+        before = pde_residuals(fld, equations, lat_p, lon_p, t_p, model=False)
         for eq in equations:
             r = torch.cat([v.detach() for k, v in before.items() if k.startswith(eq.name)])
             pde_norm[eq.name] = max(float(r.pow(2).mean()), 1e-30)
@@ -927,7 +962,7 @@ def train_supervised(data: TrainingData, config: dict[str, Any] | None = None,
                 "equations": [e.name for e in equations], "history": history,
                 "train_seconds": round(time.perf_counter() - started + history.get(
                     "seconds_before_resume", 0.0), 2),
-                "threads": torch.get_num_threads()}
+                "threads": torch.get_num_threads(), "device": str(device)}
 
     def checkpoint(step: int) -> None:
         assert out is not None
@@ -975,22 +1010,25 @@ def train_supervised(data: TrainingData, config: dict[str, Any] | None = None,
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         pick = torch.multinomial(table[3], cfg.batch, replacement=True, generator=gen)
-        j, hi, t = table[0][pick], table[1][pick], table[2][pick]
-        iy = torch.randint(g.ny, (cfg.batch,), generator=gen)
-        ix = torch.randint(g.nx, (cfg.batch,), generator=gen)
+        j, hi, t = (table[0][pick].to(device), table[1][pick].to(device),
+                    table[2][pick].to(device))  # fmt: skip
+        iy = torch.randint(g.ny, (cfg.batch,), generator=gen).to(device)
+        ix = torch.randint(g.nx, (cfg.batch,), generator=gen).to(device)
         lat = (g.lat0 + iy * g.dlat).float()
         lon = (g.lon0 + ix * g.dlon).float()
         target = fine_t[hi, :, iy, ix]
         _, _, cy, cx = fld._indices(lat, lon)
         base = fld.base(cy, cx, t)
         node = iy * g.nx + ix
-        sten = node_table[j[:, None] + torch.arange(n_w + 1), node[:, None]]  # [B, k, P, V]
+        sten = node_table[j[:, None] + window_steps, node[:, None]]  # [B, k, P, V]
         r = fld.window_residual(j, lat, lon, t, base, train=True,
                                 stencil=sten.reshape(cfg.batch, -1, sten.shape[-1]))
         loss = ((r - ((target - base) / sigma)[:, None, :]) ** 2).mean()
         parts = {"data": float(loss.detach())}
         if equations and step >= cfg.warmup:
-            res = pde_residuals(fld, equations, *_pde_batch(fld, data, gen, cfg.pde_points))
+            lat_p, lon_p, t_p = (x.to(device)
+                                 for x in _pde_batch(fld, data, gen, cfg.pde_points))
+            res = pde_residuals(fld, equations, lat_p, lon_p, t_p)
             for eq in equations:
                 rr = torch.cat([v for k, v in res.items() if k.startswith(eq.name)])
                 term = rr.pow(2).mean() / pde_norm[eq.name]
