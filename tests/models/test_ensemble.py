@@ -28,7 +28,9 @@ def test_members_get_distinct_seeds() -> None:
     ("config", "message"),
     [
         ({"members": []}, "non-empty"),
-        ({"members": [{"model": "ensemble"}]}, "cannot contain"),
+        ({"members": [{"model": "ensemble"}]}, "cannot include another ensemble"),
+        ({"members": [{"model": "rf", "config": {"n_estimators": 0}}]}, "n_estimators"),
+        ({"members": ["rf", {"model": "rf", "config": [1]}]}, "member 1: .config. must be"),
         ({"members": [{"model": "nope"}]}, "unknown model"),
         ({"members": MEMBERS, "weights": [1]}, "weights"),
     ],

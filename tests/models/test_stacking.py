@@ -131,7 +131,7 @@ def test_stacking_is_no_worse_than_its_worst_member() -> None:
 
 @pytest.mark.parametrize(("config", "message"), [
     ({"members": []}, "non-empty"),
-    ({"members": [{"model": "stacking"}]}, "cannot contain"),
+    ({"members": [{"model": "stacking"}]}, "cannot include another stacking"),
     ({"members": [{"model": "nope"}]}, "unknown model"),
     ({"members": [{"model": "rf", "config": {"n_estimators": 0}}]}, "n_estimators"),
     ({"meta": "forest"}, "meta"),

@@ -20,6 +20,31 @@ from cropscope.settings import check_options
 __all__ = ["Ensemble"]
 
 
+def check_members(members: Any, kind: str) -> list[dict[str, Any]]:
+    """The member list of a combining model (``kind``: "ensemble", "stacking"), each entry
+    ``{"model": NAME, "config": {...}}`` (a bare name is short for an empty config); unknown
+    models, nested models of the same kind and bad option names or values fail here, before
+    any member is trained."""
+    if not isinstance(members, list) or not members:
+        raise ModelError(f"{kind} 'members' must be a non-empty list of {{model, config}}")
+    out: list[dict[str, Any]] = []
+    for i, member in enumerate(members):
+        if isinstance(member, str):
+            member = {"model": member, "config": {}}
+        if not isinstance(member, dict) or "model" not in member:
+            raise ModelError(f"{kind} member {i} must be {{'model': NAME, 'config': {{}}}}")
+        if member["model"] == kind:
+            raise ModelError(f"{kind} members cannot include another {kind} model")
+        cls = get_model_class(member["model"])  # unknown names fail here
+        options = member.get("config") or {}
+        if not isinstance(options, dict):
+            raise ModelError(f"{kind} member {i}: 'config' must be a mapping of options")
+        check_options(f"model {member['model']!r}", cls.default_config(), options,
+                      error=ModelError)  # bad values fail now, not after other members
+        out.append(member)
+    return out
+
+
 class Ensemble(Classifier):
     """Soft-voting ensemble: weighted mean of member models' class probabilities."""
 
@@ -36,22 +61,7 @@ class Ensemble(Classifier):
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
-        members = self.config["members"]
-        if not isinstance(members, list) or not members:
-            raise ModelError("ensemble 'members' must be a non-empty list of {model, config}")
-        for i, member in enumerate(members):
-            if isinstance(member, str):
-                members[i] = member = {"model": member, "config": {}}
-            if not isinstance(member, dict) or "model" not in member:
-                raise ModelError(f"ensemble member {i} must be {{'model': NAME, 'config': {{}}}}")
-            if member["model"] == "ensemble":
-                raise ModelError("an ensemble cannot contain another ensemble")
-            cls = get_model_class(member["model"])  # unknown names fail here
-            options = member.get("config") or {}
-            if not isinstance(options, dict):
-                raise ModelError(f"ensemble member {i}: 'config' must be a mapping of options")
-            check_options(f"model {member['model']!r}", cls.default_config(), options,
-                          error=ModelError)  # bad values fail now, not after other members
+        members = self.config["members"] = check_members(self.config["members"], "ensemble")
         weights = self.config["weights"]
         if weights is not None and len(weights) != len(members):
             raise ModelError(f"{len(weights)} weights for {len(members)} ensemble members")

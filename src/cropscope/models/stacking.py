@@ -33,7 +33,6 @@ import numpy as np
 from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import DataError, ModelError
 from cropscope.models.base import Classifier
-from cropscope.settings import check_options
 
 __all__ = ["META_LEARNERS", "Stacking"]
 
@@ -61,24 +60,10 @@ class Stacking(Classifier):
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
-        from cropscope.models.registry import get_model_class
 
-        members = self.config["members"]
-        if not isinstance(members, list) or not members:
-            raise ModelError("stacking 'members' must be a non-empty list of {model, config}")
-        members = self.config["members"] = list(members)
-        for i, member in enumerate(members):
-            if isinstance(member, str):
-                members[i] = member = {"model": member, "config": {}}
-            if not isinstance(member, dict) or "model" not in member:
-                raise ModelError(f"stacking member {i} must be {{'model': NAME, 'config': {{}}}}")
-            if member["model"] == "stacking":
-                raise ModelError("a stacking ensemble cannot contain another stacking ensemble")
-            options = member.get("config") or {}
-            if not isinstance(options, dict):
-                raise ModelError(f"stacking member {i}: 'config' must be a mapping of options")
-            check_options(f"model {member['model']!r}", get_model_class(member["model"])
-                          .default_config(), options, error=ModelError)
+        from cropscope.models.ensemble import check_members
+
+        self.config["members"] = check_members(self.config["members"], "stacking")
         if self.config["meta"] not in META_LEARNERS:
             raise ModelError(f"stacking 'meta' must be one of {', '.join(META_LEARNERS)}; "
                              f"got {self.config['meta']!r}")
