@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -166,18 +166,9 @@ class WeatherField:
 
     def to_netcdf(self, path: str | Path, resolution: float | None = None) -> Path:
         """Write the field at ``resolution`` degrees to NetCDF, atomically."""
-        ds = self.to_dataset(resolution)
-        engine: Literal["h5netcdf", "scipy"]
-        try:
-            import h5netcdf  # noqa: F401
+        from cropscope.weather.readers import write_netcdf
 
-            engine = "h5netcdf"
-        except ImportError:
-            engine = "scipy"
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            ds.to_netcdf(tmp, engine=engine)
-        return path
+        return write_netcdf(self.to_dataset(resolution), path)
 
     # ------------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:

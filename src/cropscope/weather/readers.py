@@ -19,7 +19,7 @@ from cropscope.errors import DataError
 from cropscope.settings import check_array_memory
 from cropscope.weather.geometry import G0
 
-__all__ = ["CANONICAL", "open_weather", "spatial_slices", "standardize"]
+__all__ = ["CANONICAL", "open_weather", "spatial_slices", "standardize", "write_netcdf"]
 
 _LAT = ("latitude", "lat", "nav_lat", "y", "rlat")
 _LON = ("longitude", "lon", "nav_lon", "x", "rlon")
@@ -185,3 +185,23 @@ def spatial_slices(ds: xr.Dataset) -> list[dict[str, object]]:
             values = [v.item() if hasattr(v, "item") else v for v in coord]
         keys = [{**k, d: v} for k in keys for v in values]
     return keys
+
+
+def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
+    """Write ``ds`` to NetCDF at ``path``, atomically: NetCDF-4 through h5netcdf when it is
+    installed, else classic NetCDF through scipy (both read back by :func:`open_weather`)."""
+    from typing import Literal
+
+    from cropscope.io import atomic_path
+
+    engine: Literal["h5netcdf", "scipy"]
+    try:
+        import h5netcdf  # noqa: F401
+
+        engine = "h5netcdf"
+    except ImportError:
+        engine = "scipy"
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine=engine)
+    return path

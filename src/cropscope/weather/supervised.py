@@ -57,7 +57,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -611,20 +611,9 @@ class SupervisedField:
     def to_netcdf(self, path: str | Path, resolution: float | None = None,
                   times: Any = None) -> Path:
         """Write :meth:`to_dataset` to NetCDF, atomically."""
-        from cropscope.io import atomic_path
+        from cropscope.weather.readers import write_netcdf
 
-        ds = self.to_dataset(resolution, times)
-        engine: Literal["h5netcdf", "scipy"]
-        try:
-            import h5netcdf  # noqa: F401
-
-            engine = "h5netcdf"
-        except ImportError:
-            engine = "scipy"
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            ds.to_netcdf(tmp, engine=engine)
-        return path
+        return write_netcdf(self.to_dataset(resolution, times), path)
 
     # ------------------------------------------------------------------ persistence
     def meta(self) -> dict[str, Any]:
