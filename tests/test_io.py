@@ -41,3 +41,19 @@ def test_staged_run_folder_gets_umask_permissions(tmp_path: Path, umask_027: Non
         finish_run(folder, spec)
     assert _mode(tmp_path / "run") == 0o750
     assert _mode(tmp_path / "run" / "run.json") == 0o640
+
+
+def test_digest_tells_apart_what_a_resume_must_not_mix() -> None:
+    import numpy as np
+
+    from cropscope.io import digest
+
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert digest(a, {"lr": 1}) == digest(a.copy(), {"lr": 1})
+    others = [digest(a.reshape(3, 2), {"lr": 1}), digest(a.astype(np.float64), {"lr": 1}),
+              digest(a + 1, {"lr": 1}), digest(a, {"lr": 2}), digest(a, None), digest(a)]
+    assert len({digest(a, {"lr": 1}), *others}) == 1 + len(others)
+    assert digest({"a": 1, "b": 2}) == digest({"b": 2, "a": 1})  # key order does not count
+    days = np.array(["2021-05-03", "2021-06-07"], dtype="datetime64[D]")
+    assert digest(days) != digest(days + 1)  # dates have no buffer: hashed as bytes
+    assert digest(np.asfortranarray(a)) == digest(a)  # layout does not count

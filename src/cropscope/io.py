@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ARRAY_READ_ERRORS", "MAX_USER_FILE_BYTES", "atomic_path", "load_yaml",
+__all__ = ["ARRAY_READ_ERRORS", "MAX_USER_FILE_BYTES", "atomic_path", "digest", "load_yaml",
            "public_mode", "read_arrays", "read_json", "read_user_text", "to_jsonable",
            "write_json"]
 
@@ -76,6 +76,26 @@ def to_jsonable(data: Any) -> Any:
     """``data`` as plain JSON values (numpy scalars and arrays, tuples and paths converted),
     e.g. to store it in a validated run description."""
     return json.loads(json.dumps(data, default=_default))
+
+
+def digest(*parts: Any) -> str:
+    """sha256 of ``parts``: arrays by dtype, shape and bytes, ``None`` as such, anything else
+    as sorted JSON. What proves a resumed job sees the inputs and settings it started on."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for part in parts:
+        if part is None:
+            h.update(b"none")
+        elif isinstance(part, np.ndarray):
+            arr = np.ascontiguousarray(part)
+            h.update(f"{arr.dtype.str}{arr.shape}".encode())
+            h.update(arr.reshape(-1).view(np.uint8).data)  # datetime64 has no buffer
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=_default).encode())
+    return h.hexdigest()
 
 
 def write_json(path: str | Path, data: Any) -> Path:

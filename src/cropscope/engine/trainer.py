@@ -26,7 +26,6 @@ model predicts. Prediction (batched, on the CPU or a GPU) is :mod:`cropscope.eng
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -52,6 +51,7 @@ from cropscope.engine.inference import predict_logits  # re-exported (its former
 from cropscope.engine.recipe import AugmentFn, balanced_class_weights
 from cropscope.engine.seeding import seed_everything
 from cropscope.errors import ModelError
+from cropscope.io import digest
 from cropscope.runs.state import pending_path, state_paths
 
 __all__ = [
@@ -80,18 +80,6 @@ class TrainResult:
     resumed_from: int = 0
 
 
-def _digest(*arrays: np.ndarray | None) -> str:
-    """sha256 of the arrays' shapes, dtypes and bytes (what proves a resumed training sees
-    the data it started on)."""
-    h = hashlib.sha256()
-    for a in arrays:
-        if a is None:
-            h.update(b"none")
-            continue
-        arr = np.ascontiguousarray(a)
-        h.update(f"{arr.dtype.str}{arr.shape}".encode())
-        h.update(arr.data)
-    return h.hexdigest()
 
 
 def _read_resume(folder: Path, fingerprint: dict[str, Any]
@@ -220,7 +208,7 @@ def train_classifier(
             "weight_decay": weight_decay, "lr_decay": lr_decay, "patience": patience,
             "select_on": select_on, "level_weights": weights_k, "classes": sizes,
             "devices": str(devices), "num_nodes": num_nodes, "strategy": strategy,
-            "data": _digest(x_train, y_arr, extra_train,
+            "data": digest(x_train, y_arr, extra_train,
                             x_val if has_val else None, y_val if has_val else None,
                             extra_val if has_val else None)}))
         if resume and has_last(folder):

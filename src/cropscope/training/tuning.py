@@ -304,19 +304,11 @@ def _apply(config: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, An
 # ---------------------------------------------------------------------------- fingerprint
 def _data_digest(ts: TimeSeriesSet, group: str | None) -> str:
     """sha256 of what a study's scores depend on in the data."""
-    h = hashlib.sha256()
+    from cropscope.io import digest
+
     assert ts.labels is not None
-    for arr in (ts.values, ts.labels, ts.dates):
-        if arr is None:
-            h.update(b"none")
-            continue
-        a = np.ascontiguousarray(arr)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.view(np.uint8).reshape(-1).tobytes() if a.size else b"")
-    h.update(json.dumps([ts.classes, ts.bands]).encode())
-    if group is not None:
-        h.update(json.dumps([str(g) for g in ts.group_values(group)]).encode())
-    return h.hexdigest()
+    return digest(ts.values, ts.labels, ts.dates, [ts.classes, ts.bands],
+                  None if group is None else [str(g) for g in ts.group_values(group)])
 
 
 def _jsonify(data: Any) -> Any:

@@ -49,7 +49,6 @@ bit-for-bit and refuses changed inputs or settings (sha256 fingerprint).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sys
@@ -303,15 +302,6 @@ class Inputs:
         return torch.as_tensor(self.steps[self.axis.knot_source()], dtype=torch.float32)
 
 
-def _fingerprint(*parts: Any) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        if isinstance(p, np.ndarray):
-            h.update(str((p.shape, str(p.dtype))).encode())
-            h.update(np.ascontiguousarray(p).tobytes())
-        else:
-            h.update(json.dumps(p, sort_keys=True, default=str).encode())
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------- the field
@@ -916,7 +906,9 @@ def train_supervised(data: TrainingData, config: dict[str, Any] | None = None,
                           data.train_inputs, data.norm, data.hour_bias, {})
     equations = [e for e in get_equations(cfg.equations, data.variables)
                  if cfg.pde_weight(e.name) > 0]
-    fingerprint = _fingerprint(data.fine, data.times.astype(np.int64), data.train_inputs.steps,
+    from cropscope.io import digest
+
+    fingerprint = digest(data.fine, data.times.astype(np.int64), data.train_inputs.steps,
                                data.fine_grid.to_dict(), data.variables, data.coarsen,
                                data.step_h, str(data.until),
                                {k: v for k, v in asdict(cfg).items() if k != "device"})
