@@ -13,9 +13,15 @@ the process, its caches and whatever else the machine is doing:
   strict lower bound of any map job over these files (one thread);
 - ``job-<model>``: :func:`cropscope.mapping.run_map_job` in this process at ``--threads``
   (reader, model and writer overlap from 2 threads on);
-- with ``--workers N``: ``dask-<model>`` (a local Dask cluster of N one-thread workers)
-  and ``serial-<model>`` (one process, one thread), interleaved too: the speedup and the
-  Amdahl serial fraction ``s = (N / speedup - 1) / (N - 1)`` of the first model;
+- with ``--workers N``: ``dask-<model>`` (a local Dask cluster of N one-thread workers,
+  started by the job), ``warm-<model>`` (the same job on a cluster of N workers started
+  once, before the first round, with :func:`cropscope.mapping.local_cluster`: what each
+  job of a series costs; its CPU column adds the workers' CPU, asked from them) and
+  ``serial-<model>`` (one process, one thread), interleaved too:
+  the speedups and the Amdahl serial fraction ``s = (N / speedup - 1) / (N - 1)`` of the
+  first model. Before the rounds, the machine's own ceiling for N processes is measured:
+  N processes streaming over memory (``np.isfinite`` of 200 MB each) and N computing in
+  cache (64 x 64 matrix products), each against one process;
 - with ``--naive-size``: ``naive`` (the crop read whole into memory, then ``classify_cube``).
 
 Prints each run's median wall and CPU seconds (CPU: this process and its finished
@@ -209,7 +215,7 @@ def measure(kind: str, args: argparse.Namespace, scene: Path) -> dict[str, Any]:
     model_name = kind.split("-", 1)[1] if "-" in kind else args.models[0]
     model = None if kind in ("read", "raw") else \
         Classifier.load(Path(args.out) / f"model_{model_name}")  # fmt: skip
-    threads = args.threads if kind.startswith("job-") else 1
+    threads = args.threads if kind.startswith(("job-", "model-")) else 1
     set_threads(threads)
     out = Path(args.out) / "runs" / kind
     shutil.rmtree(out, ignore_errors=True)
@@ -235,16 +241,38 @@ def measure(kind: str, args: argparse.Namespace, scene: Path) -> dict[str, Any]:
                 for w in plan_windows(source.height, source.width, tile=args.tile):
                     for ds in handles.values():
                         ds.read(window=w.write_window)
+        elif kind.startswith("model-"):  # the model alone: reading is not timed
+            from cropscope.mapping.contract import as_map_model
+            from cropscope.mapping.pixels import PixelReader
+
+            source = CubeSource.scan(scene, scale=1e-4)
+            map_model = as_map_model(model)
+            reader = PixelReader(source, map_model.bands)
+            seconds_model = cpu_model = 0.0
+            with source.opened():
+                for w in plan_windows(source.height, source.width, tile=args.tile):
+                    data = reader.read(w.write_window)
+                    t0, c0 = time.perf_counter(), _cpu()
+                    map_model.predict_pixels(data.values, data.mask, data.dates)  # type: ignore[attr-defined]
+                    seconds_model += time.perf_counter() - t0
+                    cpu_model += _cpu() - c0
+                    data.release()
         elif kind == "naive":
             n = args.naive_size
             cube = CubeSource.scan(scene, scale=1e-4).read(((0, n), (0, n)))
             classify_cube(model, cube)  # type: ignore[arg-type]
         else:
             workers = args.workers if kind.startswith("dask-") else None
+            scheduler = _warm_cluster(args.workers) if kind.startswith("warm-") else None
+            workers_cpu = _workers_cpu() if scheduler else 0.0
             run_map_job(model, CubeSource.scan(scene, scale=1e-4), out, tile=args.tile,  # type: ignore[arg-type]
-                        workers=workers, progress=False)
+                        workers=workers, scheduler=scheduler, progress=False)
+            if scheduler:  # the workers are not this process's finished children
+                cpu -= _workers_cpu() - workers_cpu
         seconds, cpu = time.perf_counter() - start, _cpu() - cpu
-    if kind not in ("read", "raw", "naive"):
+        if kind.startswith("model-"):
+            seconds, cpu = seconds_model, cpu_model
+    if kind not in ("read", "raw", "naive") and not kind.startswith("model-"):
         digest = _digest(out)
         shutil.rmtree(out, ignore_errors=True)
     peak = max(mem.peak, _peak_self())
@@ -252,14 +280,83 @@ def measure(kind: str, args: argparse.Namespace, scene: Path) -> dict[str, Any]:
             "added_mib": (peak - before) / 2**20, "threads": threads, "digest": digest}
 
 
+_CLUSTER: list[Any] = []
+
+
+def _warm_cluster(workers: int) -> str:
+    """The address of this process's long-lived local cluster (started on first use)."""
+    if not _CLUSTER:
+        import contextlib
+
+        import distributed
+
+        from cropscope.mapping import local_cluster
+
+        stack = contextlib.ExitStack()  # one thread per worker, as the dask- runs
+        cluster = stack.enter_context(local_cluster(workers))
+        client = stack.enter_context(distributed.Client(cluster))
+        _CLUSTER.append((cluster, stack, client))
+    return str(_CLUSTER[0][0].scheduler_address)
+
+
+def _workers_cpu() -> float:
+    """CPU seconds used so far by the long-lived cluster's worker processes."""
+    if not _CLUSTER:
+        return 0.0
+
+    def cpu() -> float:
+        import psutil
+
+        times = psutil.Process().cpu_times()
+        return float(times.user + times.system)
+
+    return float(sum(_CLUSTER[0][2].run(cpu).values()))
+
+
+def _stream(_: int) -> float:
+    a = np.ones(50_000_000, dtype=np.float32)
+    start = time.perf_counter()
+    for _ in range(10):
+        np.isfinite(a)
+    return time.perf_counter() - start
+
+
+def _compute(_: int) -> float:
+    a = np.random.default_rng(0).random((64, 64))
+    start = time.perf_counter()
+    for _ in range(20000):
+        a @ a
+    return time.perf_counter() - start
+
+
+def machine_ceiling(n: int) -> dict[str, float]:
+    """Throughput of ``n`` processes against one, streaming over memory and computing in
+    cache: what any ``n``-worker job can gain on this machine at best (median of 3)."""
+    import multiprocessing
+    from statistics import median
+
+    out = {}
+    ctx = multiprocessing.get_context("spawn")
+    for name, fn in (("stream", _stream), ("compute", _compute)):
+        ratios = []
+        with ctx.Pool(n) as pool:
+            for _ in range(3):
+                one = pool.apply(fn, (0,))
+                many = pool.map(fn, range(n), chunksize=1)
+                ratios.append(n * one / max(many))
+        out[name] = median(ratios)
+    return out
+
+
 def run_rounds(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every measurement, ``--repeats`` rounds, interleaved, in this process."""
     scene = Path(args.scene)
     order: list[str] = []
     for name in args.models:
-        order += ["read", "raw", f"job-{name}"]
+        order += ["read", "raw", f"job-{name}", f"model-{name}"]
     if args.workers:
-        order += [f"serial-{args.models[0]}", f"dask-{args.models[0]}"]
+        order += [f"serial-{args.models[0]}", f"dask-{args.models[0]}",
+                  f"warm-{args.models[0]}"]
     if args.naive_size:
         order.append("naive")
     results = []
@@ -304,17 +401,26 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         job = f"job-{name}"
         print(f"  {job} / read  {ratio(job, 'read')}   (acceptance: <= 2.0x wall)")
         print(f"  {job} / raw   {ratio(job, 'raw')}   (rasterio alone)")
+        print(f"  model-{name} / read  {ratio(f'model-{name}', 'read')}   (the model alone, "
+              "on every window's pixels)")
     print(f"  read / raw {ratio('read', 'raw')}   (what CubeSource.read adds to rasterio)")
     if args.workers:
         name = args.models[0]
-        pairs = [(x, y) for x in results if x["kind"] == f"dask-{name}"
-                 for y in results if y["kind"] == f"serial-{name}" and y["round"] == x["round"]]
-        speedup = median(y["seconds"] / x["seconds"] for x, y in pairs)
         n = args.workers
-        serial = (n / speedup - 1) / (n - 1) if n > 1 else float("nan")
-        print(f"  dask-{name} ({n} workers) vs serial-{name} (1 process, 1 thread): "
-              f"{speedup:.2f}x faster (acceptance: >= 1.7x); Amdahl serial fraction "
-              f"s = (N/speedup - 1)/(N - 1) = {serial:.2f}")
+        for kind, what in (("dask", "cluster started by the job"),
+                           ("warm", "cluster started before")):
+            pairs = [(x, y) for x in results if x["kind"] == f"{kind}-{name}"
+                     for y in results if y["kind"] == f"serial-{name}"
+                     and y["round"] == x["round"]]  # fmt: skip
+            speedup = median(y["seconds"] / x["seconds"] for x, y in pairs)
+            serial = (n / speedup - 1) / (n - 1) if n > 1 else float("nan")
+            print(f"  {kind}-{name} ({n} workers, {what}) vs serial-{name} (1 process, "
+                  f"1 thread): {speedup:.2f}x faster (acceptance: >= 1.7x); Amdahl serial "
+                  f"fraction s = (N/speedup - 1)/(N - 1) = {serial:.2f}")
+        ceiling = getattr(args, "ceiling", None)
+        if ceiling:
+            print(f"  machine ceiling, {n} processes vs 1: streaming over memory "
+                  f"{ceiling['stream']:.2f}x, computing in cache {ceiling['compute']:.2f}x")
         threaded = [(x, y) for x in results if x["kind"] == f"job-{name}"
                     for y in results if y["kind"] == f"serial-{name}" and y["round"] == x["round"]]
         if threaded:
@@ -347,7 +453,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scene", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rounds:  # the child: every measurement
-        print(json.dumps(run_rounds(args)))
+        results = run_rounds(args)
+        for _, stack, _ in _CLUSTER:
+            stack.close()
+        print(json.dumps(results))
         return
 
     from cropscope.models import create_model
@@ -370,6 +479,8 @@ def main(argv: list[str] | None = None) -> None:
            "--tile", str(args.tile), "--threads", str(args.threads), "--workers",
            str(args.workers), "--repeats", str(args.repeats), "--naive-size",
            str(args.naive_size), "--size", str(args.size), "--models", *args.models]
+    if args.workers > 1:
+        args.ceiling = machine_ceiling(args.workers)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     report(results, args)

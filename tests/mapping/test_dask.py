@@ -11,7 +11,8 @@ import pytest
 
 from cropscope.errors import DataError
 from cropscope.io import read_json
-from cropscope.mapping import run_map_job
+from cropscope.mapping import local_cluster, run_map_job
+from cropscope.threads import THREADS_ENV
 from tests.mapping.test_job import (
     N_TIMES,
     Crash,
@@ -31,10 +32,32 @@ OUTPUTS = ("labels", "probabilities", "uncertainty")
 
 @pytest.fixture(scope="module")
 def address() -> Iterator[str]:
-    """One local cluster (two single-threaded worker processes) shared by the module."""
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:  # fmt: skip
+    """One local cluster (two single-threaded worker processes) shared by the module, set
+    up as map jobs set up their own."""
+    with local_cluster(2) as cluster:
         yield cluster.scheduler_address
+
+
+def _worker_env() -> dict:
+    import os
+    import threading
+
+    names = ("MALLOC_TRIM_THRESHOLD_", "GDAL_CACHEMAX", "OMP_NUM_THREADS", THREADS_ENV)
+    return {"env": {k: os.environ.get(k) for k in names}, "threads": threading.active_count()}
+
+
+def test_local_cluster_workers_keep_the_default_allocator(address: str) -> None:
+    """Dask's MALLOC_TRIM_THRESHOLD_ made every window's temporaries page-fault again
+    (1.6-2x a window's time); the workers get a small GDAL cache and one thread each."""
+    with distributed.Client(address) as client:
+        envs = client.run(_worker_env)
+    assert len(envs) == 2
+    for info in envs.values():
+        assert info["env"]["MALLOC_TRIM_THRESHOLD_"] is None
+        assert info["env"]["GDAL_CACHEMAX"] and info["env"]["OMP_NUM_THREADS"] == "1"
+        assert info["env"][THREADS_ENV] == "1"
+    with pytest.raises(DataError, match="positive"), local_cluster(0):
+        pass
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from rasterio.transform import from_origin  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
 
 from cropscope.data.readers.cube import CubeSource, RenamedBandsCube  # noqa: E402
+from cropscope.data.readers.grid import Grid  # noqa: E402
 from cropscope.mapping.pixels import PixelReader  # noqa: E402
 
 H, W, T = 23, 31, 4
@@ -112,6 +113,54 @@ def test_buffers_are_reused_only_once_released(tmp_path: Path) -> None:
         assert third._buffer is buffer and first._buffer is None
         np.testing.assert_array_equal(second.values, kept)  # still held: untouched
         assert_reads_like_the_cube(source, ["B2", "B4", "B8"], Window(5, 5, 8, 8))
+
+
+def assert_sequence_reads_like_the_cube(source, bands: list[str], windows: list[Window]) -> dict:
+    """One reader, window after window (its raw buffers reused): each like the cube."""
+    reader = PixelReader(source, bands)
+    seen = {}
+    with source.opened():
+        for window in windows:
+            pixels = reader.read(window)
+            cube = source.read(window).sel(band=bands)
+            want = cube.values.reshape(cube.shape[0], cube.shape[1], -1).transpose(1, 0, 2)
+            np.testing.assert_array_equal(pixels.values, want)
+            np.testing.assert_array_equal(pixels.mask, np.isfinite(want).all(axis=0))
+            pixels.release()
+            seen[(window.height, window.width)] = {k: id(v) for k, v in reader._raw.items()}
+    return seen
+
+
+def test_raw_buffers_are_reused_across_windows(tmp_path: Path) -> None:
+    source = CubeSource.scan(write_files(tmp_path / "cube", "uint16", 0), scale=1e-4)
+    windows = [Window(5, 7, 11, 9), Window(0, 0, W, H), Window(12, 3, 11, 9),
+               Window(0, 20, 4, 3), Window(5, 7, 11, 9)]  # fmt: skip
+    reader = PixelReader(source, ["B2", "B4", "B8"])
+    with source.opened():
+        reader.read(Window(5, 7, 11, 9)).release()
+        first = {k: v for k, v in reader._raw.items()}
+        assert len(first) == T and all(v.shape == (3, 9, 11) for v in first.values())
+        reader.read(Window(12, 3, 11, 9)).release()  # same shape: the same buffers
+        assert all(reader._raw[k] is v for k, v in first.items())
+    assert_sequence_reads_like_the_cube(source, ["B8", "B2"], windows)
+
+
+def test_raw_buffers_with_warped_layers(tmp_path: Path) -> None:
+    """A 20 m file warped onto the 10 m grid (no nodata: an alpha band marks the outside)
+    read window after window through reused buffers, as the cube reads it."""
+    rng = np.random.default_rng(3)
+    for name, shape, res, nodata in (("B04", (10, 14), 10.0, 0), ("B11", (5, 7), 20.0, None)):
+        with rasterio.open(tmp_path / f"{name}_2021-04-03.tif", "w", driver="GTiff",
+                           width=shape[1], height=shape[0], count=1, dtype="uint16",
+                           crs=CRS.from_epsg(32633), nodata=nodata,
+                           transform=from_origin(500000, 4000000, res, res)) as dst:
+            dst.write(rng.integers(1, 5000, (1, *shape)).astype(np.uint16))
+    target = Grid(CRS.from_epsg(32633), from_origin(499980, 4000000, 10, 10), 10, 16)
+    source = CubeSource.scan(tmp_path, target=target, resampling="nearest", scale=1e-4)
+    assert PixelReader(source, ["B04", "B11"]).decodes_raw
+    windows = [Window(0, 0, 16, 10), Window(0, 0, 5, 4), Window(3, 2, 5, 4),
+               Window(11, 6, 5, 4)]  # fmt: skip
+    assert_sequence_reads_like_the_cube(source, ["B04", "B11"], windows)
 
 
 # ---------------------------------------------------------------------------- models

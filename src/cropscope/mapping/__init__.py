@@ -4,7 +4,7 @@ from cropscope.mapping.active import Proposals, propose_samples, uncertainty_sco
 from cropscope.mapping.classify import CropMap, classify_cube, cube_pixels, write_map, write_preview
 from cropscope.mapping.contract import ClassifierMapModel, MapModel, as_map_model
 from cropscope.mapping.deliver import MapProduct, class_areas, deliver_map, map_output_paths
-from cropscope.mapping.job import MapJobResult, run_map_job
+from cropscope.mapping.job import MapJobResult, local_cluster, run_map_job
 from cropscope.mapping.parcels import (
     aggregate_parcels,
     parcel_series,
@@ -45,6 +45,7 @@ __all__ = [
     "cube_pixels",
     "deliver_map",
     "isolated_fraction",
+    "local_cluster",
     "map_output_paths",
     "mosaic_maps",
     "parcel_series",

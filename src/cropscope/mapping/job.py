@@ -305,6 +305,48 @@ def _import_distributed() -> Any:
     return distributed
 
 
+@contextlib.contextmanager
+def local_cluster(workers: int) -> Iterator[Any]:
+    """A local Dask cluster of ``workers`` one-thread processes, set up as map jobs start
+    their own (``run_map_job(workers=N)``); closed on exit.
+
+    Several jobs in a row (tiles of a country, one model after another) can share one:
+    pass ``scheduler=cluster.scheduler_address`` to each, and pay the start (processes,
+    imports) once. Each worker gets a small GDAL block cache (``GDAL_CACHEMAX``, default
+    256 MB; GDAL's own default is 5 % of the RAM per process) and its share of cropscope's
+    thread count (:func:`~cropscope.threads.current_threads` / ``workers``) for
+    torch/OpenMP/BLAS/GDAL, so the workers together do not oversubscribe the cores.
+
+    Dask starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` so that freed memory goes
+    back to the system at once; that also turns glibc's adaptive mmap threshold off, and
+    every window's temporaries (numpy's 64 KiB casting buffers too) are page-faulted in
+    again: a window cost 1.6-2x its in-process time. These workers keep glibc's default;
+    a map job's memory is bounded by its windows in flight anyway.
+    """
+    if workers <= 0:
+        raise DataError(f"workers must be a positive number of processes, got {workers}")
+    distributed = _import_distributed()
+    import dask
+
+    cache = os.environ.get("GDAL_CACHEMAX", "256")
+    per_worker = str(max(1, current_threads() // workers))
+    env = {"GDAL_CACHEMAX": cache, THREADS_ENV: per_worker,
+           **{var: per_worker for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                          "OPENBLAS_NUM_THREADS", "GDAL_NUM_THREADS")}}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        # no dashboard; the scheduler's small HTTP server on a free port (not 8787, which
+        # a second cluster would find taken)
+        cluster = distributed.LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True,
+            dashboard_address=None, env=env,
+            scheduler_kwargs={"dashboard": False, "dashboard_address": ":0"},
+        )  # fmt: skip
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
 def _dask_predictions(
     predictor: WindowPredictor,
     source: CubeLike,
@@ -333,19 +375,7 @@ def _dask_predictions(
                 ) from None
             stack.callback(client.close)
         else:
-            # workers get a small GDAL block cache too (the default is 5 % of RAM each)
-            cache = os.environ.get("GDAL_CACHEMAX", "256")
-            # the process's thread count shared out: each worker's torch/OpenMP/GDAL
-            # threads, so the workers together do not oversubscribe the cores
-            per_worker = str(max(1, current_threads() // max(1, workers or 1)))
-            env = {"GDAL_CACHEMAX": cache, THREADS_ENV: per_worker,
-                   **{var: per_worker for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                                  "OPENBLAS_NUM_THREADS", "GDAL_NUM_THREADS")}}
-            cluster = distributed.LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True,
-                dashboard_address=None, env=env,
-            )  # fmt: skip
-            stack.callback(cluster.close)
+            cluster = stack.enter_context(local_cluster(workers or 1))
             client = distributed.Client(cluster)
             stack.callback(client.close)
         try:
@@ -719,7 +749,8 @@ def run_map_job(
         if missing:  # cannot happen unless a prediction went missing
             raise DataError(f"{missing} windows of the map were not written")
 
-        paths = _write_cogs(intermediates, out_dir, threads)
+        # a local cluster's workers are idle by now: their cores convert the COGs
+        paths = _write_cogs(intermediates, out_dir, max(threads, workers or 1))
         journal["complete"] = True
         journal["outputs"] = {name: p.name for name, p in paths.items()}
         write_json(journal_path, journal)

@@ -151,6 +151,7 @@ class PixelReader:
         self.raster: Any = None if found is None else found[0]
         self.plan: list[list[_Group]] | None = None if found is None else found[1]
         self._pool = _BufferPool()
+        self._raw: dict[int, np.ndarray] = {}  # each file's raw window (one reader at a time)
 
     @property
     def decodes_raw(self) -> bool:
@@ -160,11 +161,13 @@ class PixelReader:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_pool"] = None
+        state["_raw"] = {}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._pool = _BufferPool()
+        self._raw = {}
 
     def read(self, window: Any) -> PixelWindow:
         """The pixels of ``window`` (a rasterio ``Window`` inside the grid)."""
@@ -187,7 +190,8 @@ class PixelReader:
     def _decode_raster(self, window: Any, buffer: np.ndarray, n: int
                        ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         assert self.plan is not None and self.raster is not None
-        layers = self.raster._read_layers(window)  # {k: (raw [count, h, w], outside [h, w])}
+        # {k: (raw [count, h, w], outside [h, w])}, in this reader's reused raw buffers
+        layers = self.raster._read_layers(window, self._raw)
         n_times, n_bands = len(self.plan), len(self.bands)
         values = buffer[: n_bands * n_times * n].reshape(n_bands, n_times, n)
         for t, groups in enumerate(self.plan):

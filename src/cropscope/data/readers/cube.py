@@ -586,9 +586,18 @@ class CubeSource(GridShape):
             finally:
                 self._handles = None
 
-    def _read_layers(self, window: Any) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
+    def _read_layers(
+        self, window: Any, buffers: dict[int, np.ndarray] | None = None
+    ) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
         """Raw bands of each layer in ``window`` and, for warped layers without nodata,
-        where the file has no data."""
+        where the file has no data.
+
+        With ``buffers`` (one per layer, kept by the caller between windows) each layer is
+        read into its buffer (made or re-made when the window's shape changes): the arrays
+        returned are views of them, valid until the next call. A fresh array per window
+        and layer costs its page faults every time, and more where freed memory goes back
+        to the system at once (a Dask worker's ``MALLOC_TRIM_THRESHOLD_``).
+        """
         import contextlib
 
         from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
@@ -603,7 +612,14 @@ class CubeSource(GridShape):
                             ds = self._handles[k]
                         else:
                             ds = self._open_layer(k, stack)
-                        raw = ds.read(window=window)
+                        if buffers is None:
+                            raw = ds.read(window=window)
+                        else:
+                            shape = (ds.count, int(window.height), int(window.width))
+                            buf = buffers.get(k)
+                            if buf is None or buf.shape != shape or buf.dtype != ds.dtypes[0]:
+                                buf = buffers[k] = np.empty(shape, dtype=ds.dtypes[0])
+                            raw = ds.read(window=window, out=buf)
                 except RasterioIOError as exc:
                     raise DataError(f"cannot read raster {layer['path']}: {exc}") from None
                 outside = None
