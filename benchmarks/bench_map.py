@@ -215,7 +215,10 @@ def measure(kind: str, args: argparse.Namespace, scene: Path) -> dict[str, Any]:
     model_name = kind.split("-", 1)[1] if "-" in kind else args.models[0]
     model = None if kind in ("read", "raw") else \
         Classifier.load(Path(args.out) / f"model_{model_name}")  # fmt: skip
-    threads = args.threads if kind.startswith(("job-", "model-")) else 1
+    # the warm runs' driver gets a thread per worker, as run_map_job(workers=N) gives its
+    # own at the end (the COGs are converted on the idle workers' cores)
+    threads = (args.threads if kind.startswith(("job-", "model-"))
+               else args.workers if kind.startswith("warm-") else 1)  # fmt: skip
     set_threads(threads)
     out = Path(args.out) / "runs" / kind
     shutil.rmtree(out, ignore_errors=True)
@@ -223,6 +226,9 @@ def measure(kind: str, args: argparse.Namespace, scene: Path) -> dict[str, Any]:
     import psutil
 
     before = psutil.Process().memory_info().rss
+    # the long-lived cluster is started (and its CPU read) before the clock starts
+    scheduler = _warm_cluster(args.workers) if kind.startswith("warm-") else None
+    workers_cpu = _workers_cpu() if scheduler else 0.0
     _reset_peak()
     digest = ""
     with PeakMemory() as mem:
@@ -263,8 +269,6 @@ def measure(kind: str, args: argparse.Namespace, scene: Path) -> dict[str, Any]:
             classify_cube(model, cube)  # type: ignore[arg-type]
         else:
             workers = args.workers if kind.startswith("dask-") else None
-            scheduler = _warm_cluster(args.workers) if kind.startswith("warm-") else None
-            workers_cpu = _workers_cpu() if scheduler else 0.0
             run_map_job(model, CubeSource.scan(scene, scale=1e-4), out, tile=args.tile,  # type: ignore[arg-type]
                         workers=workers, scheduler=scheduler, progress=False)
             if scheduler:  # the workers are not this process's finished children
@@ -322,29 +326,33 @@ def _stream(_: int) -> float:
 
 
 def _compute(_: int) -> float:
+    from threadpoolctl import threadpool_limits
+
     a = np.random.default_rng(0).random((64, 64))
-    start = time.perf_counter()
-    for _ in range(20000):
-        a @ a
-    return time.perf_counter() - start
+    with threadpool_limits(1):
+        start = time.perf_counter()
+        for _ in range(20000):
+            a @ a
+        return time.perf_counter() - start
 
 
-def machine_ceiling(n: int) -> dict[str, float]:
+def machine_ceiling(n: int, repeats: int = 1) -> dict[str, float]:
     """Throughput of ``n`` processes against one, streaming over memory and computing in
-    cache: what any ``n``-worker job can gain on this machine at best (median of 3)."""
+    cache (one BLAS thread each): what any ``n``-worker job can gain on this machine at
+    best, now (median of ``repeats``)."""
     import multiprocessing
     from statistics import median
 
     out = {}
     ctx = multiprocessing.get_context("spawn")
-    for name, fn in (("stream", _stream), ("compute", _compute)):
-        ratios = []
-        with ctx.Pool(n) as pool:
-            for _ in range(3):
+    with ctx.Pool(n) as pool:
+        for name, fn in (("stream", _stream), ("compute", _compute)):
+            ratios = []
+            for _ in range(repeats):
                 one = pool.apply(fn, (0,))
                 many = pool.map(fn, range(n), chunksize=1)
                 ratios.append(n * one / max(many))
-        out[name] = median(ratios)
+            out[name] = median(ratios)
     return out
 
 
@@ -368,12 +376,20 @@ def run_rounds(args: argparse.Namespace) -> list[dict[str, Any]]:
             print(f"  round {r + 1}: {kind:<16} {result['seconds']:7.2f} s wall "
                   f"{result['cpu']:7.2f} s cpu {result['peak_mib']:6.0f} MiB", file=sys.stderr,
                   flush=True)  # fmt: skip
+        if args.workers > 1:  # the machine's ceiling in the same round
+            ceiling = machine_ceiling(args.workers)
+            results.append({"kind": "ceiling", "round": r, **ceiling})
+            print(f"  round {r + 1}: ceiling          {args.workers} processes vs 1: streaming "
+                  f"{ceiling['stream']:.2f}x, computing {ceiling['compute']:.2f}x",
+                  file=sys.stderr, flush=True)  # fmt: skip
     return results
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     from statistics import median
 
+    ceilings = {r["round"]: r for r in results if r["kind"] == "ceiling"}
+    results = [r for r in results if r["kind"] != "ceiling"]
     kinds = list(dict.fromkeys(r["kind"] for r in results))
     med = {k: {m: median(r[m] for r in results if r["kind"] == k)
                for m in ("seconds", "cpu", "peak_mib", "added_mib")}
@@ -417,10 +433,15 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
             print(f"  {kind}-{name} ({n} workers, {what}) vs serial-{name} (1 process, "
                   f"1 thread): {speedup:.2f}x faster (acceptance: >= 1.7x); Amdahl serial "
                   f"fraction s = (N/speedup - 1)/(N - 1) = {serial:.2f}")
-        ceiling = getattr(args, "ceiling", None)
-        if ceiling:
-            print(f"  machine ceiling, {n} processes vs 1: streaming over memory "
-                  f"{ceiling['stream']:.2f}x, computing in cache {ceiling['compute']:.2f}x")
+            if ceilings:
+                of = median(y["seconds"] / x["seconds"] / ceilings[x["round"]]["compute"]
+                            for x, y in pairs)  # fmt: skip
+                print(f"    = {of:.2f} of the machine's {n}-process ceiling (computing in "
+                      "cache) measured in the same round")
+        if ceilings:
+            print(f"  machine ceiling, {n} processes vs 1 (median of the rounds): streaming "
+                  f"over memory {median(c['stream'] for c in ceilings.values()):.2f}x, "
+                  f"computing in cache {median(c['compute'] for c in ceilings.values()):.2f}x")
         threaded = [(x, y) for x in results if x["kind"] == f"job-{name}"
                     for y in results if y["kind"] == f"serial-{name}" and y["round"] == x["round"]]
         if threaded:
@@ -479,8 +500,6 @@ def main(argv: list[str] | None = None) -> None:
            "--tile", str(args.tile), "--threads", str(args.threads), "--workers",
            str(args.workers), "--repeats", str(args.repeats), "--naive-size",
            str(args.naive_size), "--size", str(args.size), "--models", *args.models]
-    if args.workers > 1:
-        args.ceiling = machine_ceiling(args.workers)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     report(results, args)
