@@ -3,6 +3,7 @@ predict from the band-major layout exactly as from a TimeSeriesSet."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -115,10 +116,9 @@ def test_buffers_are_reused_only_once_released(tmp_path: Path) -> None:
         assert_reads_like_the_cube(source, ["B2", "B4", "B8"], Window(5, 5, 8, 8))
 
 
-def assert_sequence_reads_like_the_cube(source, bands: list[str], windows: list[Window]) -> dict:
+def assert_sequence_reads_like_the_cube(source, bands: list[str], windows: list[Window]) -> None:
     """One reader, window after window (its raw buffers reused): each like the cube."""
     reader = PixelReader(source, bands)
-    seen = {}
     with source.opened():
         for window in windows:
             pixels = reader.read(window)
@@ -127,8 +127,8 @@ def assert_sequence_reads_like_the_cube(source, bands: list[str], windows: list[
             np.testing.assert_array_equal(pixels.values, want)
             np.testing.assert_array_equal(pixels.mask, np.isfinite(want).all(axis=0))
             pixels.release()
-            seen[(window.height, window.width)] = {k: id(v) for k, v in reader._raw.items()}
-    return seen
+            assert all(b.shape[1:] == (window.height, window.width)
+                       for b in reader.raw_buffers().values())  # fmt: skip
 
 
 def test_raw_buffers_are_reused_across_windows(tmp_path: Path) -> None:
@@ -138,10 +138,15 @@ def test_raw_buffers_are_reused_across_windows(tmp_path: Path) -> None:
     reader = PixelReader(source, ["B2", "B4", "B8"])
     with source.opened():
         reader.read(Window(5, 7, 11, 9)).release()
-        first = {k: v for k, v in reader._raw.items()}
+        first = dict(reader.raw_buffers())
         assert len(first) == T and all(v.shape == (3, 9, 11) for v in first.values())
         reader.read(Window(12, 3, 11, 9)).release()  # same shape: the same buffers
-        assert all(reader._raw[k] is v for k, v in first.items())
+        assert all(reader.raw_buffers()[k] is v for k, v in first.items())
+        other: dict = {}  # another thread reads through its own buffers
+        thread = threading.Thread(target=lambda: other.update(reader.raw_buffers()))
+        thread.start()
+        thread.join()
+        assert other == {}
     assert_sequence_reads_like_the_cube(source, ["B8", "B2"], windows)
 
 

@@ -139,8 +139,11 @@ def _raster_plan(source: Any, bands: list[str]) -> tuple[Any, list[list[_Group]]
 class PixelReader:
     """Reads windows of ``source`` as :class:`PixelWindow` with the model's ``bands``.
 
-    One reading thread at a time; a window's buffer may be used by another thread until it
-    is released. Picklable (sent to Dask workers; the buffer pool stays behind).
+    Each reading thread reads the files' raw windows into buffers of its own, kept from
+    window to window; a window's values buffer (from a shared, locked pool) may be used by
+    another thread until it is released. Whether the source's open files may be shared by
+    threads is the source's matter (a map job keeps one source open per thread). Picklable
+    (sent to Dask workers; the buffers stay behind).
     """
 
     def __init__(self, source: Any, bands: list[str]) -> None:
@@ -151,7 +154,7 @@ class PixelReader:
         self.raster: Any = None if found is None else found[0]
         self.plan: list[list[_Group]] | None = None if found is None else found[1]
         self._pool = _BufferPool()
-        self._raw: dict[int, np.ndarray] = {}  # each file's raw window (one reader at a time)
+        self._local = threading.local()  # each reading thread's raw-window buffers
 
     @property
     def decodes_raw(self) -> bool:
@@ -161,13 +164,21 @@ class PixelReader:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_pool"] = None
-        state["_raw"] = {}
+        state["_local"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._pool = _BufferPool()
-        self._raw = {}
+        self._local = threading.local()
+
+    def raw_buffers(self) -> dict[int, np.ndarray]:
+        """This thread's buffers for each file's raw window, reused from window to window
+        (a Dask worker may run several reading threads on one reader)."""
+        buffers: dict[int, np.ndarray] | None = getattr(self._local, "raw", None)
+        if buffers is None:
+            buffers = self._local.raw = {}
+        return buffers
 
     def read(self, window: Any) -> PixelWindow:
         """The pixels of ``window`` (a rasterio ``Window`` inside the grid)."""
@@ -191,7 +202,7 @@ class PixelReader:
                        ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         assert self.plan is not None and self.raster is not None
         # {k: (raw [count, h, w], outside [h, w])}, in this reader's reused raw buffers
-        layers = self.raster._read_layers(window, self._raw)
+        layers = self.raster._read_layers(window, self.raw_buffers())
         n_times, n_bands = len(self.plan), len(self.bands)
         values = buffer[: n_bands * n_times * n].reshape(n_bands, n_times, n)
         for t, groups in enumerate(self.plan):
