@@ -56,11 +56,19 @@ def write_grid(da: xr.DataArray, crs: Any, transform: Any) -> xr.DataArray:
     ``attrs["transform"]`` (6 floats) and ``attrs["crs"]`` (WKT)."""
     import rioxarray  # noqa: F401  (registers the .rio accessor)
 
-    da = da.rio.write_transform(transform)
+    # rioxarray's write_* without inplace deep-copies the data every time (two copies of a
+    # whole window per read), and each copy keeps its cached .rio accessor in a reference
+    # cycle that only the cyclic collector frees: a shallow copy (the caller's object stays
+    # as it was), written in place, then the cached accessor dropped
+    da = da.copy(deep=False)
+    da.rio.write_transform(transform, inplace=True)
     if crs is not None:
-        da = da.rio.write_crs(crs)
+        da.rio.write_crs(crs, inplace=True)
         da.attrs["crs"] = crs.to_wkt()
     da.attrs["transform"] = tuple(float(v) for v in tuple(transform)[:6])
+    cache = getattr(da, "_cache", None)  # xarray keeps accessors there (obj -> accessor -> obj)
+    if isinstance(cache, dict):
+        cache.pop("rio", None)
     return da
 
 if TYPE_CHECKING:
