@@ -318,3 +318,37 @@ def test_a_flipped_jpeg2000_listed_in_a_checksum_file_is_refused(
 def _has_driver(name: str) -> bool:
     with rasterio.Env() as env:
         return name in env.drivers()
+
+
+def test_make_cube_writes_the_grid_without_copies_or_cycles() -> None:
+    """The window's data is neither copied (rioxarray's write_* deep-copied it twice) nor
+    left in a reference cycle (freed only by the cyclic collector: memory crept up by a
+    window at a time), and the caller's array is left as it was."""
+    import gc
+
+    import xarray as xr
+
+    from cropscope.data.readers.cube import make_cube, write_grid
+
+    data = np.random.default_rng(0).random((2, 3, 40, 50)).astype(np.float32)
+    times = [np.datetime64("2021-04-01"), np.datetime64("2021-05-01")]
+    gc.collect()
+    gc.disable()
+    try:
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        cube = make_cube(data, times, ["B2", "B4", "B8"], TRANSFORM, UTM)
+        assert np.shares_memory(cube.values, data)  # no copy of the window
+        assert cube.rio.crs == UTM and cube.rio.transform() == TRANSFORM
+        assert cube.attrs["transform"] == tuple(TRANSFORM)[:6]
+        del cube
+        gc.collect()
+        held = [o for o in gc.garbage if isinstance(o, np.ndarray) and o.nbytes > 1000]
+        assert held == []  # nothing the size of the window waits for the collector
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    plain = xr.DataArray(data[0, 0], dims=("y", "x"))
+    written = write_grid(plain, UTM, TRANSFORM)
+    assert "spatial_ref" in written.coords and "spatial_ref" not in plain.coords
+    assert not plain.attrs and written.rio.crs == UTM
