@@ -8,7 +8,7 @@ drawn from the same process, and then measures in **one child process**, interle
 the process, its caches and whatever else the machine is doing:
 
 - ``read``: every 512 x 512 window read once with ``CubeSource.read`` (float32 cube, nodata
-  as NaN, scaled, as xarray) and ``gc.collect()``: the read bound of the issue (one thread);
+  as NaN, scaled, as xarray) and ``gc.collect(1)``: the read bound of the issue (one thread);
 - ``raw``: every window of every file read with rasterio only (uint16, nothing else): the
   strict lower bound of any map job over these files (one thread);
 - ``job-<model>``: :func:`cropscope.mapping.run_map_job` in this process at ``--threads``
@@ -238,7 +238,7 @@ def measure(kind: str, args: argparse.Namespace, scene: Path) -> dict[str, Any]:
             with source.opened():
                 for w in plan_windows(source.height, source.width, tile=args.tile):
                     source.read(w.write_window)
-                    gc.collect()  # as the map job did
+                    gc.collect(1)  # young cycles only, as sample extraction does
         elif kind == "raw":
             source = CubeSource.scan(scene, scale=1e-4)
             with source.opened():

@@ -352,3 +352,35 @@ def test_make_cube_writes_the_grid_without_copies_or_cycles() -> None:
     written = write_grid(plain, UTM, TRANSFORM)
     assert "spatial_ref" in written.coords and "spatial_ref" not in plain.coords
     assert not plain.attrs and written.rio.crs == UTM
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "int32", "float32",
+                                   "float64"])
+@pytest.mark.parametrize("nd,factor,offset", [
+    (None, 1.0, 0.0), (0, 1e-4, 0.0), (-1, 2.5, 0.0), (7, 1e-3, -0.1), (None, -0.5, 0.0),
+    (float("nan"), 1e-4, 0.0), (3, 0.0, 1.0),
+])
+def test_decoding_into_a_buffer_equals_the_definition(dtype: str, nd, factor: float,
+                                                      offset: float) -> None:
+    """CubeSource.read decodes straight into its cube: the same bits as ``_to_float``
+    (signed zeros and NaN included), for every raw type."""
+    from cropscope.data.readers.cube import _to_float, _to_float_into
+
+    rng = np.random.default_rng(1)
+    if np.dtype(dtype).kind == "f":
+        raw = rng.normal(0, 100, (6, 7)).astype(dtype)
+        raw[0, :3] = [-0.0, 0.0, np.nan]
+    else:
+        info = np.iinfo(dtype)
+        raw = rng.integers(max(info.min, -30000), min(info.max, 30000), (6, 7),
+                           endpoint=True).astype(dtype)  # fmt: skip
+        raw[0, :2] = 0
+    kind = np.dtype(dtype).kind
+    if nd is not None and not np.isnan(nd) and (kind == "f" or np.iinfo(dtype).min <= nd):
+        raw[1, 1] = nd
+    if nd is not None and np.isnan(nd) and np.dtype(dtype).kind in "iu":
+        nd = None  # a NaN nodata only exists for float rasters
+    want = _to_float(raw, nd, factor, offset)
+    out = np.full(raw.shape, 123.0, dtype=np.float32)
+    _to_float_into(raw, nd, factor, offset, out)
+    assert out.tobytes() == want.tobytes()

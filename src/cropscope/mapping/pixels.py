@@ -28,12 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from cropscope.data.readers.cube import _EXACT_TYPES
 from cropscope.errors import DataError
 
 __all__ = ["PixelReader", "PixelWindow"]
-
-#: raw types whose values float32 holds exactly: decoded by one float64 multiply per row
-_EXACT_TYPES = ("uint8", "int8", "uint16", "int16", "float32")
 
 
 @dataclass
@@ -254,8 +252,8 @@ def _decode(raw: np.ndarray, g: _Group, dst: np.ndarray) -> None:
         return
     if not g.scaled:
         np.copyto(dst, raw, casting="unsafe")
-    elif (g.offset == 0.0).all() and (g.factor > 0.0).all():
-        # x * f + 0.0 == x * f unless x * f is -0.0, which needs f <= 0
+    elif (g.offset == 0.0).all() and (g.factor > 0.0).all() and raw.dtype.kind in "iu":
+        # x * f + 0.0 == x * f unless x * f is -0.0 (a float -0.0, or f <= 0)
         np.multiply(raw, g.factor, out=dst, dtype=np.float64, casting="unsafe")
     else:
         for j in range(raw.shape[0]):  # the offset added in float64, then rounded once

@@ -377,7 +377,8 @@ def _scaling(info: Mapping[str, Any], i: int, scale: float | None) -> tuple[floa
 
 
 def _to_float(raw: np.ndarray, nd: float | None, factor: float, offset: float) -> np.ndarray:
-    """One band's raw values as float32 with NaN for nodata, scaled."""
+    """One band's raw values as float32 with NaN for nodata, scaled: the definition,
+    ``float32(float64(float32(raw)) * factor + offset)``."""
     data = raw.astype(np.float32)
     if nd is not None:
         bad = np.isnan(raw) if np.isnan(nd) else raw == nd
@@ -385,6 +386,32 @@ def _to_float(raw: np.ndarray, nd: float | None, factor: float, offset: float) -
     if factor != 1.0 or offset != 0.0:
         data = (data.astype(np.float64) * factor + offset).astype(np.float32)
     return data
+
+
+#: raw types float32 holds exactly: float64(float32(raw)) == float64(raw)
+_EXACT_TYPES = ("uint8", "int8", "uint16", "int16", "float32")
+
+
+def _to_float_into(raw: np.ndarray, nd: float | None, factor: float, offset: float,
+                   out: np.ndarray) -> None:  # fmt: skip
+    """``out[...] = _to_float(raw, nd, factor, offset)``, bit for bit, in fewer passes and
+    without band-sized temporaries where the raw type is exact in float32: the float64
+    product is rounded to float32 once, on its way into ``out``."""
+    if raw.dtype.name not in _EXACT_TYPES:
+        out[...] = _to_float(raw, nd, factor, offset)
+        return
+    if factor == 1.0 and offset == 0.0:
+        np.copyto(out, raw, casting="unsafe")
+    elif offset == 0.0 and factor > 0.0 and raw.dtype.kind in "iu":
+        # x * f + 0.0 == x * f unless x * f is -0.0 (a float -0.0, or f <= 0)
+        np.multiply(raw, factor, out=out, dtype=np.float64, casting="unsafe")
+    else:
+        scaled = np.multiply(raw, factor, dtype=np.float64)
+        scaled += offset
+        np.copyto(out, scaled, casting="unsafe")
+    if nd is not None:
+        bad = np.isnan(raw) if np.isnan(nd) else raw == nd
+        np.copyto(out, np.float32(np.nan), where=bad)
 
 
 class CubeSource(GridShape):
@@ -649,7 +676,7 @@ class CubeSource(GridShape):
             for c, (k, i) in enumerate(row):
                 nd = self._nodata if self._nodata is not None else self._layers[k]["nodata"][i]
                 values, outside = raw[k]
-                data[t, c] = _to_float(values[i], nd, *self._factors[t][c])
+                _to_float_into(values[i], nd, *self._factors[t][c], out=data[t, c])
                 if outside is not None:
                     data[t, c][outside] = np.nan
         return make_cube(
