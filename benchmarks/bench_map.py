@@ -19,9 +19,9 @@ the process, its caches and whatever else the machine is doing:
   job of a series costs; its CPU column adds the workers' CPU, asked from them) and
   ``serial-<model>`` (one process, one thread), interleaved too:
   the speedups and the Amdahl serial fraction ``s = (N / speedup - 1) / (N - 1)`` of the
-  first model. Before the rounds, the machine's own ceiling for N processes is measured:
+  first model. In every round the machine's own ceiling for N processes is measured too:
   N processes streaming over memory (``np.isfinite`` of 200 MB each) and N computing in
-  cache (64 x 64 matrix products), each against one process;
+  cache (64 x 64 matrix products, one BLAS thread), each against one process;
 - with ``--naive-size``: ``naive`` (the crop read whole into memory, then ``classify_cube``).
 
 Prints each run's median wall and CPU seconds (CPU: this process and its finished

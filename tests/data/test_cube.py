@@ -362,9 +362,10 @@ def test_make_cube_writes_the_grid_without_copies_or_cycles() -> None:
 ])
 def test_decoding_into_a_buffer_equals_the_definition(dtype: str, nd, factor: float,
                                                       offset: float) -> None:
-    """CubeSource.read decodes straight into its cube: the same bits as ``_to_float``
-    (signed zeros and NaN included), for every raw type."""
-    from cropscope.data.readers.cube import _to_float, _to_float_into
+    """CubeSource.read and the pixel reader decode straight into their buffers: the same
+    bits as ``_to_float`` (signed zeros and NaN included), for every raw type, one band or
+    a group of bands with their own nodata, factor and offset."""
+    from cropscope.data.readers.cube import _decode_rows, _to_float
 
     rng = np.random.default_rng(1)
     if np.dtype(dtype).kind == "f":
@@ -382,5 +383,16 @@ def test_decoding_into_a_buffer_equals_the_definition(dtype: str, nd, factor: fl
         nd = None  # a NaN nodata only exists for float rasters
     want = _to_float(raw, nd, factor, offset)
     out = np.full(raw.shape, 123.0, dtype=np.float32)
-    _to_float_into(raw, nd, factor, offset, out)
+    g = raw.shape[0]
+    _decode_rows(raw, None if nd is None else np.full((g, 1), float(nd)),
+                 np.full((g, 1), factor), np.full((g, 1), offset), out)  # fmt: skip
+    assert out.tobytes() == want.tobytes()
+    # a group: every row with its own settings (row 0 as above)
+    factors = np.array([[factor], [1.0], [2e-4], [factor], [0.5], [3.0]])
+    offsets = np.array([[offset], [0.0], [0.0], [0.25], [0.0], [-1.0]])
+    nds = None if nd is None else np.array([[float(nd)]] * 3 + [[5.0]] * 3)
+    want = np.stack([_to_float(raw[j], None if nds is None else float(nds[j, 0]),
+                               float(factors[j, 0]), float(offsets[j, 0]))
+                     for j in range(g)])  # fmt: skip
+    _decode_rows(raw, nds, factors, offsets, out)
     assert out.tobytes() == want.tobytes()

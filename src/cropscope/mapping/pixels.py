@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from cropscope.data.readers.cube import _EXACT_TYPES
+from cropscope.data.readers.cube import _decode_rows
 from cropscope.errors import DataError
 
 __all__ = ["PixelReader", "PixelWindow"]
@@ -84,8 +84,6 @@ class _Group:
     factor: np.ndarray  # [g, 1] float64
     offset: np.ndarray  # [g, 1] float64
     nodata: np.ndarray | None  # [g, 1] float64, None: no nodata
-    exact: bool  # raw type held exactly by float32 (see _EXACT_TYPES)
-    scaled: bool
 
 
 def _raster_plan(source: Any, bands: list[str]) -> tuple[Any, list[list[_Group]]] | None:
@@ -124,8 +122,6 @@ def _raster_plan(source: Any, bands: list[str]) -> tuple[Any, list[list[_Group]]
                 factor=factor, offset=offset,
                 nodata=None if any(v is None for v in nds)
                 else np.array([[float(v)] for v in nds], dtype=np.float64),
-                exact=str(layer["dtype"]) in _EXACT_TYPES,
-                scaled=bool((factor != 1.0).any() or (offset != 0.0).any()),
             ))  # fmt: skip
             if any(v is None for v in nds) and not all(v is None for v in nds):
                 return None  # mixed nodata within a run: left to the generic path
@@ -207,7 +203,8 @@ class PixelReader:
             for g in groups:
                 raw, outside = layers[g.layer]
                 dst = values[g.bands, t]  # [g, n], contiguous rows
-                _decode(raw.reshape(raw.shape[0], n)[g.file_bands], g, dst)
+                _decode_rows(raw.reshape(raw.shape[0], n)[g.file_bands], g.nodata, g.factor,
+                             g.offset, dst)  # fmt: skip
                 if outside is not None:
                     np.copyto(dst, np.float32(np.nan), where=outside.reshape(1, n))
         return values, _valid_steps(values)
@@ -237,31 +234,3 @@ def _valid_steps(values: np.ndarray) -> np.ndarray:
     for c in range(1, values.shape[0]):
         mask &= np.isfinite(values[c])
     return mask
-
-
-def _decode(raw: np.ndarray, g: _Group, dst: np.ndarray) -> None:
-    """``dst[...] =`` the float32 values of ``raw [g, n]``, exactly as ``CubeSource.read``
-    makes them: ``float32(float64(float32(raw)) * factor + offset)``, NaN where
-    ``raw == nodata``."""
-    if not g.exact:  # e.g. int32 or float64: float32(raw) rounds first, as in the reader
-        from cropscope.data.readers.cube import _to_float
-
-        for j in range(raw.shape[0]):
-            value = None if g.nodata is None else float(g.nodata[j, 0])
-            dst[j] = _to_float(raw[j], value, float(g.factor[j, 0]), float(g.offset[j, 0]))
-        return
-    if not g.scaled:
-        np.copyto(dst, raw, casting="unsafe")
-    elif (g.offset == 0.0).all() and (g.factor > 0.0).all() and raw.dtype.kind in "iu":
-        # x * f + 0.0 == x * f unless x * f is -0.0 (a float -0.0, or f <= 0)
-        np.multiply(raw, g.factor, out=dst, dtype=np.float64, casting="unsafe")
-    else:
-        for j in range(raw.shape[0]):  # the offset added in float64, then rounded once
-            scaled = np.multiply(raw[j], g.factor[j, 0], dtype=np.float64)
-            np.add(scaled, g.offset[j, 0], out=scaled)
-            np.copyto(dst[j], scaled, casting="unsafe")
-    if g.nodata is not None:
-        bad = raw == g.nodata
-        if np.isnan(g.nodata).any() and raw.dtype.kind == "f":
-            bad |= np.isnan(g.nodata) & np.isnan(raw)
-        np.copyto(dst, np.float32(np.nan), where=bad)

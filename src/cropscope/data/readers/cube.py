@@ -392,25 +392,35 @@ def _to_float(raw: np.ndarray, nd: float | None, factor: float, offset: float) -
 _EXACT_TYPES = ("uint8", "int8", "uint16", "int16", "float32")
 
 
-def _to_float_into(raw: np.ndarray, nd: float | None, factor: float, offset: float,
-                   out: np.ndarray) -> None:  # fmt: skip
-    """``out[...] = _to_float(raw, nd, factor, offset)``, bit for bit, in fewer passes and
-    without band-sized temporaries where the raw type is exact in float32: the float64
-    product is rounded to float32 once, on its way into ``out``."""
-    if raw.dtype.name not in _EXACT_TYPES:
-        out[...] = _to_float(raw, nd, factor, offset)
+def _decode_rows(raw: np.ndarray, nodata: np.ndarray | None, factor: np.ndarray,
+                 offset: np.ndarray, out: np.ndarray) -> None:  # fmt: skip
+    """``out[...] =`` :func:`_to_float` of each row of ``raw [g, n]`` with its own
+    ``nodata``, ``factor`` and ``offset`` (``[g, 1]`` float64; ``nodata`` None: none), bit
+    for bit, written into ``out [g, n]`` float32. Where the raw type is exact in float32
+    the float64 product is rounded once, on its way into ``out``: one pass, no band-sized
+    temporaries. Used by :meth:`CubeSource.read` and the map job's pixel reader."""
+    if raw.dtype.name not in _EXACT_TYPES:  # e.g. int32 or float64: float32(raw) rounds first
+        for j in range(raw.shape[0]):
+            value = None if nodata is None else float(nodata[j, 0])
+            out[j] = _to_float(raw[j], value, float(factor[j, 0]), float(offset[j, 0]))
         return
-    if factor == 1.0 and offset == 0.0:
+    if (factor == 1.0).all() and (offset == 0.0).all():
         np.copyto(out, raw, casting="unsafe")
-    elif offset == 0.0 and factor > 0.0 and raw.dtype.kind in "iu":
+    elif (offset == 0.0).all() and (factor > 0.0).all() and raw.dtype.kind in "iu":
         # x * f + 0.0 == x * f unless x * f is -0.0 (a float -0.0, or f <= 0)
         np.multiply(raw, factor, out=out, dtype=np.float64, casting="unsafe")
     else:
-        scaled = np.multiply(raw, factor, dtype=np.float64)
-        scaled += offset
-        np.copyto(out, scaled, casting="unsafe")
-    if nd is not None:
-        bad = np.isnan(raw) if np.isnan(nd) else raw == nd
+        for j in range(raw.shape[0]):  # the offset added in float64, then rounded once
+            if factor[j, 0] == 1.0 and offset[j, 0] == 0.0:  # unscaled (keeps a -0.0)
+                np.copyto(out[j], raw[j], casting="unsafe")
+                continue
+            scaled = np.multiply(raw[j], factor[j, 0], dtype=np.float64)
+            np.add(scaled, offset[j, 0], out=scaled)
+            np.copyto(out[j], scaled, casting="unsafe")
+    if nodata is not None:
+        bad = raw == nodata
+        if np.isnan(nodata).any() and raw.dtype.kind == "f":
+            bad |= np.isnan(nodata) & np.isnan(raw)
         np.copyto(out, np.float32(np.nan), where=bad)
 
 
@@ -676,7 +686,11 @@ class CubeSource(GridShape):
             for c, (k, i) in enumerate(row):
                 nd = self._nodata if self._nodata is not None else self._layers[k]["nodata"][i]
                 values, outside = raw[k]
-                _to_float_into(values[i], nd, *self._factors[t][c], out=data[t, c])
+                factor, offset = self._factors[t][c]
+                _decode_rows(values[i].reshape(1, -1),
+                             None if nd is None else np.array([[float(nd)]]),
+                             np.array([[factor]]), np.array([[offset]]),
+                             data[t, c].reshape(1, -1))  # fmt: skip
                 if outside is not None:
                     data[t, c][outside] = np.nan
         return make_cube(
