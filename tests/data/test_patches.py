@@ -70,3 +70,25 @@ def test_from_timeseries_flattens_time_and_bands() -> None:
     np.testing.assert_array_equal(ps.centre, values.reshape(2, 6))
     one = PatchSet.from_timeseries(ts.replace(values=values[:, :1], dates=None))
     assert one.bands == ["B4", "B8"]
+
+
+def test_mean_set_is_the_mean_of_the_finite_neighbours() -> None:
+    img = _image(k=2, h=5, w=5)
+    img[0, 1, 1] = np.nan  # a missing pixel inside the first patch
+    ps = PatchSet(extract_patches(img, np.array([1, 0, 3]), np.array([1, 0, 3]), 3), ["a", "b"],
+                  labels=np.array([0, 1, 0]), classes=["x", "y"])
+    ts = ps.mean_set()
+    assert isinstance(ts, TimeSeriesSet) and ts.values.shape == (3, 1, 2)
+    assert ts.values.dtype == np.float32 and ts.bands == ["a", "b"]
+    assert list(ts.label_names) == ["x", "y", "x"]
+    for i, (r, c) in enumerate([(1, 1), (0, 0), (3, 3)]):
+        window = img[:, max(r - 1, 0) : r + 2, max(c - 1, 0) : c + 2]  # the image part
+        np.testing.assert_allclose(ts.values[i, 0], np.nanmean(window, axis=(1, 2)),
+                                   rtol=1e-6)
+    # a neighbourhood without any finite value of a band is NaN for that band only
+    empty = ps.values.copy()
+    empty[1, 0] = np.nan
+    means = PatchSet(empty, ["a", "b"]).mean_set().values[:, 0]
+    assert np.isnan(means[1, 0]) and np.isfinite(means[1, 1]) and np.isfinite(means[0]).all()
+    # 1 x 1 patches: the mean is the centre
+    np.testing.assert_array_equal(ps.crop(1).mean_set().values, ps.centre_set().values)

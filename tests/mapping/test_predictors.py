@@ -73,18 +73,24 @@ def test_every_registered_model_maps_tiled_like_untiled(
 
 
 # ---------------------------------------------------------------------------- patch models
-def test_patch_model_tiles_equal_the_whole_scene(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name,size,config", [
+    ("spectral-transformer", 5, {**FAST["spectral-transformer"], "epochs": 5}),
+    # a feature model on the SNV of each 3 x 3 neighbourhood's mean spectrum
+    ("svm", 3, {"patch_size": 3, "features": ["snv", "values"]}),
+])
+def test_patch_model_tiles_equal_the_whole_scene(tmp_path: Path, name: str, size: int,
+                                                 config: dict[str, Any]) -> None:
     path, truth = write_spectral_scene(tmp_path / "hsi" / "scene_2021-06-01.tif")
     image = read_cube(path).values[0]
     rng = np.random.default_rng(0)
     rows, cols = rng.integers(0, H, 150), rng.integers(0, W, 150)
     keep = np.isfinite(image[:, rows, cols]).all(axis=0)
     rows, cols = rows[keep], cols[keep]
-    patches = PatchSet(values=extract_patches(image, rows, cols, 5),
+    patches = PatchSet(values=extract_patches(image, rows, cols, size),
                        bands=[f"b{i}" for i in range(K_BANDS)],
                        labels=truth[rows, cols], classes=["a", "b", "c"])  # fmt: skip
-    model = create_model("spectral-transformer", **{**FAST["spectral-transformer"],
-                                                    "epochs": 5}).fit(patches)  # fmt: skip
+    model = create_model(name, **config).fit(patches)
+    assert model.input_kind == "patches"
     tiled = read_outputs(run_map_job(model, path, tmp_path / "t", tile=8, progress=False).paths)
     whole = read_outputs(run_map_job(model, path, tmp_path / "w", tile=64, progress=False).paths)
     for name in ("labels", "probabilities", "uncertainty"):
@@ -92,12 +98,13 @@ def test_patch_model_tiles_equal_the_whole_scene(tmp_path: Path) -> None:
     # and both equal the model on every pixel's patch of the full image
     valid = np.isfinite(image).any(axis=0)
     r, c = np.nonzero(valid)
-    proba = model.predict_proba(PatchSet(values=extract_patches(image, r, c, 5),
+    proba = model.predict_proba(PatchSet(values=extract_patches(image, r, c, size),
                                          bands=[f"b{i}" for i in range(K_BANDS)]))
     np.testing.assert_array_equal(whole["probabilities"][:, r, c], quantise(proba).T)
     assert (whole["labels"][0][~valid] == 255).all()
+    assert (whole["labels"][0][valid] == truth[valid]).mean() > 0.8
     with pytest.raises(DataError, match="halo"):
-        run_map_job(model, path, tmp_path / "bad", tile=8, halo=1, progress=False)
+        run_map_job(model, path, tmp_path / "bad", tile=8, halo=size // 2 - 1, progress=False)
 
 
 # ---------------------------------------------------------------------------- scene models

@@ -22,10 +22,11 @@ CONFIGS = {
     "lightgbm": {"n_estimators": 5, "min_child_samples": 2},
     "rf": {"n_estimators": 3},
     "logreg": {},
+    "svm": {},
     "tempcnn": {"epochs": 1, "batch_size": 16, "hidden": 8, "filters": 4, "device": "cpu"},
 }
 WEIGHTS = {"lightgbm": "lightgbm.txt", "rf": "forest.skops", "logreg": "logreg.npz",
-           "tempcnn": "weights.safetensors"}
+           "svm": "svm.skops", "tempcnn": "weights.safetensors"}
 
 
 @pytest.fixture(scope="module")

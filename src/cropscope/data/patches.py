@@ -14,7 +14,8 @@ Conventions
   the scene) when the patches come from :func:`extract_patches`.
 
 Pixel models get the centre spectra with :meth:`PatchSet.centre_set` (a time-series set
-with one time step and one "band" per spectral band); patch models take the patch set.
+with one time step and one "band" per spectral band), or the neighbourhood's mean spectra
+with :meth:`PatchSet.mean_set`; patch models take the patch set.
 """
 
 from __future__ import annotations
@@ -161,6 +162,28 @@ class PatchSet(LabelledSamples):
         "band" per spectral band), same labels, ids and metadata; for pixel models."""
         return TimeSeriesSet(
             values=self.centre[:, None, :],
+            bands=list(self.bands),
+            labels=self.labels,
+            classes=list(self.classes),
+            ids=self.ids,
+            meta=self.meta,
+            taxonomy=self.taxonomy,
+            level_labels=self.level_labels,
+        )
+
+    def mean_set(self) -> TimeSeriesSet:
+        """The mean spectrum of each patch as a time-series set (``[N, 1, K]``, like
+        :meth:`centre_set`): per band, the mean of the finite pixels of the ``h x w``
+        neighbourhood (NaN where none is finite). A spatial feature for pixel models
+        (``patch_size`` of the feature-table models): averaging a ``3 x 3`` neighbourhood
+        removes much of the pixel-level noise of a hyperspectral image."""
+        finite = np.isfinite(self.values)
+        total = np.where(finite, self.values, 0.0).sum(axis=(2, 3), dtype=np.float64)
+        count = finite.sum(axis=(2, 3))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(count > 0, total / count, np.nan).astype(np.float32)
+        return TimeSeriesSet(
+            values=mean[:, None, :],
             bands=list(self.bands),
             labels=self.labels,
             classes=list(self.classes),

@@ -7,6 +7,7 @@
 - CropGlobe: 5-day DOY median features, 1D and 2D (:func:`median_features_2d`).
 - smoothing: Whittaker and Savitzky–Golay smoothing with gaps (:func:`whittaker`).
 - expressions: safe index expressions and the spyndex catalogue (:func:`add_expressions`).
+- normalise: standard normal variate of each spectrum (:func:`snv`).
 - tabular: flat feature tables for tree models (:func:`build_features`).
 """
 
@@ -45,6 +46,7 @@ from cropscope.features.indices import (
     index_bands,
     resolve_bands,
 )
+from cropscope.features.normalise import snv, snv_array
 from cropscope.features.smoothing import (
     savitzky_golay,
     savitzky_golay_array,
@@ -84,6 +86,8 @@ __all__ = [
     "resolve_bands",
     "savitzky_golay",
     "savitzky_golay_array",
+    "snv",
+    "snv_array",
     "time_axis_days",
     "whittaker",
     "whittaker_array",

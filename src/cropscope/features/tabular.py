@@ -19,7 +19,7 @@ __all__ = ["FEATURE_KINDS", "FEATURE_STEPS", "apply_feature_step", "build_featur
 FEATURE_KINDS = ("values", "indices", "harmonics", "stats", "diff")
 #: Preprocessing steps of a spec (prefixes; parameters after ``:``), applied in order to
 #: the series the later blocks see.
-FEATURE_STEPS = ("whittaker", "sgolay", "index", "expr")
+FEATURE_STEPS = ("whittaker", "sgolay", "index", "expr", "snv")
 STATS = ("mean", "std", "min", "max", "argmax_frac", "amplitude")
 
 
@@ -44,9 +44,12 @@ def apply_feature_step(ts: TimeSeriesSet, item: str, sensor: str = "sentinel2"
     - ``whittaker[:LAMBDA[:ORDER]]`` (default 1, 2): Whittaker smoothing with gaps;
     - ``sgolay[:WINDOW[:POLYORDER]]`` (default 5, 2): Savitzky–Golay with gaps;
     - ``index:NAME[,NAME...]``: built-in or spyndex catalogue indices as new bands;
-    - ``expr:NAME=EXPRESSION``: a safe arithmetic expression on band names as a new band.
+    - ``expr:NAME=EXPRESSION``: a safe arithmetic expression on band names as a new band;
+    - ``snv``: each step's spectrum centred and scaled by its own mean and standard
+      deviation across bands (standard normal variate).
 
-    See :mod:`cropscope.features.smoothing` and :mod:`cropscope.features.expressions`.
+    See :mod:`cropscope.features.smoothing`, :mod:`cropscope.features.expressions` and
+    :mod:`cropscope.features.normalise`.
     """
     head, _, rest = str(item).partition(":")
     if head == "whittaker":
@@ -69,6 +72,12 @@ def apply_feature_step(ts: TimeSeriesSet, item: str, sensor: str = "sentinel2"
             raise DataError(f"feature step {item!r} must read expr:NAME=EXPRESSION")
         names = [rest] if head == "expr" else [n.strip() for n in rest.split(",") if n.strip()]
         return add_expressions(ts, names, sensor=sensor)
+    if head == "snv":
+        from cropscope.features.normalise import snv
+
+        if rest:
+            raise DataError(f"feature step {item!r}: snv takes no parameters")
+        return snv(ts)
     raise DataError(f"unknown feature step {item!r}; steps: {list(FEATURE_STEPS)}")
 
 

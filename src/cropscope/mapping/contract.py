@@ -164,11 +164,8 @@ class ClassifierMapModel:
 
     def _patches(self, cube: xr.DataArray, core: Core) -> tuple[np.ndarray, np.ndarray]:
         from cropscope.data.patches import PatchSet, extract_patches
-        from cropscope.models._patch import PatchClassifier  # imports torch: not at module load
 
-        model = self.model
-        if not isinstance(model, PatchClassifier):
-            raise DataError(f"model {model.name!r} does not predict patches")
+        model: Any = self.model  # a patch network or a feature model on neighbourhood means
         bands = [str(b) for b in cube["band"].values]
         n_t = cube.sizes["time"]
         values = np.asarray(cube.values)

@@ -13,22 +13,58 @@ equals ``build_features`` of the same series, bit for bit
 (``tests/mapping/test_pixels.py``), without the ``[N, T, C]`` copies, masks and band
 selections of the ``TimeSeriesSet`` route, which were more than half of a map job's time
 with a linear model.
+
+Spatial context: with ``patch_size`` k > 1 a feature model takes image patches
+(:class:`~cropscope.data.PatchSet`, ``input_kind == "patches"``) and builds its table from
+the mean spectrum of each k x k neighbourhood (:meth:`PatchSet.mean_set`), for scenes
+(``cropscope evaluate --dataset indian-pines-window --model svm --set patch_size=3``) and
+maps alike; the scene split drops training pixels within k // 2 of the test region, as for
+the patch networks.
 """
 
 from __future__ import annotations
 
+import warnings
 from abc import abstractmethod
 from typing import Any
 
 import numpy as np
 
+from cropscope.data.patches import PatchSet
 from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import DataError, ModelError
 from cropscope.features.gapfill import fill_pixel_gaps
 from cropscope.models.base import Classifier, _check_pixels
 from cropscope.threads import current_threads, ensure_threads
 
-__all__ = ["FeatureClassifier"]
+__all__ = ["FeatureClassifier", "fit_standardiser", "standardise"]
+
+
+def fit_standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and scale ``float32 [D]`` of a training table, ignoring missing
+    values; columns without spread get scale 1, columns without values mean 0."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        mean = np.nan_to_num(np.nanmean(x, axis=0)).astype(np.float32)
+        std = np.nanstd(x, axis=0).astype(np.float32)
+    scale = np.where(np.isfinite(std) & (std > 0), std, 1.0).astype(np.float32)
+    return mean, scale
+
+
+def standardise(x: np.ndarray, mean: np.ndarray, scale: np.ndarray,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """``(x - mean) / scale`` with non-finite values set to 0 (the mean), as float32; into
+    ``out`` (``x`` itself, say) when the result has its dtype. Two passes plus one
+    finiteness check: ``nan_to_num`` made three more full copies of a map window's table."""
+    if out is not None and (out.dtype != np.result_type(x, mean, scale)
+                            or not out.flags.writeable):
+        out = None
+    z = np.subtract(x, mean, out=out)
+    np.divide(z, scale, out=z)
+    bad = ~np.isfinite(z)
+    if bad.any():
+        z[bad] = 0.0
+    return z.astype(np.float32, copy=False)
 
 
 class FeatureClassifier(Classifier):
@@ -42,6 +78,8 @@ class FeatureClassifier(Classifier):
         return {
             "features": list(cls.default_features),
             "harmonic_order": 2,
+            # k > 1: patches in, features of each k x k neighbourhood's mean spectrum
+            "patch_size": 1,
             "seed": 0,
             # None: cropscope's thread count (--threads, $CROPSCOPE_THREADS, load-aware)
             "n_jobs": None,
@@ -62,6 +100,65 @@ class FeatureClassifier(Classifier):
     @abstractmethod
     def _estimator_proba(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities and the class codes of their columns."""
+
+    @property
+    def patch_size(self) -> int:
+        """The neighbourhood whose mean spectrum is classified (1: the pixel itself)."""
+        if self.card is not None and "patch_size" in self.card.extra:
+            return int(self.card.extra["patch_size"])
+        size = self.config.get("patch_size", 1)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % 2 == 0:
+            raise ModelError(f"patch_size must be a positive odd integer, got {size!r}")
+        return size
+
+    @property
+    def input_kind(self) -> str:
+        """``"patches"`` with a neighbourhood (``patch_size`` > 1), else ``"pixels"``."""
+        return "patches" if self.patch_size > 1 else "pixels"
+
+    def _mean_set(self, ps: PatchSet, size: int) -> TimeSeriesSet:
+        if ps.patch_size < size:
+            raise DataError(f"the model expects {size}x{size} patches, got "
+                            f"{ps.patch_size}x{ps.patch_size}")
+        return (ps.crop(size) if ps.patch_size > size else ps).mean_set()
+
+    def fit(self, train: TimeSeriesSet | PatchSet,
+            val: TimeSeriesSet | PatchSet | None = None, **kwargs: Any) -> FeatureClassifier:
+        """:meth:`Classifier.fit`; with ``patch_size`` > 1 on patches (a
+        :class:`PatchSet`), whose neighbourhood means are the samples."""
+        size = self.patch_size
+        if isinstance(train, PatchSet):
+            if val is not None and not isinstance(val, PatchSet):
+                raise DataError("validation data must be patches like the training data")
+            series = self._mean_set(train, size)
+            val_series = None if val is None else self._mean_set(val, size)
+        else:
+            if size > 1:
+                raise DataError(f"model {self.name!r} with patch_size={size} takes image "
+                                "patches (a scene), not pixel series; use patch_size=1 for "
+                                "series")
+            if isinstance(val, PatchSet):
+                raise DataError("validation data must be a time-series set like the training "
+                                "data")
+            series, val_series = train, val
+        super().fit(series, val_series, **kwargs)
+        if isinstance(train, PatchSet):
+            self._require_card().extra["patch_size"] = size
+        return self
+
+    def predict_proba(self, ts: TimeSeriesSet | PatchSet) -> np.ndarray:
+        """Class probabilities of series, or of patches (their neighbourhood means) for a
+        model fitted on patches."""
+        size = self.patch_size
+        if isinstance(ts, PatchSet):
+            if "patch_size" not in self._require_card().extra:
+                raise DataError(f"model {self.name!r} was trained on pixel series; give it "
+                                "a time-series set")
+            ts = self._mean_set(ts, size)
+        elif size > 1:
+            raise DataError(f"model {self.name!r} classifies {size}x{size} neighbourhoods: "
+                            "give it image patches, not pixel series")
+        return super().predict_proba(ts)
 
     def n_jobs(self) -> int:
         """Threads for the estimator: the ``n_jobs`` option, else cropscope's thread count."""
@@ -113,6 +210,9 @@ class FeatureClassifier(Classifier):
         """:meth:`Classifier.predict_proba_pixels` through :meth:`pixel_features` (see the
         module docstring); equal to :meth:`predict_proba` of the same series."""
         values = _check_pixels(values, self._require_card())
+        if self.patch_size > 1:
+            raise DataError(f"model {self.name!r} classifies {self.patch_size}x"
+                            f"{self.patch_size} neighbourhoods, not single pixels")
         ensure_threads()
         x = self.pixel_features(values, mask, dates)
         return self._table_proba(self._estimator_proba_owned(x), len(x))

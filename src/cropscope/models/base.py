@@ -369,6 +369,8 @@ _BUILTIN: dict[str, tuple[str, str, str]] = {
                "Multinomial logistic regression on engineered features (fast baseline)"),
     "lightgbm": ("cropscope.models.boosting", "LightGBM",
                  "Gradient-boosted trees (LightGBM) on engineered features"),
+    "svm": ("cropscope.models.svm", "SupportVectorMachine",
+            "Support vector machine (RBF kernel, scikit-learn) on engineered features"),
     "hierarchical": ("cropscope.models.hierarchical", "HierarchicalClassifier",
                      "Per-level or per-parent base models over a class hierarchy"),
     "ensemble": ("cropscope.models.ensemble", "Ensemble",

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cropscope.models._tabular import FeatureClassifier
+from cropscope.models._tabular import FeatureClassifier, fit_standardiser, standardise
 
 __all__ = ["LogisticRegression"]
 
@@ -34,18 +34,7 @@ class LogisticRegression(FeatureClassifier):
         return {"C": 1.0, "max_iter": 500, "class_weight": "balanced"}
 
     def _standardise(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """``(x - mean) / scale`` with non-finite values set to 0, as float32; into ``out``
-        (``x`` itself, say) when the result has its dtype. Two passes plus one finiteness
-        check: ``nan_to_num`` made three more full copies of a map window's table."""
-        if out is not None and (out.dtype != np.result_type(x, self.mean_, self.scale_)
-                                or not out.flags.writeable):
-            out = None
-        z = np.subtract(x, self.mean_, out=out)
-        np.divide(z, self.scale_, out=z)
-        bad = ~np.isfinite(z)
-        if bad.any():
-            z[bad] = 0.0
-        return z.astype(np.float32, copy=False)
+        return standardise(x, self.mean_, self.scale_, out=out)
 
     def _fit_estimator(
         self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None, y_val: np.ndarray | None
@@ -53,9 +42,7 @@ class LogisticRegression(FeatureClassifier):
         from sklearn.linear_model import LogisticRegression as SkLogisticRegression
 
         c = self.config
-        self.mean_ = np.nan_to_num(np.nanmean(x, axis=0)).astype(np.float32)
-        std = np.nanstd(x, axis=0).astype(np.float32)
-        self.scale_ = np.where(np.isfinite(std) & (std > 0), std, 1.0).astype(np.float32)
+        self.mean_, self.scale_ = fit_standardiser(x)
         est = SkLogisticRegression(C=c["C"], max_iter=c["max_iter"],
                                    class_weight=c["class_weight"], random_state=c["seed"])
         est.fit(self._standardise(x), y)
