@@ -1,0 +1,95 @@
+"""Choose a scene model by spatial cross-validation inside the training region only.
+
+The test blocks of a scene split must not choose the model, or the reported accuracy is
+the tuned-on accuracy (issue 21). This script splits the *training* region of
+``--split`` (default ``blocks:16``) into its own blocks, groups them into ``--folds``
+folds, and for every candidate (model x features x neighbourhood) trains on the other
+folds (dropping the pixels within the neighbourhood radius of the held-out blocks, as the
+scene split does) and scores the held-out blocks. It prints each candidate's inner
+accuracy and the winner, then the winner's accuracy on the untouched test blocks
+(:func:`cropscope.hyperspectral.scene.evaluate_scene`, the same figure as
+``cropscope evaluate --dataset SCENE --model M --split SPLIT --set ...``).
+
+    python benchmarks/select_scene_model.py --scene indian-pines-window --threads 2
+
+Accuracies only; never asserts anything. Deep models are left out (minutes per fit on a
+CPU); add them with ``--models``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+
+import numpy as np
+
+FEATURES = {"values": ["values"], "snv": ["snv", "values"]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scene", default="indian-pines-window")
+    parser.add_argument("--split", default="blocks:16")
+    parser.add_argument("--models", nargs="+", default=["svm", "logreg", "lightgbm"])
+    parser.add_argument("--features", nargs="+", default=list(FEATURES), choices=FEATURES)
+    parser.add_argument("--patch-sizes", nargs="+", type=int, default=[1, 3, 5])
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    from scipy.ndimage import binary_dilation
+
+    from cropscope.evaluation.spatial import make_spatial_split
+    from cropscope.hyperspectral.datasets import load_scene_dataset
+    from cropscope.hyperspectral.scene import create_scene_model, evaluate_scene
+    from cropscope.threads import set_threads
+
+    set_threads(args.threads)
+    scene = load_scene_dataset(args.scene)
+    split = make_spatial_split(args.split, scene.labels, regions=scene.regions,
+                               region_roles=scene.region_roles, seed=args.seed)
+    train_region = np.asarray(split.train)
+    block = int(args.split.split(":")[1]) if args.split.startswith("blocks:") else 16
+    h, w = scene.labels.shape
+    block_id = (np.arange(h)[:, None] // block) * (w // block + 1) + np.arange(w)[None, :] // block
+    ids = np.unique(block_id[train_region & (scene.labels > 0)])
+    np.random.default_rng(args.seed).shuffle(ids)
+    folds = np.array_split(ids, args.folds)
+    print(f"{scene}; inner CV: {len(ids)} training blocks of {block} px in {args.folds} folds; "
+          f"{args.threads} threads")
+    print(f"{'model':10s} {'features':8s} {'patch':>5s} {'inner OA':>9s} {'fit s':>7s}")
+    scores: dict[tuple[str, str, int], float] = {}
+    for name, feat, size in itertools.product(args.models, args.features, args.patch_sizes):
+        correct = total = 0
+        start = time.perf_counter()
+        for fold in folds:
+            held = train_region & np.isin(block_id, fold)
+            near = binary_dilation(held, np.ones((size, size), bool)) if size > 1 else held
+            model = create_scene_model(name, features=FEATURES[feat], patch_size=size,
+                                       seed=args.seed)
+            fit_on, score_on = scene.samples(train_region & ~near, size), scene.samples(held, size)
+            if size == 1:
+                fit_on, score_on = fit_on.centre_set(), score_on.centre_set()
+            model.fit(fit_on)
+            correct += int((model.predict(score_on) == score_on.labels).sum())
+            total += score_on.n_samples
+        scores[(name, feat, size)] = correct / total
+        print(f"{name:10s} {feat:8s} {size:5d} {correct / total:9.4f} "
+              f"{time.perf_counter() - start:7.1f}", flush=True)
+    name, feat, size = max(scores, key=lambda k: scores[k])
+    res = evaluate_scene(name, scene, args.split, seed=args.seed,
+                         config={"features": FEATURES[feat], "patch_size": size})
+    m = res.metrics
+    print(f"chosen by the inner CV: {name}, features {FEATURES[feat]}, patch_size {size}")
+    print(f"test blocks: OA {m['overall_accuracy']:.4f}  AA {m['average_accuracy']:.4f}  "
+          f"macro-F1 {m['macro_f1']:.4f}  kappa {m['kappa']:.4f}  (n_test {res.config['n_test']})")
+    print(f"same figure: cropscope --threads {args.threads} evaluate --dataset {args.scene} "
+          f"--model {name} --split {args.split} --seed {args.seed} --json "
+          f"--set 'features={json.dumps(FEATURES[feat])}' --set patch_size={size}")
+
+
+if __name__ == "__main__":
+    main()
