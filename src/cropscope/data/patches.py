@@ -160,8 +160,13 @@ class PatchSet(LabelledSamples):
     def centre_set(self) -> TimeSeriesSet:
         """The centre pixels as a time-series set: values ``[N, 1, K]`` (one time step, one
         "band" per spectral band), same labels, ids and metadata; for pixel models."""
+        return self._spectra_set(self.centre)
+
+    def _spectra_set(self, spectra: np.ndarray) -> TimeSeriesSet:
+        """One spectrum per patch ``[N, K]`` as a one-step time-series set with the
+        patches' labels, ids and metadata."""
         return TimeSeriesSet(
-            values=self.centre[:, None, :],
+            values=spectra[:, None, :],
             bands=list(self.bands),
             labels=self.labels,
             classes=list(self.classes),
@@ -182,16 +187,7 @@ class PatchSet(LabelledSamples):
         count = finite.sum(axis=(2, 3))
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(count > 0, total / count, np.nan).astype(np.float32)
-        return TimeSeriesSet(
-            values=mean[:, None, :],
-            bands=list(self.bands),
-            labels=self.labels,
-            classes=list(self.classes),
-            ids=self.ids,
-            meta=self.meta,
-            taxonomy=self.taxonomy,
-            level_labels=self.level_labels,
-        )
+        return self._spectra_set(mean)
 
     @classmethod
     def from_timeseries(cls, ts: TimeSeriesSet) -> PatchSet:
