@@ -113,6 +113,10 @@ SEARCH_SPACES: dict[str, dict[str, dict[str, Any]]] = {
         "C": {"type": _FLOAT, "low": 1e-3, "high": 100.0, "log": True},
         "class_weight": {"type": _CAT, "choices": ["balanced", None]},
     },
+    "svm": {
+        "C": {"type": _FLOAT, "low": 0.1, "high": 1000.0, "log": True},
+        "features": {"type": _CAT, "choices": [["values"], ["snv", "values"]]},
+    },
     "tempcnn": {
         "lr": {"type": _FLOAT, "low": 3e-4, "high": 1e-2, "log": True},
         "weight_decay": {"type": _FLOAT, "low": 1e-7, "high": 1e-3, "log": True},
