@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import warnings
 from abc import abstractmethod
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,32 @@ from cropscope.features.gapfill import fill_pixel_gaps
 from cropscope.models.base import Classifier, _check_pixels
 from cropscope.threads import current_threads, ensure_threads
 
-__all__ = ["FeatureClassifier", "fit_standardiser", "standardise"]
+__all__ = ["FeatureClassifier", "dump_skops", "fit_standardiser", "load_skops", "standardise"]
+
+
+def dump_skops(estimator: Any, path: Path) -> None:
+    """Write a scikit-learn estimator with skops (no pickle), atomically."""
+    import skops.io as sio
+
+    from cropscope.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        sio.dump(estimator, tmp)
+
+
+def load_skops(path: Path, trusted: list[str]) -> Any:
+    """Read what :func:`dump_skops` wrote, building only skops' default types and
+    ``trusted``; a missing, untrusted or damaged file is one :class:`ModelError`."""
+    import skops.io as sio
+
+    if not path.is_file():
+        raise ModelError(f"model weights not found: {path}")
+    try:
+        return sio.load(path, trusted=trusted)
+    except sio.exceptions.UntrustedTypesFoundException as exc:
+        raise ModelError(f"refusing to load {path}: {exc}") from None
+    except Exception as exc:  # a damaged archive: zip, JSON or schema errors
+        raise ModelError(f"{path} is not a readable model file: {exc}") from None
 
 
 def fit_standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

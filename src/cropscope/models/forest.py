@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from cropscope.models._tabular import FeatureClassifier
+from cropscope.models._tabular import FeatureClassifier, dump_skops, load_skops
 
 __all__ = ["RandomForest"]
 
@@ -48,19 +48,7 @@ class RandomForest(FeatureClassifier):
         return self.estimator_.predict_proba(x), self.estimator_.classes_
 
     def _save_weights(self, directory: Path) -> None:
-        import skops.io as sio
-
-        from cropscope.io import atomic_path
-
-        with atomic_path(directory / _WEIGHTS) as tmp:
-            sio.dump(self.estimator_, tmp)
+        dump_skops(self.estimator_, directory / _WEIGHTS)
 
     def _load_weights(self, directory: Path) -> None:
-        import skops.io as sio
-
-        from cropscope.errors import ModelError
-
-        try:
-            self.estimator_ = sio.load(directory / _WEIGHTS, trusted=_TRUSTED_TYPES)
-        except sio.exceptions.UntrustedTypesFoundException as exc:
-            raise ModelError(f"refusing to load {directory / _WEIGHTS}: {exc}") from None
+        self.estimator_ = load_skops(directory / _WEIGHTS, _TRUSTED_TYPES)

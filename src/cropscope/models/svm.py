@@ -29,7 +29,13 @@ from typing import Any
 import numpy as np
 
 from cropscope.errors import ModelError
-from cropscope.models._tabular import FeatureClassifier, fit_standardiser, standardise
+from cropscope.models._tabular import (
+    FeatureClassifier,
+    dump_skops,
+    fit_standardiser,
+    load_skops,
+    standardise,
+)
 
 __all__ = ["SupportVectorMachine"]
 
@@ -83,30 +89,19 @@ class SupportVectorMachine(FeatureClassifier):
         return np.concatenate(parts), np.asarray(est.classes_)
 
     def _save_weights(self, directory: Path) -> None:
-        import skops.io as sio
-
         from cropscope.io import atomic_path
 
-        with atomic_path(directory / _WEIGHTS) as tmp:
-            sio.dump(self.estimator_, tmp)
+        dump_skops(self.estimator_, directory / _WEIGHTS)
         with atomic_path(directory / _SCALING) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, mean=self.mean_, scale=self.scale_)
 
     def _load_weights(self, directory: Path) -> None:
-        import skops.io as sio
         from sklearn.calibration import CalibratedClassifierCV
 
         from cropscope.io import read_arrays
 
         path = directory / _WEIGHTS
-        if not path.is_file():
-            raise ModelError(f"SVM weights not found: {path}")
-        try:
-            est = sio.load(path, trusted=_TRUSTED_TYPES)
-        except sio.exceptions.UntrustedTypesFoundException as exc:
-            raise ModelError(f"refusing to load {path}: {exc}") from None
-        except Exception as exc:  # a damaged archive: zip, JSON or schema errors
-            raise ModelError(f"{path} is not a readable SVM model: {exc}") from None
+        est = load_skops(path, _TRUSTED_TYPES)
         if not isinstance(est, CalibratedClassifierCV):
             raise ModelError(f"{path} does not hold a calibrated SVM")
         data = read_arrays(directory / _SCALING, ("mean", "scale"), error=ModelError)
