@@ -123,3 +123,17 @@ def test_svm_on_neighbourhood_spectra_tops_indian_pines(real_data_dir) -> None:
                          config={"patch_size": 3, "features": ["snv", "values"]})
     assert res.config["split_detail"]["guard_margin"] == 1 and res.config["n_test"] == 2141
     assert res.metrics["overall_accuracy"] >= 0.92, res.metrics["overall_accuracy"]
+
+
+def test_shrunk_lda_tops_enmap_potsdam(real_data_dir) -> None:
+    """Shrunk LDA on the raw spectra, the inner-CV choice on the training tiles
+    (``benchmarks/select_scene_model.py``), beats the forest on both measures and meets
+    issue 21's AA goal (>= 0.70) on the test tiles. Its fit is a covariance and a solve, so
+    the result does not depend on the thread count beyond rounding."""
+    from cropscope.hyperspectral.datasets import load_scene_dataset
+
+    ep = load_scene_dataset("enmap-potsdam", root=real_data_dir)
+    res = evaluate_scene("lda", ep, "tiles", seed=0)
+    assert res.config["n_train"] == 3806 and res.config["n_test"] == 660
+    assert res.metrics["overall_accuracy"] >= 0.74, res.metrics["overall_accuracy"]
+    assert res.metrics["average_accuracy"] >= 0.70, res.metrics["average_accuracy"]

@@ -23,10 +23,12 @@ CONFIGS = {
     "rf": {"n_estimators": 3},
     "logreg": {},
     "svm": {},
+    "lda": {},
     "tempcnn": {"epochs": 1, "batch_size": 16, "hidden": 8, "filters": 4, "device": "cpu"},
 }
 WEIGHTS = {"lightgbm": "lightgbm.txt", "rf": "forest.skops", "logreg": "logreg.npz",
-           "svm": "svm.skops", "tempcnn": "weights.safetensors"}
+           "svm": "svm.skops", "lda": "lda.npz",
+           "tempcnn": "weights.safetensors"}
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ FAST: dict[str, dict[str, Any]] = {
     "lightgbm": {"n_estimators": 40, "min_child_samples": 3},
     "logreg": {},
     "svm": {},
+    "lda": {},
     "tempcnn": {"epochs": 15, "batch_size": 16, "lr": 3e-3},
     "cropnet": {"epochs": 15, "batch_size": 16, "channels": 16, "augment": False, "lr": 3e-3},
     "ltae": {"epochs": 15, "batch_size": 16, "lr": 3e-3, "d_model": 32, "n_head": 4, "mlp": 32},

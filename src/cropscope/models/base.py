@@ -367,6 +367,8 @@ _BUILTIN: dict[str, tuple[str, str, str]] = {
            "Random forest (scikit-learn) on engineered features"),
     "logreg": ("cropscope.models.linear", "LogisticRegression",
                "Multinomial logistic regression on engineered features (fast baseline)"),
+    "lda": ("cropscope.models.discriminant", "LinearDiscriminant",
+            "Linear discriminant analysis (shrunk covariance) on engineered features"),
     "lightgbm": ("cropscope.models.boosting", "LightGBM",
                  "Gradient-boosted trees (LightGBM) on engineered features"),
     "svm": ("cropscope.models.svm", "SupportVectorMachine",

@@ -18,7 +18,6 @@ from cropscope.models._tabular import FeatureClassifier, fit_standardiser, stand
 
 __all__ = ["LogisticRegression"]
 
-_WEIGHTS = "logreg.npz"
 #: rows standardised and multiplied at a time in the map route (~2 MB of 120 features)
 _ROWS_PER_BLOCK = 4096
 
@@ -28,6 +27,9 @@ class LogisticRegression(FeatureClassifier):
 
     requires = ("scikit-learn",)
     default_features: tuple[str, ...] = ("values",)
+    #: the plain-array file of the fitted model (a subclass with other training, e.g.
+    #: :class:`~cropscope.models.discriminant.LinearDiscriminant`, names its own)
+    weights_file = "logreg.npz"
 
     @classmethod
     def estimator_defaults(cls) -> dict[str, Any]:
@@ -46,8 +48,14 @@ class LogisticRegression(FeatureClassifier):
         est = SkLogisticRegression(C=c["C"], max_iter=c["max_iter"],
                                    class_weight=c["class_weight"], random_state=c["seed"])
         est.fit(self._standardise(x), y)
-        self.classes_ = est.classes_.astype(np.int64)
-        coef, intercept = est.coef_, est.intercept_
+        self._set_linear(est.classes_, est.coef_, est.intercept_)
+
+    def _set_linear(self, classes: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> None:
+        """Keep a fitted scikit-learn linear classifier's scores ``x @ coef.T + intercept``
+        (on standardised ``x``) as ``[K, F]`` / ``[K]`` float32, whose softmax is its
+        probabilities."""
+        self.classes_ = np.asarray(classes).astype(np.int64)
+        coef, intercept = np.atleast_2d(coef), np.atleast_1d(intercept)
         if coef.shape[0] == 1:  # scikit-learn keeps one row for two classes
             coef, intercept = np.vstack([-coef, coef]) / 2, np.hstack([-intercept, intercept]) / 2
         self.coef_ = coef.astype(np.float32)
@@ -83,7 +91,7 @@ class LogisticRegression(FeatureClassifier):
     def _save_weights(self, directory: Path) -> None:
         from cropscope.io import atomic_path
 
-        with atomic_path(directory / _WEIGHTS) as tmp, open(tmp, "wb") as fh:
+        with atomic_path(directory / self.weights_file) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, mean=self.mean_, scale=self.scale_, coef=self.coef_,
                      intercept=self.intercept_, classes=self.classes_)  # fmt: skip
 
@@ -91,7 +99,7 @@ class LogisticRegression(FeatureClassifier):
         from cropscope.errors import ModelError
         from cropscope.io import read_arrays
 
-        data = read_arrays(directory / _WEIGHTS, ("mean", "scale", "coef", "intercept",
+        data = read_arrays(directory / self.weights_file, ("mean", "scale", "coef", "intercept",
                                                   "classes"), error=ModelError)
         self.mean_, self.scale_ = data["mean"], data["scale"]
         self.coef_, self.intercept_ = data["coef"], data["intercept"]

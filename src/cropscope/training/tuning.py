@@ -113,6 +113,11 @@ SEARCH_SPACES: dict[str, dict[str, dict[str, Any]]] = {
         "C": {"type": _FLOAT, "low": 1e-3, "high": 100.0, "log": True},
         "class_weight": {"type": _CAT, "choices": ["balanced", None]},
     },
+    "lda": {
+        "shrinkage": {"type": _CAT, "choices": ["auto", 0.01, 0.1, 0.3, 0.6]},
+        "priors": {"type": _CAT, "choices": ["empirical", "balanced"]},
+        "features": {"type": _CAT, "choices": [["values"], ["snv", "values"]]},
+    },
     "svm": {
         "C": {"type": _FLOAT, "low": 0.1, "high": 1000.0, "log": True},
         "features": {"type": _CAT, "choices": [["values"], ["snv", "values"]]},
