@@ -38,6 +38,12 @@ def _read_space(path: Path | None) -> dict[str, Any] | None:
 @click.option("--split", default=None, help="Dataset split to use.")
 @click.option("--table", type=click.Path(path_type=Path), default=None,
               help="Your own long table (CSV/Parquet) instead of --dataset.")
+@click.option("--scene", "scene_path", default=None,
+              help="Your own hyperspectral scene (FILE or FILE.mat:VARIABLE), with --labels; "
+                   "tuned by spatial CV inside the training region of --split (blocks:B, "
+                   "tiles), scored once on its test region.")
+@click.option("--labels", "labels_path", default=None,
+              help="Label raster or FILE.mat:VARIABLE for --scene (0 = unlabelled).")
 @click.option("--model", "model_name", required=True, help="Model name (see 'models list').")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="Run directory of the best configuration; the Optuna studies are kept "
@@ -45,7 +51,8 @@ def _read_space(path: Path | None) -> dict[str, Any] | None:
 @click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True,
               help="Trials per study (one study per outer fold, and a final one).")
 @click.option("--cv", type=int, default=5, show_default=True,
-              help="Outer folds: the nested-CV figure is scored on them.")
+              help="Outer folds: the nested-CV figure is scored on them (tables; a scene's "
+                   "test region is its split's).")
 @click.option("--inner-cv", type=int, default=3, show_default=True,
               help="Inner folds scoring each trial (inside an outer training part).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -69,15 +76,25 @@ def tune(
     trials: int, cv: int, inner_cv: int, seed: int, group: str | None, metric: str,
     space_file: Path | None, resume: bool, prune: bool, as_json: bool, id_col: str,
     time_col: str, label_col: str, bands: str | None, config_file: Path | None,
-    settings: tuple[str, ...],
+    settings: tuple[str, ...], scene_path: str | None = None, labels_path: str | None = None,
 ) -> None:
     """Tune a model's options (Optuna TPE); report the nested-CV figure and write the best
-    configuration, trained on every sample, as a run."""
+    configuration, trained on every sample, as a run. On a hyperspectral scene (a scene
+    dataset, or --scene/--labels) the trials are scored by spatial CV inside the training
+    region of --split and the best configuration once on its test region."""
     from cropscope.data.samples import load_samples, sample_source
+    from cropscope.hyperspectral.datasets import load_scene_input
     from cropscope.training.tuning import tune_model
 
     config = parse_config(config_file, settings)
     space = _read_space(space_file)
+    scene = load_scene_input(dataset, scene_path, labels_path, table)
+    if scene is not None:
+        _tune_scene(scene, model_name, out_dir, source=dataset or str(scene_path),
+                    split=split, config=config, space=space, trials=trials,
+                    inner_cv=inner_cv, seed=seed, group=group, metric=metric, resume=resume,
+                    prune=prune, as_json=as_json)
+        return
     ts = load_samples(dataset, table, split=split, **table_columns(id_col, time_col,
                                                                    label_col, bands))
     source = sample_source(dataset, table, split)
@@ -98,3 +115,28 @@ def tune(
     click.echo(f"inner best (optimistic, the score tuned on): {inner['mean']:.4f}")
     click.echo(f"best configuration: {json.dumps(report['final']['best_params'])}")
     click.echo(f"run directory: {result.run_dir}")
+
+
+def _tune_scene(scene: Any, model_name: str, out_dir: Path, *, source: str, group: str | None,
+                as_json: bool, **options: Any) -> None:
+    from cropscope.errors import EvaluationError
+    from cropscope.hyperspectral.tuning import tune_scene
+
+    if group is not None:
+        raise EvaluationError("--group is for tables; a scene's inner folds are the blocks or "
+                              "tiles of its training region")
+    log(f"tuning {model_name} on {scene}: {options['trials']} trials, {options['inner_cv']}-"
+        f"fold spatial CV inside the training region of split "
+        f"{options['split'] or scene.default_split()!r}")
+    report = tune_scene(scene, model_name, out_dir, source=source, progress=True, **options)
+    if as_json:
+        click.echo(json.dumps(report, default=float))
+        return
+    test, inner, metric = report["test"], report["inner_best"], report["metric"]
+    click.echo(f"test region ({metric}): {test['value']:.4f}   <- the figure to report "
+               f"(OA {test['overall_accuracy']:.4f}, AA {test['average_accuracy']:.4f}, "
+               f"macro-F1 {test['macro_f1']:.4f}, {test['n_samples']} px)")
+    click.echo(f"inner best (optimistic, the score tuned on): {inner['value']:.4f} "
+               f"({report['inner_groups']['count']} {report['inner_groups']['unit']})")
+    click.echo(f"best configuration: {json.dumps(report['final']['best_params'])}")
+    click.echo(f"run directory: {report['run_dir']}")

@@ -151,7 +151,8 @@ def load_dataset(
     if spec.kind != "samples":
         raise DataError(
             f"dataset {name!r} is a {spec.kind}, not samples; load it with "
-            "cropscope.hyperspectral.datasets.load_scene_dataset (or use --dataset in the CLI)"
+            "cropscope.hyperspectral.datasets.load_scene_dataset (cropscope train, evaluate and "
+            "tune take it with --dataset)"
         )
     if hierarchical and spec.taxonomy is None:
         raise DataError(f"no class hierarchy is shipped for dataset {name!r}; give one")

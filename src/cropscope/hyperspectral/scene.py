@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -280,10 +281,13 @@ def train_scene(
     source: str = "",
     progress: bool = False,
     resume: bool = True,
+    write_extra: Callable[[Path, dict[str, Any] | None], None] | None = None,
 ) -> RunResult:
     """Train on a scene and write a run directory (model, ``run.json``; with ``split`` also
     the test report). Without ``split`` every labelled pixel trains the model. Deep models
-    resume an interrupted training as :func:`~cropscope.training.train_run` does."""
+    resume an interrupted training as :func:`~cropscope.training.train_run` does.
+    ``write_extra(folder, metrics)`` adds files to the run before it is sealed (``metrics``:
+    the test report's dict, or None without ``split``)."""
     from cropscope.evaluation.report import write_report
     from cropscope.models.runs import save_classifier_run
     from cropscope.runs import checkpoint_folder
@@ -313,11 +317,13 @@ def train_scene(
                               "n_train": int(n_train), "seed": seed}, duration)
     report = result
 
-    def write_extra(folder: Path) -> None:
+    def add_files(folder: Path) -> None:
         if report is not None:
             write_report(report, folder)
+        if write_extra is not None:
+            write_extra(folder, metrics)
 
     save_classifier_run(clf, out, training=record, metrics=metrics, data=source,
-                        write_extra=write_extra)
+                        write_extra=add_files)
     shutil.rmtree(checkpoints, ignore_errors=True)
     return RunResult(run_dir=out, model=clf, metrics=metrics, duration_s=duration)

@@ -49,12 +49,13 @@ cropscope's thread count (``--threads``), one trial at a time.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -458,6 +459,70 @@ def _check_existing(storage: Any, fingerprint: Mapping[str, Any], path: Path) ->
 
 
 # ---------------------------------------------------------------------------- tuning
+def _fold_score(model_name: str, part: TimeSeriesSet, train: np.ndarray, test: np.ndarray,
+                metric: str, options: Mapping[str, Any]) -> float:
+    """One inner fold's score of ``options`` (the subsets are made per call, not kept)."""
+    return _score(model_name, options, part.subset(train), part.subset(test), metric)[0]
+
+
+def run_study(study: optuna.Study, model_name: str, fixed: Mapping[str, Any],
+              tuned: Mapping[str, dict[str, Any]],
+              scorers: Sequence[Callable[[Mapping[str, Any]], float]], *, trials: int,
+              seed: int, prune: bool, bar: Any = None) -> optuna.trial.FrozenTrial:
+    """Run ``study`` until it has ``trials`` finished trials and return its best trial.
+
+    A trial draws options from ``tuned`` (on top of ``fixed``) and scores them by the mean of
+    ``scorers`` (one per inner fold: options -> score), reporting the running mean after each
+    fold so that the median pruner can stop it. A :class:`~cropscope.errors.CropscopeError`
+    fails the trial (its message is kept); an interrupt is recorded and re-raised. TPE is
+    seeded with ``seed`` plus the trials the study already holds. ``bar`` (tqdm) advances
+    by one per trial. Used for the nested CV of :func:`tune_model` and for scenes
+    (:func:`cropscope.hyperspectral.tuning.tune_scene`)."""
+    import optuna
+
+    def objective(trial: optuna.Trial) -> float:
+        options = _apply(fixed, _suggest(trial, tuned))
+        scores: list[float] = []
+        try:
+            for j, scorer in enumerate(scorers):
+                scores.append(float(scorer(options)))
+                trial.report(float(np.mean(scores)), j)
+                if prune and j < len(scorers) - 1 and trial.should_prune():
+                    trial.set_user_attr("fold_scores", scores)
+                    raise optuna.TrialPruned()
+        except CropscopeError as exc:
+            trial.set_user_attr("error", str(exc))
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            raise
+        trial.set_user_attr("fold_scores", scores)
+        return float(np.mean(scores))
+
+    todo = trials - _finished(study)
+    if todo > 0:
+        n_startup = min(10, max(1, trials // 2))
+        study.sampler = optuna.samplers.TPESampler(
+            seed=seed + len(study.get_trials(deepcopy=False)), n_startup_trials=n_startup)
+        study.pruner = optuna.pruners.MedianPruner(n_startup_trials=5) if prune \
+            else optuna.pruners.NopPruner()
+
+        def tick(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            if bar is not None:
+                bar.set_postfix_str(study.study_name)
+                bar.update(1)
+
+        study.optimize(objective, n_trials=todo, catch=(CropscopeError,),
+                       callbacks=[tick], gc_after_trial=False)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        errors = [t.user_attrs.get("error") for t in study.get_trials(deepcopy=False)]
+        first = next((e for e in errors if e), "every trial was pruned or failed")
+        raise ModelError(f"tuning {model_name!r}: no trial of study {study.study_name} "
+                         f"completed ({first})")
+    return study.best_trial
+
+
 def tune_model(
     ts: TimeSeriesSet,
     model_name: str,
@@ -560,51 +625,10 @@ def _tune(lab: TimeSeriesSet, model_name: str, out: Path, workdir: Path, storage
 
     def run(study: optuna.Study, part: TimeSeriesSet) -> optuna.trial.FrozenTrial:
         folds = make_folds(part, cv=inner_cv, seed=seed, group=group)
-
-        def objective(trial: optuna.Trial) -> float:
-            params = _suggest(trial, tuned)
-            options = _apply(fixed, params)
-            scores: list[float] = []
-            try:
-                for j, (tr, te) in enumerate(folds):
-                    score, _ = _score(model_name, options, part.subset(tr), part.subset(te),
-                                      metric)
-                    scores.append(score)
-                    trial.report(float(np.mean(scores)), j)
-                    if prune and j < len(folds) - 1 and trial.should_prune():
-                        trial.set_user_attr("fold_scores", scores)
-                        raise optuna.TrialPruned()
-            except CropscopeError as exc:
-                trial.set_user_attr("error", str(exc))
-                raise
-            except KeyboardInterrupt:
-                trial.set_user_attr("interrupted", True)
-                raise
-            trial.set_user_attr("fold_scores", scores)
-            return float(np.mean(scores))
-
-        todo = trials - _finished(study)
-        if todo > 0:
-            n_startup = min(10, max(1, trials // 2))
-            study.sampler = optuna.samplers.TPESampler(
-                seed=seed + len(study.get_trials(deepcopy=False)), n_startup_trials=n_startup)
-            study.pruner = optuna.pruners.MedianPruner(n_startup_trials=5) if prune \
-                else optuna.pruners.NopPruner()
-
-            def tick(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-                bar.set_postfix_str(study.study_name)
-                bar.update(1)
-
-            study.optimize(objective, n_trials=todo, catch=(CropscopeError,),
-                           callbacks=[tick], gc_after_trial=False)
-        complete = study.get_trials(deepcopy=False,
-                                    states=(optuna.trial.TrialState.COMPLETE,))
-        if not complete:
-            errors = [t.user_attrs.get("error") for t in study.get_trials(deepcopy=False)]
-            first = next((e for e in errors if e), "every trial was pruned or failed")
-            raise ModelError(f"tuning {model_name!r}: no trial of study {study.study_name} "
-                             f"completed ({first})")
-        return study.best_trial
+        scorers = [functools.partial(_fold_score, model_name, part, tr, te, metric)
+                   for tr, te in folds]
+        return run_study(study, model_name, fixed, tuned, scorers, trials=trials, seed=seed,
+                         prune=prune, bar=bar)
 
     try:
         fold_rows: list[dict[str, Any]] = []
