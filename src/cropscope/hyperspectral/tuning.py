@@ -149,36 +149,27 @@ def tune_scene(
 
     from cropscope.evaluation.spatial import make_spatial_split
     from cropscope.io import write_json
-    from cropscope.models.registry import create_model, get_model_class
-    from cropscope.runs import checkpoint_folder
     from cropscope.training.tuning import (
-        METRICS,
         REPORT_FILE,
         STUDY_FILE,
-        _check_existing,
         _decode,
         _fail_stale,
         _finished,
         _jsonify,
         _lock,
-        _open_storage,
         _optuna,
         _value,
+        copy_studies,
+        fixed_options,
         run_study,
+        study_storage,
+        tuning_folders,
     )
 
     optuna = _optuna()
-    if metric not in METRICS:
-        raise EvaluationError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise ModelError(f"trials must be a positive integer, got {trials!r}")
-    if isinstance(inner_cv, bool) or not isinstance(inner_cv, int) or inner_cv < 2:
-        raise EvaluationError(f"inner cv needs at least 2 folds, got {inner_cv!r}")
     started = time.perf_counter()
-    fixed = dict(config or {})
-    if "seed" not in fixed and "seed" in get_model_class(model_name).default_config():
-        fixed["seed"] = seed
-    create_model(model_name, **fixed)  # unknown model or bad fixed option: fail now
+    fixed = fixed_options(model_name, config, seed=seed, metric=metric, trials=trials,
+                          folds={"inner cv": inner_cv})
     tuned = scene_search_space(model_name, fixed, space)
     spec = split or scene.default_split()
     sp = make_spatial_split(spec, scene.labels, regions=scene.regions,
@@ -198,22 +189,13 @@ def tune_scene(
         "model": model_name, "config": fixed, "space": tuned, "inner_cv": inner_cv,
         "seed": seed, "metric": metric, "prune": prune,
     })
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ModelError(f"--out {out} exists and is not a directory")
-    workdir = checkpoint_folder(out)
+    out, workdir = tuning_folders(out_dir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with _lock(workdir):
         db = workdir / STUDY_FILE
-        if not resume:
-            for stale in (db, db.with_name(db.name + "-journal")):
-                stale.unlink(missing_ok=True)
-        elif not db.exists() and (out / STUDY_FILE).is_file():
+        if resume and not db.exists() and (out / STUDY_FILE).is_file():
             shutil.copyfile(out / STUDY_FILE, db)  # a finished tuning: extend or rewrite it
-        storage = _open_storage(db)
-        try:
-            if resume:
-                _check_existing(storage, fingerprint, out / STUDY_FILE)
+        with study_storage(db, fingerprint, resume=resume, shown=out / STUDY_FILE) as storage:
             study = optuna.create_study(storage=storage, study_name=_STUDY,
                                         direction="maximize", load_if_exists=True)
             if "fingerprint" not in study.user_attrs:
@@ -225,9 +207,6 @@ def tune_scene(
                                  seed=seed, prune=prune, bar=bar)
             params = _decode(best.params, tuned)
             n_finished = _finished(study)
-        finally:
-            storage.remove_session()
-            storage.engine.dispose()
         best_config = {**fixed, **params}
         report: dict[str, Any] = {
             "model": model_name, "metric": metric, "trials": trials, "inner_cv": inner_cv,
@@ -245,8 +224,6 @@ def tune_scene(
         }
 
         def write_extra(folder: Path, metrics: dict[str, Any] | None) -> None:
-            import sqlite3
-
             m = metrics or {}
             report["test"] = {
                 "what": f"{metric} of the tuned configuration, trained on the training "
@@ -256,12 +233,7 @@ def tune_scene(
                                      "kappa", "n_samples") if k in m},
             }
             write_json(folder / REPORT_FILE, _jsonify(report))
-            src, dst = sqlite3.connect(db), sqlite3.connect(folder / STUDY_FILE)
-            try:
-                src.backup(dst)
-            finally:
-                dst.close()
-                src.close()
+            copy_studies(db, folder)
 
         # the final training's own checkpoints (deep models) share the work folder
         train_scene(model_name, scene, out, split=spec, config=best_config, seed=seed,

@@ -459,6 +459,65 @@ def _check_existing(storage: Any, fingerprint: Mapping[str, Any], path: Path) ->
 
 
 # ---------------------------------------------------------------------------- tuning
+def copy_studies(db: Path, folder: Path) -> None:
+    """Copy the study file ``db`` into a run being written (``folder / STUDY_FILE``; hidden,
+    outside the manifest: see the module doc), with SQLite's online backup."""
+    import sqlite3
+
+    src, dst = sqlite3.connect(db), sqlite3.connect(folder / STUDY_FILE)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+
+
+def tuning_folders(out_dir: str | Path) -> tuple[Path, Path]:
+    """The run folder of a tuning and its work folder (lock, resume state)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ModelError(f"--out {out} exists and is not a directory")
+    return out, checkpoint_folder(out)
+
+
+def fixed_options(model_name: str, config: Mapping[str, Any] | None, *, seed: int,
+                  metric: str, trials: int, folds: Mapping[str, int]) -> dict[str, Any]:
+    """Check a tuning's settings and return its fixed options (``config`` plus ``seed`` when
+    the model takes one); the model is created once so that an unknown model or a bad fixed
+    option fails before any trial. ``folds``: name -> fold count (each at least 2)."""
+    if metric not in METRICS:
+        raise EvaluationError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ModelError(f"trials must be a positive integer, got {trials!r}")
+    for name, k in folds.items():
+        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+            raise EvaluationError(f"{name} needs at least 2 folds, got {k!r}")
+    fixed = dict(config or {})
+    if "seed" not in fixed and "seed" in get_model_class(model_name).default_config():
+        fixed["seed"] = seed
+    create_model(model_name, **fixed)
+    return fixed
+
+
+@contextmanager
+def study_storage(db: Path, fingerprint: Mapping[str, Any], *, resume: bool,
+                  shown: Path) -> Iterator[Any]:
+    """Optuna storage on the SQLite file ``db``, checked against ``fingerprint`` when
+    resuming, started afresh (the file deleted) otherwise; ``shown``: the path named in
+    errors. Closed on exit."""
+    if not resume:
+        for stale in (db, db.with_name(db.name + "-journal")):
+            stale.unlink(missing_ok=True)
+    storage = _open_storage(db)
+    try:
+        if resume:
+            _check_existing(storage, fingerprint, shown)
+        yield storage
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
+
+
 def _fold_score(model_name: str, part: TimeSeriesSet, train: np.ndarray, test: np.ndarray,
                 metric: str, options: Mapping[str, Any]) -> float:
     """One inner fold's score of ``options`` (the subsets are made per call, not kept)."""
@@ -549,18 +608,9 @@ def tune_model(
     ``inner_cv`` folds score a trial; ``group`` groups both fold levels; ``metric``
     (:data:`METRICS`) is maximised; ``resume=False`` discards the stored studies."""
     optuna = _optuna()
-    if metric not in METRICS:
-        raise EvaluationError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise ModelError(f"trials must be a positive integer, got {trials!r}")
-    for name, k in (("cv", cv), ("inner cv", inner_cv)):
-        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
-            raise EvaluationError(f"{name} needs at least 2 folds, got {k!r}")
     started = time.perf_counter()
-    fixed = dict(config or {})
-    if "seed" not in fixed and "seed" in get_model_class(model_name).default_config():
-        fixed["seed"] = seed
-    create_model(model_name, **fixed)  # unknown model or bad fixed option: fail now
+    fixed = fixed_options(model_name, config, seed=seed, metric=metric, trials=trials,
+                          folds={"cv": cv, "inner cv": inner_cv})
     tuned = search_space(model_name, fixed, space)
     if ts.labels is None:
         raise EvaluationError("tuning needs labelled samples")
@@ -572,30 +622,19 @@ def tune_model(
         "config": fixed, "space": tuned, "cv": cv, "inner_cv": inner_cv, "seed": seed,
         "group": group, "metric": metric, "prune": prune,
     })
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ModelError(f"--out {out} exists and is not a directory")
-    workdir = checkpoint_folder(out)
+    out, workdir = tuning_folders(out_dir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with _lock(workdir):
         out.mkdir(parents=True, exist_ok=True)
         db = out / STUDY_FILE
         if not resume:
-            for stale in (db, db.with_name(db.name + "-journal")):
-                stale.unlink(missing_ok=True)
             for stale_dir in workdir.glob(f"{_MODEL_DIR}*"):  # the final model's resume state
                 shutil.rmtree(stale_dir, ignore_errors=True)
-        storage = _open_storage(db)
-        try:
-            if resume:
-                _check_existing(storage, fingerprint, db)
+        with study_storage(db, fingerprint, resume=resume, shown=db) as storage:
             result = _tune(lab, model_name, out, workdir, storage, fixed, tuned, outer,
                            fingerprint, trials=trials, inner_cv=inner_cv, seed=seed,
                            group=group, metric=metric, prune=prune, source=source,
                            progress=progress, started=started)
-        finally:
-            storage.remove_session()
-            storage.engine.dispose()
     shutil.rmtree(workdir, ignore_errors=True)
     return result
 
@@ -721,7 +760,6 @@ def _write_run(lab: TimeSeriesSet, model_name: str, config: dict[str, Any], out:
                report: dict[str, Any], seed: int, source: str, progress: bool,
                started: float) -> Classifier:
     """Train ``config`` on every labelled sample and write it as a run with the reports."""
-    import sqlite3
 
     from cropscope.evaluation.report import write_report
     from cropscope.io import write_json
@@ -752,13 +790,7 @@ def _write_run(lab: TimeSeriesSet, model_name: str, config: dict[str, Any], out:
     def write_extra(folder: Path) -> None:
         write_report(evaluation, folder)
         write_json(folder / REPORT_FILE, report)
-        # the studies stay with the run (hidden, outside the manifest: see the module doc)
-        src, dst = sqlite3.connect(db), sqlite3.connect(folder / STUDY_FILE)
-        try:
-            src.backup(dst)
-        finally:
-            dst.close()
-            src.close()
+        copy_studies(db, folder)
 
     if first_process():
         save_classifier_run(model, out, training=record, metrics=evaluation.to_dict(),
