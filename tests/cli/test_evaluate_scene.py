@@ -76,3 +76,25 @@ def test_train_on_a_scene_writes_a_run_directory(scene_files, tmp_path) -> None:
 def test_datasets_list_shows_the_scenes() -> None:
     proc = run_cli("datasets", "list")
     assert "indian-pines-window" in proc.stdout and "enmap-potsdam" in proc.stdout
+
+
+def test_tune_a_scene_from_files_and_its_error_lines(scene_files, tmp_path) -> None:
+    """``cropscope tune --scene --labels`` takes the spatial route: one JSON object with the
+    test figure apart from the inner one; table-only options are one error line."""
+    mat, tif = scene_files
+    out = tmp_path / "tuned"
+    proc = run_cli("tune", "--scene", f"{mat}:cube", "--labels", str(tif), "--model", "lda",
+                   "--split", "blocks:6", "--trials", "3", "--inner-cv", "3", "--json",
+                   "--out", str(out))
+    report = json.loads(proc.stdout)
+    assert report["split"] == "blocks:6" and report["inner_groups"]["unit"] == "6 x 6 px blocks"
+    assert report["test"]["overall_accuracy"] > 0.6 and report["inner_best"]["n_trials"] == 3
+    assert (out / "tuning.json").is_file() and (out / "manifest.json").is_file()
+    proc = run_cli("tune", "--scene", f"{mat}:cube", "--labels", str(tif), "--model", "lda",
+                   "--split", "blocks:6", "--group", "region", "--out", str(tmp_path / "g"),
+                   check=False)
+    assert_one_line_error(proc, "--group is for tables")
+    proc = run_cli("tune", "--scene", f"{mat}:cube", "--labels", str(tif), "--model", "lda",
+                   "--split", "blocks:12", "--inner-cv", "9", "--out", str(tmp_path / "few"),
+                   check=False)
+    assert_one_line_error(proc, "inner CV needs at least 9")
