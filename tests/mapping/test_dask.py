@@ -163,3 +163,41 @@ def test_cli_predict_with_workers_writes_cogs(
     areas = read_json(out.parent / "map_areas.json")
     assert list(areas) == list(run.model.classes)
     assert sum(a["pixels"] for a in areas.values()) == 50 * 70 - 40
+
+
+_ENDED_THREAD = """
+import contextlib, sys, threading
+sys.path.insert(0, {root!r})
+from cropscope.data.readers.cube import CubeSource
+from cropscope.mapping import job
+
+source = CubeSource.scan({scene!r})
+
+def open_in_thread():  # what _keep_open does in a worker's executor thread
+    stack = contextlib.ExitStack()
+    stack.enter_context(source.opened())
+    job._OPEN_SOURCES[threading.get_ident()] = (source, stack)
+
+worker = threading.Thread(target=open_in_thread)
+worker.start()
+worker.join()  # the executor replaced its thread: the opener has ended
+job._close_kept_sources()  # runs in another thread
+assert not job._OPEN_SOURCES and source._handles is None
+print("closed")
+"""
+
+
+def test_files_kept_open_by_an_ended_thread_are_closed_without_a_traceback(
+        scene: Path, tmp_path: Path) -> None:  # noqa: F811
+    """A worker thread that opened the cube's files may end before the closing task runs
+    (in another thread): the files are still closed then, not left to the interpreter's
+    exit, where GDAL's per-thread environment is gone (a traceback on stderr)."""
+    import subprocess
+
+    script = tmp_path / "ended.py"
+    script.write_text(_ENDED_THREAD.format(root=str(Path(__file__).resolve().parents[2]),
+                                           scene=str(scene)))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "closed", proc.stderr
+    assert "Traceback" not in proc.stderr and "EnvError" not in proc.stderr, proc.stderr

@@ -245,8 +245,7 @@ def _keep_open(source: CubeLike) -> None:
     held = _OPEN_SOURCES.get(key)
     if held is not None and held[0] is source:
         return
-    if held is not None:
-        held[1].close()
+    _close_kept_sources()
     stack = contextlib.ExitStack()
     stack.enter_context(source.opened())
     _OPEN_SOURCES[key] = (source, stack)
@@ -412,14 +411,23 @@ def _dask_predictions(
 
 
 def _close_kept_sources() -> None:
-    """A Dask task: close the files :func:`_keep_open` holds in this worker thread (in the
-    thread that opened them: GDAL's environment is per thread, and one left for the
-    interpreter's exit fails there with a traceback on stderr)."""
+    """A Dask task: close the files :func:`_keep_open` holds in this worker: this thread's,
+    and those of threads that have ended (a worker's executor may replace its thread between
+    tasks). Nothing may be left for the interpreter's exit, where closing fails with a
+    traceback on stderr. GDAL's environment is per thread: a source opened by an ended
+    thread has none here to leave, so that :class:`rasterio.errors.EnvError` (raised after
+    the files are closed) is ignored."""
     import threading
 
-    held = _OPEN_SOURCES.pop(threading.get_ident(), None)
-    if held is not None:
-        held[1].close()
+    from rasterio.errors import EnvError
+
+    alive = {t.ident for t in threading.enumerate()} - {threading.get_ident()}
+    for key in [k for k in _OPEN_SOURCES if k not in alive]:
+        _, stack = _OPEN_SOURCES.pop(key)
+        try:
+            stack.close()
+        except EnvError:
+            pass
 
 
 def _close_on_workers(client: Any, distributed: Any) -> None:
