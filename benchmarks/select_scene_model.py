@@ -15,7 +15,9 @@ accuracy and the winner, then the winner's accuracy on the untouched test blocks
 
 With ``--split tiles`` the inner folds are groups of the scene's training tiles. The
 winner is the highest inner overall accuracy; the inner average accuracy (mean recall of
-the classes) is printed beside it.
+the classes) is printed beside it. The folds and each fold's fit are those of ``cropscope
+tune`` on a scene (:func:`cropscope.hyperspectral.tuning.inner_folds` and
+``fold_predictions``); here the folds' predictions are pooled.
 
 Accuracies only; never asserts anything. Deep models are left out (minutes per fit on a
 CPU); add them with ``--models``.
@@ -46,55 +48,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from scipy.ndimage import binary_dilation
-
-    from cropscope.evaluation.spatial import make_spatial_split
+    from cropscope.evaluation.metrics import classification_metrics
     from cropscope.hyperspectral.datasets import load_scene_dataset
-    from cropscope.hyperspectral.scene import create_scene_model, evaluate_scene
+    from cropscope.hyperspectral.scene import evaluate_scene
+    from cropscope.hyperspectral.tuning import fold_predictions, inner_folds
     from cropscope.threads import set_threads
 
     set_threads(args.threads)
     # logreg's lbfgs may stop at max_iter on some folds: reported once, not per fold
     warnings.filterwarnings("once", message="lbfgs failed to converge")
     scene = load_scene_dataset(args.scene)
-    split = make_spatial_split(args.split, scene.labels, regions=scene.regions,
-                               region_roles=scene.region_roles, seed=args.seed)
-    train_region = np.asarray(split.train)
-    if args.split == "tiles":  # the scene's own tiles are the inner CV's groups
-        block_id, unit = np.asarray(scene.regions), "training tiles"
-    else:
-        block = int(args.split.split(":")[1]) if args.split.startswith("blocks:") else 16
-        h, w = scene.labels.shape
-        block_id = ((np.arange(h)[:, None] // block) * (w // block + 1)
-                    + np.arange(w)[None, :] // block)
-        unit = f"training blocks of {block} px"
-    ids = np.unique(block_id[train_region & (scene.labels > 0)])
-    np.random.default_rng(args.seed).shuffle(ids)
-    folds = np.array_split(ids, args.folds)
-    print(f"{scene}; inner CV: {len(ids)} {unit} in {args.folds} folds; "
+    inner = inner_folds(scene, args.split, folds=args.folds, seed=args.seed)
+    print(f"{scene}; inner CV: {inner.count} training {inner.unit} in {args.folds} folds; "
           f"{args.threads} threads")
     print(f"{'model':10s} {'features':8s} {'patch':>5s} {'inner OA':>9s} {'inner AA':>9s} "
           f"{'fit s':>7s}")
     scores: dict[tuple[str, str, int], float] = {}
     for name, feat, size in itertools.product(args.models, args.features, args.patch_sizes):
-        truth, guess = [], []
         start = time.perf_counter()
-        for fold in folds:
-            held = train_region & np.isin(block_id, fold)
-            near = binary_dilation(held, np.ones((size, size), bool)) if size > 1 else held
-            model = create_scene_model(name, features=FEATURES[feat], patch_size=size,
-                                       seed=args.seed)
-            fit_on, score_on = scene.samples(train_region & ~near, size), scene.samples(held, size)
-            if size == 1:
-                fit_on, score_on = fit_on.centre_set(), score_on.centre_set()
-            model.fit(fit_on)
-            truth.append(score_on.labels)
-            guess.append(model.predict(score_on))
-        y, p = np.concatenate(truth), np.concatenate(guess)
-        scores[(name, feat, size)] = float((y == p).mean())
-        recall = np.mean([(p[y == k] == k).mean() for k in np.unique(y)])
-        print(f"{name:10s} {feat:8s} {size:5d} {scores[(name, feat, size)]:9.4f} {recall:9.4f} "
-              f"{time.perf_counter() - start:7.1f}", flush=True)
+        options = {"features": FEATURES[feat], "patch_size": size, "seed": args.seed}
+        pairs = [fold_predictions(scene, name, options, inner.train, held)
+                 for held in inner.held]
+        m = classification_metrics(np.concatenate([y for y, _ in pairs]),
+                                   np.concatenate([p for _, p in pairs]), list(scene.classes),
+                                   labels_present_only=True)
+        scores[(name, feat, size)] = float(m["overall_accuracy"])
+        print(f"{name:10s} {feat:8s} {size:5d} {m['overall_accuracy']:9.4f} "
+              f"{m['average_accuracy']:9.4f} {time.perf_counter() - start:7.1f}", flush=True)
     name, feat, size = max(scores, key=lambda k: scores[k])
     res = evaluate_scene(name, scene, args.split, seed=args.seed,
                          config={"features": FEATURES[feat], "patch_size": size})

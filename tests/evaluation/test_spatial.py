@@ -93,3 +93,16 @@ def test_region_split_and_tiles() -> None:
 def test_unknown_specs_are_clear_errors(spec: str) -> None:
     with pytest.raises(EvaluationError, match="unknown spatial split"):
         make_spatial_split(spec, np.ones((4, 4), int))
+
+
+def test_block_ids_are_the_blocks_of_block_split() -> None:
+    from cropscope.evaluation.spatial import block_ids, block_split
+
+    labels = np.ones((13, 17), dtype=np.int32)
+    ids = block_ids(labels.shape, 4)
+    assert ids.shape == (13, 17) and np.unique(ids).size == 4 * 5  # ceil(13/4) x ceil(17/4)
+    split = block_split(labels, 4)
+    for k in np.unique(ids):  # each block lies wholly on one side of the checkerboard
+        part = split.test[ids == k]
+        assert part.all() or not part.any()
+    assert ids[0, 0] == 0 and ids[4, 0] == 5 and ids[12, 16] == 19

@@ -113,6 +113,14 @@ def _check_classes(labels: np.ndarray, train: np.ndarray, test: np.ndarray) -> l
     return [int(c) for c in present if c not in in_train or c not in in_test]
 
 
+def block_ids(shape: tuple[int, int], block: int) -> np.ndarray:
+    """Id of the ``block x block`` block of every pixel of an ``[H, W]`` grid (row-major
+    order of the blocks, the blocks of :func:`block_split`)."""
+    h, w = shape
+    n_cols = -(-w // block)
+    return (np.arange(h)[:, None] // block) * n_cols + np.arange(w)[None, :] // block
+
+
 def block_split(
     labels: np.ndarray,
     block: int,

@@ -27,11 +27,11 @@ version of steps 1-4 over a fixed grid.
 from __future__ import annotations
 
 import functools
-import hashlib
 import shutil
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,8 @@ from cropscope.hyperspectral.scene import (
     train_scene,
 )
 
-__all__ = ["SCENE_FEATURES", "scene_search_space", "tune_scene"]
+__all__ = ["SCENE_FEATURES", "InnerFolds", "fold_predictions", "inner_folds",
+           "scene_search_space", "tune_scene"]
 
 #: feature choices for one-step spectra (temporal differences and statistics mean nothing)
 SCENE_FEATURES = [["values"], ["snv", "values"]]
@@ -79,48 +80,73 @@ def scene_search_space(model_name: str, config: Mapping[str, Any] | None = None,
     return search_space(model_name, fixed, space)
 
 
-def _inner_groups(scene: Scene, split: str, train_region: np.ndarray) -> tuple[np.ndarray, str]:
-    """Group id of every pixel for the inner folds: tiles, or ``B x B`` blocks."""
-    if split.split(":")[0] == "tiles":
-        if scene.regions is None:  # make_spatial_split refused this already
-            raise EvaluationError("split 'tiles' needs a scene with tiles")
-        return np.asarray(scene.regions), "tiles"
-    parts = split.split(":")
-    block = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 16
-    h, w = scene.labels.shape
-    ids = (np.arange(h)[:, None] // block) * (w // block + 1) + np.arange(w)[None, :] // block
-    return ids, f"{block} x {block} px blocks"
+@dataclass
+class InnerFolds:
+    """Folds of a scene split's training region: ``train`` (the region, ``[H, W]``),
+    ``held`` (per fold, the whole region of its groups, unlabelled pixels included, so that
+    the guard around it is the scene split's) and the groups dealt into them (``unit``,
+    ``count``: those with labelled pixels)."""
+
+    train: np.ndarray
+    held: list[np.ndarray]
+    unit: str
+    count: int
 
 
-def _scene_digest(scene: Scene) -> str:
-    digest = hashlib.sha256()
-    for arr in (scene.image, scene.labels, scene.regions):
-        if arr is not None:
-            a = np.ascontiguousarray(arr)
-            digest.update(f"{a.dtype}{a.shape}".encode())
-            digest.update(a.data)
-    digest.update(repr((list(scene.bands), list(scene.classes))).encode())
-    return digest.hexdigest()
+def inner_folds(scene: Scene, split: str, *, folds: int, seed: int = 0) -> InnerFolds:
+    """Deal the groups of ``split``'s training region (its tiles for ``tiles``, else its
+    ``B x B`` blocks) into ``folds`` seeded folds (module doc, step 2)."""
+    from cropscope.evaluation.spatial import block_ids, make_spatial_split
+
+    sp = make_spatial_split(split, scene.labels, regions=scene.regions,
+                            region_roles=scene.region_roles, seed=seed)
+    train = np.asarray(sp.train, dtype=bool)
+    if sp.detail.get("kind") == "blocks":
+        block = int(sp.detail["block"])
+        group_id, unit = block_ids(scene.labels.shape, block), f"{block} x {block} px blocks"
+    else:  # predefined regions (make_spatial_split checked the scene has them)
+        group_id, unit = np.asarray(scene.regions), "tiles"
+    ids = np.unique(group_id[train & (scene.label_index() >= 0)])  # groups with labels
+    if ids.size < folds:
+        raise EvaluationError(f"the training region of split {split!r} has {ids.size} {unit}; "
+                              f"the inner CV needs at least {folds} (lower --inner-cv)")
+    np.random.default_rng(seed).shuffle(ids)
+    held = [train & np.isin(group_id, part) for part in np.array_split(ids, folds)]
+    return InnerFolds(train, held, unit, int(ids.size))
 
 
-def _fold_score(scene: Scene, model_name: str, metric: str, train_region: np.ndarray,
-                held: np.ndarray, options: Mapping[str, Any]) -> float:
-    """Train ``options`` on ``train_region`` minus the guard around ``held``; score ``held``."""
-    from scipy.ndimage import binary_dilation
-
-    from cropscope.evaluation.metrics import classification_metrics
+def fold_predictions(scene: Scene, model_name: str, options: Mapping[str, Any],
+                     train: np.ndarray, held: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Train ``options`` on ``train`` minus the pixels within the model's patch radius of
+    ``held`` (the scene split's guard) and predict ``held``: its labels and predicted codes."""
+    from cropscope.evaluation.spatial import apply_guard
 
     model = create_scene_model(model_name, **options)
     size = _patch_size(model)
-    near = binary_dilation(held, np.ones((size, size), bool)) if size > 1 else held
-    fit_on, score_on = scene.samples(train_region & ~near, size), scene.samples(held, size)
+    fit_on = scene.samples(apply_guard(train, held, size // 2), size)
+    score_on = scene.samples(held, size)
     if fit_on.n_samples == 0:
         raise EvaluationError("an inner fold leaves no training pixel after the guard")
     model.fit(_input_of(model, fit_on))
-    pred = np.asarray(model.predict(_input_of(model, score_on)), dtype=np.int64)
     assert score_on.labels is not None
-    m = classification_metrics(score_on.labels, pred, list(scene.classes),
-                               labels_present_only=True)
+    return score_on.labels, np.asarray(model.predict(_input_of(model, score_on)),
+                                       dtype=np.int64)
+
+
+def _scene_digest(scene: Scene) -> str:
+    """sha256 of what the study's scores depend on in the scene."""
+    from cropscope.io import digest
+
+    return digest(scene.image, scene.labels, scene.regions,
+                  [list(scene.bands), list(scene.classes)])
+
+
+def _fold_score(scene: Scene, model_name: str, metric: str, train: np.ndarray,
+                held: np.ndarray, options: Mapping[str, Any]) -> float:
+    from cropscope.evaluation.metrics import classification_metrics
+
+    y, pred = fold_predictions(scene, model_name, options, train, held)
+    m = classification_metrics(y, pred, list(scene.classes), labels_present_only=True)
     return float(m[metric])
 
 
@@ -147,7 +173,6 @@ def tune_scene(
     report, ``inner_best`` the optimistic one)."""
     from tqdm import tqdm
 
-    from cropscope.evaluation.spatial import make_spatial_split
     from cropscope.io import write_json
     from cropscope.training.tuning import (
         REPORT_FILE,
@@ -172,18 +197,9 @@ def tune_scene(
                           folds={"inner cv": inner_cv})
     tuned = scene_search_space(model_name, fixed, space)
     spec = split or scene.default_split()
-    sp = make_spatial_split(spec, scene.labels, regions=scene.regions,
-                            region_roles=scene.region_roles, seed=seed)
-    train_region = np.asarray(sp.train, dtype=bool) & (scene.label_index() >= 0)
-    group_id, unit = _inner_groups(scene, spec, train_region)
-    ids = np.unique(group_id[train_region])
-    if ids.size < inner_cv:
-        raise EvaluationError(f"the training region of split {spec!r} has {ids.size} {unit}; "
-                              f"the inner CV needs at least {inner_cv} (lower --inner-cv)")
-    np.random.default_rng(seed).shuffle(ids)
-    helds = [train_region & np.isin(group_id, fold) for fold in np.array_split(ids, inner_cv)]
-    scorers = [functools.partial(_fold_score, scene, model_name, metric, train_region, held)
-               for held in helds]
+    inner = inner_folds(scene, spec, folds=inner_cv, seed=seed)
+    scorers = [functools.partial(_fold_score, scene, model_name, metric, inner.train, held)
+               for held in inner.held]
     fingerprint = _jsonify({
         "format": _FORMAT, "kind": "scene", "data": _scene_digest(scene), "split": spec,
         "model": model_name, "config": fixed, "space": tuned, "inner_cv": inner_cv,
@@ -211,7 +227,7 @@ def tune_scene(
         report: dict[str, Any] = {
             "model": model_name, "metric": metric, "trials": trials, "inner_cv": inner_cv,
             "seed": seed, "prune": prune, "source": source, "split": spec,
-            "inner_groups": {"unit": unit, "count": int(ids.size)},
+            "inner_groups": {"unit": inner.unit, "count": inner.count},
             "inner_best": {
                 "what": "best inner-CV score (folds of the training region): the figure the "
                         "search maximised, optimistic (not an estimate of accuracy on new "
