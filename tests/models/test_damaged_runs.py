@@ -21,12 +21,14 @@ from tests.conftest import make_toy_set
 CONFIGS = {
     "lightgbm": {"n_estimators": 5, "min_child_samples": 2},
     "rf": {"n_estimators": 3},
+    "quant": {"n_estimators": 3},
     "logreg": {},
     "svm": {},
     "lda": {},
     "tempcnn": {"epochs": 1, "batch_size": 16, "hidden": 8, "filters": 4, "device": "cpu"},
 }
-WEIGHTS = {"lightgbm": "lightgbm.txt", "rf": "forest.skops", "logreg": "logreg.npz",
+WEIGHTS = {"lightgbm": "lightgbm.txt", "rf": "forest.skops", "quant": "forest.skops",
+           "logreg": "logreg.npz",
            "svm": "svm.skops", "lda": "lda.npz",
            "tempcnn": "weights.safetensors"}
 

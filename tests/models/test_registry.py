@@ -14,6 +14,8 @@ from tests.conftest import make_toy_set
 #: small settings so each model trains in a second or two on toy data
 FAST: dict[str, dict[str, Any]] = {
     "rf": {"n_estimators": 25},
+    "extratrees": {"n_estimators": 25},
+    "quant": {"n_estimators": 25},
     "lightgbm": {"n_estimators": 40, "min_child_samples": 3},
     "logreg": {},
     "svm": {},
@@ -26,7 +28,7 @@ FAST: dict[str, dict[str, Any]] = {
                              "spectral_dim": 16, "out_dim": 16, "spatial_depth": 1,
                              "spectral_depth": 1},
 }
-FAST["minirocket"] = {"n_features": 840}
+FAST["minirocket"] = {"n_features": 840, "hydra": True, "hydra_k": 4, "hydra_g": 8}
 FAST["inceptiontime"] = {"epochs": 15, "batch_size": 16, "lr": 3e-3, "n_models": 1, "filters": 8}
 FAST["hierarchical"] = {"base": "rf", "base_config": FAST["rf"]}
 FAST["ensemble"] = {

@@ -300,3 +300,43 @@ def test_threads_follow_cropscope(monkeypatch: pytest.MonkeyPatch) -> None:
     model = create_model("minirocket", n_features=168)
     assert model.n_jobs() == 1 and seen
     assert create_model("minirocket", n_jobs=2).n_jobs() == 2
+
+
+# ---------------------------------------------------------------------------- calibration
+def test_fit_temperature_recovers_the_scale_of_the_logits() -> None:
+    from cropscope.models.rocket import fit_temperature
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(20_000, 5))
+    p = np.exp(2.5 * logits)
+    p /= p.sum(axis=1, keepdims=True)
+    target = (rng.random((len(p), 1)) > p.cumsum(axis=1)).sum(axis=1)
+    assert fit_temperature(logits, target) == pytest.approx(2.5, rel=0.05)
+    assert fit_temperature(logits[:0], target[:0]) == 1.0
+
+
+def test_ridge_probabilities_are_calibrated_and_keep_the_ridge_prediction(tmp_path) -> None:
+    train = make_toy_set(n_per_class=30, n_times=24, seed=1)
+    test = make_toy_set(n_per_class=30, n_times=24, seed=2)
+    model = create_model("minirocket", n_features=840).fit(train)
+    assert model.temperature_ > 0 and model.card.extra["temperature"] == model.temperature_
+    proba = model.predict_proba(test)
+    z = model._features(model._prepare(test), 1)
+    scores = (z @ model.coef_.T + model.intercept_).astype(np.float64)
+    np.testing.assert_array_equal(proba.argmax(axis=1), model.classes_[scores.argmax(axis=1)])
+    # the plain softmax of ridge scores (about +-1) is nearly flat; on separable classes
+    # the calibrated probabilities are confident
+    plain = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
+    assert model.temperature_ > 1.0
+    assert proba.max(axis=1).mean() > plain.max(axis=1).mean() + 0.1
+    model.save(tmp_path / "m")
+    path = tmp_path / "m" / "minirocket.npz"
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    np.savez(path, **{k: v for k, v in arrays.items() if k != "temperature"})  # an older run
+    old = Classifier.load(tmp_path / "m")
+    assert old.temperature_ == 1.0
+    np.testing.assert_array_equal(old.predict(test), model.predict(test))
+    np.savez(path, **{**arrays, "temperature": np.array(-1.0)})
+    with pytest.raises(ModelError):
+        Classifier.load(tmp_path / "m")

@@ -16,7 +16,7 @@ __all__ = ["FEATURE_KINDS", "FEATURE_STEPS", "apply_feature_step", "build_featur
            "is_feature_step"]
 
 #: Feature blocks of a spec for :func:`build_features`.
-FEATURE_KINDS = ("values", "indices", "harmonics", "stats", "diff")
+FEATURE_KINDS = ("values", "indices", "harmonics", "stats", "diff", "quantiles")
 #: Preprocessing steps of a spec (prefixes; parameters after ``:``), applied in order to
 #: the series the later blocks see.
 FEATURE_STEPS = ("whittaker", "sgolay", "index", "expr", "snv")
@@ -155,6 +155,9 @@ def build_features(
     - ``"stats"``: per band over valid steps: ``mean, std, min, max, argmax_frac`` (time of
       the maximum as a fraction of the sample's observed span) and ``amplitude`` (max-min).
     - ``"diff"``: first temporal difference of the gap-filled values (``B4_d01`` = t01-t00).
+    - ``"quantiles"``: QUANT's interval quantiles of the gap-filled values, their first and
+      second differences and Fourier magnitudes (:mod:`cropscope.features.intervals`, e.g.
+      ``B4_x2.1_q0``).
 
     Preprocessing steps (:data:`FEATURE_STEPS`, see :func:`apply_feature_step`) change the
     series that the blocks *after* them see, in spec order, e.g. ``["expr:ndvi=(B8-B4)/
@@ -185,13 +188,17 @@ def build_features(
         if item in done:
             continue
         done.add(item)
-        if item in {"values", "indices", "diff"}:
+        if item in {"values", "indices", "diff", "quantiles"}:
             if filled is None:
                 filled = interpolate_gaps(ts)
             if item == "values":
                 block, cols = _flatten(filled.values, ts.bands, "t")
             elif item == "indices":
                 block, cols = _indices_block(filled, sensor)
+            elif item == "quantiles":
+                from cropscope.features.intervals import interval_quantiles
+
+                block, cols = interval_quantiles(filled.values, ts.bands)
             else:
                 block, cols = _flatten(np.diff(filled.values, axis=1), ts.bands, "d", start=1)
         elif item == "harmonics":

@@ -44,8 +44,10 @@ standardises the features with their training mean and standard deviation and fi
 
 - ``head="ridge"`` (default, as in both papers): scikit-learn ``RidgeClassifierCV`` with
   ``alphas`` chosen by efficient leave-one-out cross-validation. ``predict_proba`` is the
-  softmax of the ridge decision function: its argmax is the ridge prediction, but the values
-  are scores, not calibrated probabilities (with many classes they are flat).
+  softmax of the ridge decision function times one temperature, fitted (least log-loss) on
+  the leave-one-out decision values that the penalty search computes anyway: its argmax is
+  the ridge prediction, and its values are usable as probabilities (in a soft vote, say;
+  the plain softmax was nearly flat with many classes).
 - ``head="logistic"``: multinomial logistic regression (L2, ``C``), calibrated probabilities
   but a slower fit on many features.
 
@@ -69,6 +71,7 @@ from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import DataError, ModelError
 from cropscope.features.gapfill import interpolate_gaps_array, time_axis_days
 from cropscope.models.base import Classifier
+from cropscope.models.hydra import HydraTransform, sparse_scale
 from cropscope.threads import current_threads
 
 __all__ = ["KERNEL_INDICES", "MiniRocket", "RocketTransform"]
@@ -466,6 +469,27 @@ def _batches(n: int, size: int) -> Iterator[slice]:
         yield slice(lo, min(n, lo + size))
 
 
+def fit_temperature(logits: np.ndarray, target: np.ndarray) -> float:
+    """The ``T > 0`` for which ``softmax(T * logits)`` has the least mean log-loss on the
+    class indices ``target`` (one scalar: the ranking of the classes, so every prediction,
+    is unchanged). Searched on ``log T`` in ``[-7, 7]``; 1.0 when there is nothing to fit."""
+    from scipy.optimize import minimize_scalar
+
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.shape[0] == 0 or not np.isfinite(logits).all():
+        return 1.0
+    rows = np.arange(len(target))
+
+    def loss(log_t: float) -> float:
+        scaled = np.exp(log_t) * logits
+        scaled -= scaled.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(scaled).sum(axis=1))
+        return float(np.mean(log_norm - scaled[rows, target]))
+
+    best = minimize_scalar(loss, bounds=(-7.0, 7.0), method="bounded")
+    return float(np.exp(best.x)) if best.success else 1.0
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     logits = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(logits)
@@ -484,6 +508,11 @@ class MiniRocket(Classifier):
             # None: 10 000 (minirocket) / 50 000 (multirocket), rounded down (see module)
             "n_features": None,
             "max_dilations": 32,
+            # add Hydra's competing-kernel counts (k kernels x g groups; see models/hydra.py)
+            # beside the ROCKET features, one head over both ("MultiRocket-Hydra")
+            "hydra": False,
+            "hydra_k": 8,
+            "hydra_g": 64,
             "head": "ridge",  # or "logistic"
             # ridge: the penalties tried by leave-one-out cross-validation
             "alphas": [float(a) for a in np.logspace(-3, 3, 10)],
@@ -517,7 +546,14 @@ class MiniRocket(Classifier):
             isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1
         ):
             raise ModelError(f"n_jobs must be a positive integer or null, got {n_jobs!r}")
+        if not isinstance(c["hydra"], bool):
+            raise ModelError(f"hydra must be true or false, got {c['hydra']!r}")
         self.transform_ = self._new_transform()  # checks variant, n_features, max_dilations
+        self.hydra_: HydraTransform | None = self._new_hydra()  # checks hydra_k, hydra_g
+
+    def _new_hydra(self) -> HydraTransform | None:
+        c = self.config
+        return HydraTransform(c["hydra_k"], c["hydra_g"], c["seed"]) if c["hydra"] else None
 
     def _new_transform(self) -> RocketTransform:
         c = self.config
@@ -548,6 +584,16 @@ class MiniRocket(Classifier):
         feats /= self.scale_
         return feats
 
+    def _features(self, x: np.ndarray, n_jobs: int) -> np.ndarray:
+        """Scaled features of prepared series: the ROCKET features standardised, then the
+        Hydra counts (when ``hydra``) scaled by :func:`~cropscope.models.hydra.sparse_scale`."""
+        z = self._standardise(self.transform_.transform(x, n_jobs))
+        if self.hydra_ is None:
+            return z
+        counts = sparse_scale(self.hydra_.transform(x, n_jobs), self.hydra_mean_,
+                              self.hydra_scale_)[0]  # fmt: skip
+        return np.concatenate([z, counts], axis=1)
+
     # ------------------------------------------------------------------ Classifier API
     def _fit(self, train: TimeSeriesSet, val: TimeSeriesSet | None, progress: bool) -> None:
         card = self._require_card()
@@ -569,17 +615,25 @@ class MiniRocket(Classifier):
         x = self._prepare(train)
         self.transform_ = self._new_transform().fit(x)
         feats = self.transform_.transform(x, self.n_jobs())
-        del x
         self.mean_ = feats.mean(axis=0, dtype=np.float64).astype(np.float32)
         scale = feats.std(axis=0, dtype=np.float64)
         self.scale_ = np.where(scale > 1e-8, scale, 1.0).astype(np.float32)
         z = self._standardise(feats)
+        self.hydra_ = self._new_hydra()
+        if self.hydra_ is not None:
+            counts = self.hydra_.fit(x).transform(x, self.n_jobs())
+            counts, self.hydra_mean_, self.hydra_scale_ = sparse_scale(counts)
+            z = np.concatenate([z, counts], axis=1)
+            del counts
+        del x
         self._fit_head(z, train.labels)
         card.extra.update(
             variant=self.config["variant"],
-            n_features=self.transform_.n_features,
+            n_features=self.transform_.n_features
+            + (0 if self.hydra_ is None else self.hydra_.n_features),
             head=self.config["head"],
             alpha=self.alpha_,
+            temperature=self.temperature_,
         )
 
     def _fit_head(self, z: np.ndarray, y: np.ndarray) -> None:
@@ -587,12 +641,20 @@ class MiniRocket(Classifier):
         if c["head"] == "ridge":
             from sklearn.linear_model import RidgeClassifierCV
 
+            alphas = np.asarray(c["alphas"], dtype=np.float64)
             est: Any = RidgeClassifierCV(
-                alphas=np.asarray(c["alphas"], dtype=np.float64), class_weight=c["class_weight"]
+                alphas=alphas, class_weight=c["class_weight"], store_cv_results=True
             )
             est.fit(z, y)
             self.alpha_: float | None = float(est.alpha_)
             half = 1.0  # softmax([-d, d]) for the one column of two classes
+            # leave-one-out decision values at the chosen penalty: [N, K] (or [N, 1])
+            loo = est.cv_results_[:, :, int(np.argmin(np.abs(alphas - est.alpha_)))]
+            if loo.shape[1] == 1:
+                loo = np.hstack([-loo, loo])
+            self.temperature_ = fit_temperature(loo, np.searchsorted(est.classes_, y))
+            del loo
+            est.cv_results_ = None
         else:
             from sklearn.linear_model import LogisticRegression
 
@@ -604,6 +666,7 @@ class MiniRocket(Classifier):
             )
             est.fit(z, y)
             self.alpha_ = None
+            self.temperature_ = 1.0  # already calibrated
             half = 0.5  # sigmoid(d) = softmax([-d/2, d/2])
         coef = np.atleast_2d(est.coef_)
         intercept = np.atleast_1d(est.intercept_)
@@ -619,9 +682,9 @@ class MiniRocket(Classifier):
         out = np.zeros((ts.n_samples, len(self.classes)), dtype=np.float32)
         n_jobs = self.n_jobs()
         for sl in _batches(ts.n_samples, _PREDICT_BATCH):
-            z = self._standardise(self.transform_.transform(x[sl], n_jobs))
+            z = self._features(x[sl], n_jobs)
             logits = z @ self.coef_.T + self.intercept_
-            out[sl, self.classes_] = _softmax(logits.astype(np.float64))
+            out[sl, self.classes_] = _softmax(self.temperature_ * logits.astype(np.float64))
         return out
 
     def _save_weights(self, directory: Path) -> None:
@@ -629,7 +692,11 @@ class MiniRocket(Classifier):
 
         arrays = {"mean": self.mean_, "scale": self.scale_, "coef": self.coef_,
                   "intercept": self.intercept_, "classes": self.classes_,
+                  "temperature": np.array(self.temperature_),
                   **self.transform_.to_arrays("transform_")}  # fmt: skip
+        if self.hydra_ is not None:
+            arrays.update(self.hydra_.to_arrays("hydra_"), hydra_mean=self.hydra_mean_,
+                          hydra_scale=self.hydra_scale_)  # fmt: skip
         with atomic_path(directory / _WEIGHTS) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, allow_pickle=False, **arrays)
 
@@ -640,27 +707,49 @@ class MiniRocket(Classifier):
         try:
             with np.load(path, allow_pickle=False) as data:
                 transform = self._new_transform().load_arrays(data, "transform_")
+                hydra = self._new_hydra()
+                if hydra is not None:
+                    hydra.load_arrays(data, "hydra_")
+                    hydra_mean = np.asarray(data["hydra_mean"], dtype=np.float32)
+                    hydra_scale = np.asarray(data["hydra_scale"], dtype=np.float32)
                 mean, scale = data["mean"], data["scale"]
                 coef, intercept, classes = data["coef"], data["intercept"], data["classes"]
-        except (OSError, ValueError, KeyError) as exc:
+                # runs saved before the ridge head was calibrated: the plain softmax
+                temperature = float(data["temperature"]) if "temperature" in data else 1.0
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"cannot read {path}: {exc}") from None
         card = self._require_card()
         n_feat = transform.n_features
+        n_hydra = 0 if hydra is None else hydra.n_features
+        if hydra is not None and (
+            hydra_mean.shape != (n_hydra,)
+            or hydra_scale.shape != (n_hydra,)
+            or not (hydra_scale > 0).all()
+            or not np.isfinite(hydra_mean).all()
+            or hydra.n_times != card.n_times
+            or hydra.n_bands != len(card.bands)
+        ):
+            raise ModelError(f"{path} does not match its model card")
         if (
             mean.shape != (n_feat,)
             or scale.shape != (n_feat,)
             or coef.ndim != 2
-            or coef.shape[1] != n_feat
+            or coef.shape[1] != n_feat + n_hydra
             or intercept.shape != (coef.shape[0],)
             or classes.shape != (coef.shape[0],)
             or transform.n_bands != len(card.bands)
             or transform.reps[0].n_times != card.n_times
             or (classes < 0).any()
             or (classes >= len(card.classes)).any()
+            or not (np.isfinite(temperature) and temperature > 0)
         ):
             raise ModelError(f"{path} does not match its model card")
         self.transform_ = transform
+        self.hydra_ = hydra
+        if hydra is not None:
+            self.hydra_mean_, self.hydra_scale_ = hydra_mean, hydra_scale
         self.mean_, self.scale_ = mean.astype(np.float32), scale.astype(np.float32)
         self.coef_, self.intercept_ = coef.astype(np.float32), intercept.astype(np.float32)
         self.classes_ = classes.astype(np.int64)
         self.alpha_ = card.extra.get("alpha")
+        self.temperature_ = temperature

@@ -110,6 +110,17 @@ SEARCH_SPACES: dict[str, dict[str, dict[str, Any]]] = {
         "max_features": {"type": _CAT, "choices": ["sqrt", "log2", 0.2, 0.33, 0.5]},
         "min_samples_leaf": {"type": _INT, "low": 1, "high": 8},
     },
+    "extratrees": {
+        "n_estimators": {"type": _INT, "low": 100, "high": 1000, "step": 100},
+        "max_features": {"type": _CAT, "choices": ["sqrt", 0.1, 0.2, 0.33, 0.5]},
+        "min_samples_leaf": {"type": _INT, "low": 1, "high": 8},
+        "criterion": {"type": _CAT, "choices": ["gini", "entropy"]},
+    },
+    "quant": {
+        "n_estimators": {"type": _INT, "low": 100, "high": 600, "step": 100},
+        "max_features": {"type": _CAT, "choices": [0.05, 0.1, 0.2, 0.33]},
+        "features": {"type": _CAT, "choices": [["quantiles"], ["quantiles", "values"]]},
+    },
     "logreg": {
         "C": {"type": _FLOAT, "low": 1e-3, "high": 100.0, "log": True},
         "class_weight": {"type": _CAT, "choices": ["balanced", None]},
