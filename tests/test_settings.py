@@ -27,6 +27,8 @@ DEFAULTS = {"epochs": 10, "lr": 1e-3, "augment": True, "features": ["values"],
     ({"params": [1]}, "mapping"),
     ({"patience": 0}, "positive"),
     ({"dropout": 1.5}, "[0, 1)"),
+    ({"epochs": 10**20}, "at most 100,000"),
+    ({"lr": 1e12}, "at most 2,147,483,647"),
 ])
 def test_bad_option_values_are_refused(given: dict, words: str) -> None:
     with pytest.raises(SettingsError) as exc:
@@ -40,7 +42,7 @@ def test_bad_option_values_are_refused(given: dict, words: str) -> None:
     {"epochs": 3}, {"lr": 1}, {"augment": False}, {"features": ["values", "diff"]},
     {"device": "cpu"}, {"patience": None}, {"patience": 3}, {"lr_decay": None},
     {"min_samples_leaf": 0.1}, {"devices": "auto"}, {"devices": [0, 1]},
-    {"unknown": "left to the model"},
+    {"unknown": "left to the model"}, {"epochs": 100_000},
 ])
 def test_good_option_values_pass(given: dict) -> None:
     check_options("model 'x'", DEFAULTS, given)

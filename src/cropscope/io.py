@@ -201,5 +201,12 @@ def read_arrays(path: str | Path, names: tuple[str, ...] | None = None,
 
 
 def read_json(path: str | Path) -> Any:
-    """Read a JSON file."""
-    return json.loads(Path(path).read_text())
+    """Read a JSON file; text that is not UTF-8 or not JSON is one :class:`DataError`."""
+    from cropscope.errors import DataError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text (expected a JSON file)") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON: {exc}") from None

@@ -124,6 +124,8 @@ def check_options(what: str, defaults: dict[str, Any], given: dict[str, Any], *,
       are not type-checked (they take several kinds of value, e.g. ``max_features``);
     - ``null`` is accepted (an option's "off", e.g. ``lr_decay=null``) except for
       :data:`NOT_NULL` options;
+    - :data:`AT_MOST` options at most their bound, any number but ``seed`` at most
+      ``2**31 - 1``;
     - :data:`POSITIVE` options must be > 0, :data:`NON_NEGATIVE` ones >= 0 and
       :data:`UNIT_INTERVAL` ones in [0, 1) (when they are numbers).
     """
@@ -155,6 +157,9 @@ def check_options(what: str, defaults: dict[str, Any], given: dict[str, Any], *,
             raise fault(f"{what} option {key!r} must be a mapping, got {value!r}")
         if not number:
             continue
+        if (key in AT_MOST and value > AT_MOST[key]) or (key != "seed" and abs(value) > 2**31 - 1):
+            limit = AT_MOST.get(key, 2**31 - 1)
+            raise fault(f"{what} option {key!r} must be at most {limit:,}, got {value!r}")
         if key in POSITIVE and not value > 0:
             raise fault(f"{what} option {key!r} must be positive, got {value!r}")
         if key in NON_NEGATIVE and not value >= 0:
@@ -163,6 +168,10 @@ def check_options(what: str, defaults: dict[str, Any], given: dict[str, Any], *,
             raise fault(f"{what} option {key!r} must be in [0, 1), got {value!r}")
 
 
+#: upper bounds of counts whose cost grows with them (a typo such as an extra zero, or a
+#: huge number, is refused instead of running for days); every number option but ``seed`` is
+#: also at most 2**31 - 1
+AT_MOST = {"n_estimators": 100_000, "epochs": 100_000, "n_models": 1_000}
 #: options that must be > 0 wherever they appear
 POSITIVE = frozenset({
     "epochs", "batch_size", "lr", "learning_rate", "n_estimators", "num_leaves", "n_models",

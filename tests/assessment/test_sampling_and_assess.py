@@ -166,3 +166,30 @@ def test_stehman_strata_raster_end_to_end(tmp_path: Path) -> None:
     other = write_class_map(tmp_path / "other.tif", older[:100], names=["s0", "s1", "s2", "s3"])
     with pytest.raises(DataError, match="not on the map's grid"):
         assess_map(path, tmp_path / "p.csv", label_column="ref", strata=other)
+
+
+def test_duplicated_points_bad_crs_and_probability_maps_are_refused(tmp_path: Path) -> None:
+    """A point listed twice would narrow the intervals falsely; an unknown --points-crs and a
+    multi-band (probability) raster are errors, not tracebacks or wrong designs."""
+    truth, mapped = truth_and_map()
+    path = write_class_map(tmp_path / "map.tif", mapped, names=CLASSES)
+    design = design_sample(path, n=120, allocation="olofsson", min_per_class=20, seed=1)
+    gdf = gpd.read_file(write_sample_points(design, tmp_path / "points.gpkg", path))
+    gdf["reference"] = [CLASSES[truth[r, c]] for r, c in zip(gdf["row"], gdf["col"],
+                                                             strict=True)]
+    csv = tmp_path / "ref.csv"
+    table = gdf.assign(x=gdf.geometry.x, y=gdf.geometry.y).drop(columns="geometry")
+    table.to_csv(csv, index=False)
+    assert assess_map(path, csv, label_column="reference").overall_accuracy.value > 0.8
+    twice = tmp_path / "twice.csv"
+    table.iloc[[*range(len(table)), 5]].to_csv(twice, index=False)
+    with pytest.raises(DataError, match=r"1 point.*repeat the coordinates"):
+        assess_map(path, twice, label_column="reference")
+    with pytest.raises(DataError, match="not a known CRS"):
+        assess_map(path, csv, label_column="reference", points_crs="EPSG:99999")
+    with rasterio.open(tmp_path / "proba.tif", "w", driver="GTiff", width=26, height=30,
+                       count=2, dtype="uint8", crs="EPSG:32721",
+                       transform=Affine(30, 0, 600_000, 0, -30, 8_600_000)) as dst:
+        dst.write(np.zeros((2, 30, 26), dtype=np.uint8))
+    with pytest.raises(DataError, match="not a map of class labels"):
+        design_sample(tmp_path / "proba.tif", n=50, seed=0)

@@ -221,3 +221,22 @@ def _leave_checkpoint(run_dir: Path, config: dict) -> None:
 
     model = create_model("tempcnn", **config)
     model.fit(make_toy_set(n_per_class=15, seed=9), checkpoint_dir=checkpoint_folder(run_dir))
+
+
+def test_train_refuses_to_replace_a_folder_of_other_files(tmp_path, toy_table) -> None:
+    """--out at the folder holding the input table: refused before training, nothing lost."""
+    proc = run_cli("--threads", "1", "train", "--table", str(toy_table), "--model", "logreg",
+                   "--out", str(toy_table.parent), check=False)
+    assert_one_line_error(proc, "not a cropscope run")
+    assert toy_table.is_file()
+
+
+@pytest.mark.parametrize("content", [b"[1, 2]", b'"values"', b"\xff\xfe{"])
+def test_config_file_that_is_not_an_object_is_one_error_line(tmp_path, toy_table,
+                                                             content: bytes) -> None:
+    cfg = tmp_path / "cfg.json"
+    cfg.write_bytes(content)
+    proc = run_cli("--threads", "1", "train", "--table", str(toy_table), "--model", "logreg",
+                   "--config", str(cfg), "--out", str(tmp_path / "run"), check=False)
+    assert_one_line_error(proc, "config file")
+    assert not (tmp_path / "run").exists()

@@ -265,6 +265,14 @@ def test_envi_errors_are_data_errors(tmp_path) -> None:
         open_hyperspectral(path)
     with pytest.raises(DataError, match="file not found"):
         open_hyperspectral(tmp_path / "missing.hdr")
+    # an interleave or byte order GDAL does not know would be read scrambled, not refused
+    for line, bad in (("interleave = bsq", "interleave = xyz"),
+                      ("byte order = 0", "byte order = 7")):
+        path = write_envi(tmp_path, small_cube(3), name="odd")
+        hdr = tmp_path / "odd.hdr"
+        hdr.write_text(hdr.read_text().replace(line, bad))
+        with pytest.raises(DataError, match=bad.split(" = ")[0]):
+            open_hyperspectral(path)
 
 
 @pytest.mark.parametrize("interleave,offset", [("bsq", 0), ("bip", 16)])

@@ -86,9 +86,18 @@ def test_full_neighbourhood_equals_fraction_one_by_brute_force() -> None:
 
 def test_bad_settings() -> None:
     p = np.full((2, 5, 5), 0.5)
-    for kw in ({"window": 4}, {"smoothness": 0}, {"neigh_fraction": 0}, {"keep_above": 2}):
+    for kw in ({"window": 4}, {"smoothness": 0}, {"smoothness": float("nan")},
+               {"neigh_fraction": 0}, {"keep_above": 2}):
         with pytest.raises(DataError):
             smooth_probabilities(p, **kw)
+
+
+def test_labels_on_another_grid_are_refused_before_the_job(tmp_path: Path) -> None:
+    prob, _, _ = noisy_map(tmp_path)
+    other = _write(tmp_path / "other.tif", np.zeros((1, 24, 24), dtype=np.uint8), CLASSES)
+    with pytest.raises(DataError, match="not on the grid"):
+        smooth_map(prob, tmp_path / "out", labels=other, keep_above=0.6)
+    assert not (tmp_path / "out").exists()
 
 
 def test_isolated_fraction_counts_lone_pixels(tmp_path: Path) -> None:

@@ -146,3 +146,19 @@ def test_classifier_run_json_naming_a_module_runs_nothing(tmp_path) -> None:
 
     with pytest.raises(ModelError, match="invalid model name"):  # read directly: name check
         Classifier.load(tmp_path / "run")
+
+
+def test_staged_run_refuses_a_folder_that_is_not_a_run(tmp_path) -> None:
+    """--out pointing at a folder of the user's own files must not delete them."""
+    mine = tmp_path / "mydata"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "samples.csv").write_text("id,label\n")
+    with pytest.raises(ModelError, match="not a cropscope run"), staged_run(mine) as stage:
+        finish_run(stage, _spec())
+    assert sorted(p.name for p in mine.iterdir()) == ["samples.csv", "sub"]
+    assert [p.name for p in tmp_path.iterdir()] == ["mydata"]  # no temporary folder left
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with staged_run(empty) as stage:  # an empty folder is fine
+        finish_run(stage, _spec())
+    assert open_run(empty)

@@ -107,3 +107,20 @@ def test_context_shapes(patch):
     ctx = build_context(values, grid, roughness_scale(values, True), patch)
     assert ctx.tokens.shape == (grid.ny * grid.nx, patch * patch, 2 * 3 + 2)
     assert torch.isfinite(ctx.tokens).all() and (ctx.sigma > 0).all()
+
+
+def test_output_resolution_and_model_sizes_are_checked() -> None:
+    from cropscope.errors import DataError, ModelError
+    from cropscope.weather.field import check_resolution
+    from cropscope.weather.model import ModelConfig
+
+    check_resolution(0.25, 10.0, 20.0, 4)
+    for bad in (float("nan"), 0.0, -1.0, float("inf")):
+        with pytest.raises(DataError, match="positive number of degrees"):
+            check_resolution(bad, 10.0, 20.0, 4)
+    with pytest.raises(DataError, match="memory"):
+        check_resolution(1e-4, 180.0, 360.0, 4)  # 6.5e12 cells
+    with pytest.raises(ModelError, match="multiple of n_heads"):
+        ModelConfig(d_model=3, n_heads=2)
+    with pytest.raises(ModelError, match="positive integer"):
+        ModelConfig(n_layers=0)

@@ -57,6 +57,9 @@ def read_class_map(path: str | Path) -> ClassMap:
     with src_ctx as src:
         if not np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
             raise DataError(f"{p}: a class map holds integer codes, not {src.dtypes[0]}")
+        if src.count != 1:
+            raise DataError(f"{p} is not a map of class labels (one band of integer codes); "
+                            f"it has {src.count} bands (a probability map?)")
         tags = src.tags()
         names = tagged_class_names(tags)
         nodata = None if src.nodata is None else int(src.nodata)
@@ -99,6 +102,14 @@ def read_points(path: str | Path, label_column: str, map_crs: Any, *,
     p = Path(path)
     if not p.is_file():
         raise DataError(f"reference points not found: {p}")
+    if points_crs is not None:
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError
+
+        try:
+            points_crs = CRS.from_user_input(points_crs)
+        except CRSError as exc:
+            raise DataError(f"--points-crs {points_crs!r} is not a known CRS ({exc})") from None
     suffix = p.suffix.lower()
     if suffix == ".csv":
         frame = pd.read_csv(p)
@@ -169,8 +180,22 @@ def read_points(path: str | Path, label_column: str, map_crs: Any, *,
                             f"{_crs_name(map_crs)}")
         from pyproj import Transformer
 
-        x, y = Transformer.from_crs(crs, map_crs, always_xy=True).transform(x, y)
+        with np.errstate(all="ignore"):
+            x, y = Transformer.from_crs(crs, map_crs, always_xy=True).transform(x, y)
         x, y = np.asarray(x), np.asarray(y)
+        lost = ~(np.isfinite(x) & np.isfinite(y))
+        if lost.any():
+            raise DataError(f"{p}: {int(lost.sum())} point(s) fall outside what "
+                            f"{_crs_name(map_crs)} can represent when read as "
+                            f"{_crs_name(crs)} (first: row {int(np.flatnonzero(lost)[0])}); "
+                            "is --points-crs right?")
+    _, first, counts = np.unique(np.stack([x, y], axis=1), axis=0, return_index=True,
+                                 return_counts=True)
+    if (counts > 1).any():
+        raise DataError(f"{p}: {int((counts - 1).sum())} point(s) repeat the coordinates of an "
+                        f"earlier point (first repeated: row {int(first[counts > 1].min())}); a "
+                        "point counted twice makes the confidence intervals falsely narrow; "
+                        "remove the duplicates")
     return ReferencePoints(x, y, labels, str(p))
 
 

@@ -110,9 +110,15 @@ def parse_config(config_file: Path | None, settings: tuple[str, ...]) -> dict[st
         if not config_file.is_file():
             raise DataError(f"config file not found: {config_file}")
         try:
-            config.update(json.loads(config_file.read_text()))
+            loaded = json.loads(config_file.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise DataError(f"config file {config_file} is not UTF-8 text") from None
         except json.JSONDecodeError as exc:
             raise DataError(f"config file {config_file} is not valid JSON: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise DataError(f"config file {config_file} must hold a JSON object of options "
+                            f"(KEY: VALUE), got {type(loaded).__name__}")
+        config.update(loaded)
     for item in settings:
         if "=" not in item:
             raise DataError(f"--set expects KEY=VALUE, got {item!r}")

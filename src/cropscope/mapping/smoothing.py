@@ -98,8 +98,8 @@ def _check_settings(window: int, smoothness: float, neigh_fraction: float,
                     keep_above: float | None) -> None:
     if window < 3 or window % 2 == 0:
         raise DataError(f"the smoothing window must be odd and >= 3, got {window}")
-    if smoothness <= 0:
-        raise DataError(f"smoothness must be positive, got {smoothness}")
+    if not smoothness > 0 or not np.isfinite(smoothness):  # NaN fails both comparisons
+        raise DataError(f"smoothness must be a positive number, got {smoothness}")
     if not 0 < neigh_fraction <= 1:
         raise DataError(f"neigh_fraction must be in (0, 1], got {neigh_fraction}")
     if keep_above is not None and not 0 < keep_above <= 1:
@@ -266,6 +266,7 @@ def smooth_map(probabilities: str | Path, out_dir: str | Path, *,
         raise DataError(f"probability map not found: {prob}")
     with rasterio.open(prob) as src:
         classes, transform, dtype = band_class_names(src), src.transform, src.dtypes[0]
+        grid = (src.crs, src.transform, src.width, src.height)
     if len(classes) < 2:
         raise DataError(f"{prob} has {len(classes)} band; a probability map has one per class")
     if dtype != "uint8":
@@ -274,6 +275,12 @@ def smooth_map(probabilities: str | Path, out_dir: str | Path, *,
         guess = prob.with_name(prob.name.replace("_probabilities", "")) \
             if "_probabilities" in prob.name else prob.with_name("labels.tif")
         labels = guess if guess.is_file() else None
+    if labels is not None:
+        with rasterio.open(labels) as lab:
+            if (lab.crs, lab.transform, lab.width, lab.height) != grid:
+                raise DataError(f"the labels {labels} are not on the grid of the probabilities "
+                                f"{prob} (CRS, transform or size differ): give the labels "
+                                "map made with them")
     source = CubeSource.scan(prob, dates=["2000-01-01"], band_names=classes,
                              nodata=NODATA_LABEL, scale=1.0 / 254.0)
     model = BayesianSmoother(classes, window=window, smoothness=smoothness,

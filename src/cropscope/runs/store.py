@@ -155,10 +155,15 @@ def staged_run(out_dir: str | Path) -> Iterator[Path]:
 
     On success (after the caller has called :func:`finish_run` on the yielded folder) the
     folder replaces ``out_dir``; on failure it is deleted and ``out_dir`` is left as it was.
+    Only an empty folder or an earlier run (``run.json``) is replaced: any other existing
+    folder is refused before anything runs, since replacing it would delete the user's files.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ModelError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and not is_run_dir(out) and any(out.iterdir()):
+        raise ModelError(f"--out {out} exists and is not a cropscope run (a run replaces its "
+                         "folder whole); give a new or empty folder, or an earlier run")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     public_mode(tmp)

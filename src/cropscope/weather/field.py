@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,19 @@ def _match(value: Any, wanted: Any) -> bool:
     if isinstance(value, int | float | np.number) and isinstance(wanted, int | float | np.number):
         return bool(np.isclose(float(value), float(wanted)))
     return str(value) == str(wanted)
+
+
+def check_resolution(resolution: float, lat_span: float, lon_span: float, n_fields: int) -> None:
+    """Refuse (:class:`DataError`) an output resolution that is not a positive number of
+    degrees, or whose grid (``n_fields`` float64 layers) would not fit in memory, before any
+    array is made."""
+    from cropscope.settings import check_memory
+
+    if not (isinstance(resolution, int | float) and math.isfinite(resolution) and resolution > 0):
+        raise DataError(f"resolution must be a positive number of degrees, got {resolution!r}")
+    cells = (abs(lat_span) / resolution + 1) * (abs(lon_span) / resolution + 1)
+    # the grid, its predictions and the dataset written: about three copies
+    check_memory(3 * 8 * cells * max(1, n_fields), f"a grid at {resolution}°")
 
 
 class WeatherField:
@@ -134,10 +148,10 @@ class WeatherField:
         g = self.grid
         if resolution is None:
             return g.lat, g.lon
-        if resolution <= 0:
-            raise DataError("resolution must be positive")
-        lat = np.arange(g.lat[0], g.lat[-1] + 1e-9, resolution)
         span = 360.0 if g.periodic else g.lon[-1] - g.lon[0] + 1e-9
+        check_resolution(resolution, float(g.lat[-1] - g.lat[0]), span,
+                         len(self.slices) * len(self.variables))
+        lat = np.arange(g.lat[0], g.lat[-1] + 1e-9, resolution)
         lon = g.lon0 + np.arange(0, span - 1e-9 if g.periodic else span, resolution)
         return lat, lon
 

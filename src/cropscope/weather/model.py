@@ -46,6 +46,17 @@ class ModelConfig:
     n_query: int = 16  #: learnable query tokens whose outputs parameterise W₁, b₁
     n_freq: int = 8  #: Fourier frequencies per local coordinate (π·2^[-1..2])
 
+    def __post_init__(self) -> None:
+        from cropscope.errors import ModelError
+
+        for key in ("patch", "d_model", "n_heads", "n_layers", "n_query", "n_freq"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ModelError(f"{key} must be a positive integer, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ModelError(f"d_model ({self.d_model}) must be a multiple of n_heads "
+                             f"({self.n_heads})")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -584,8 +584,11 @@ class SupervisedField:
         if resolution is None:
             lat, lon = g.lat, g.lon
         else:
-            if not resolution > 0:
-                raise DataError("resolution must be positive")
+            from cropscope.weather.field import check_resolution
+
+            n_times = len(self.default_times() if times is None else np.atleast_1d(times))
+            check_resolution(resolution, float(g.lat[-1] - g.lat[0]),
+                             float(g.lon[-1] - g.lon[0]), n_times * len(self.variables))
             lat = np.arange(g.lat[0], g.lat[-1] + 1e-9, resolution)
             lon = np.arange(g.lon[0], g.lon[-1] + 1e-9, resolution)
         times = self.default_times() if times is None else np.asarray(times, "datetime64[s]")

@@ -138,6 +138,16 @@ def read_envi(path: str | Path, *, scale: float | None = None,
 
     header_path, data_path = envi_paths(path)
     header = read_envi_header(header_path)
+    # GDAL reads an unknown interleave or byte order as the default: scrambled or
+    # byte-swapped values, never an error
+    interleave = str(header.get("interleave", "bsq")).strip().lower()
+    if interleave not in ("bsq", "bil", "bip"):
+        raise DataError(f"ENVI header {header_path}: interleave {interleave!r} is not bsq, "
+                        "bil or bip")
+    order = str(header.get("byte order", "0")).strip()
+    if order not in ("0", "1"):
+        raise DataError(f"ENVI header {header_path}: byte order {order!r} is not 0 (little "
+                        "endian) or 1 (big endian)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -191,7 +201,6 @@ def read_envi(path: str | Path, *, scale: float | None = None,
     units = guess_units(data_path.name, sensor)
     if units == "unknown" and header.get("reflectance scale factor"):
         units = "reflectance"
-    interleave = str(header.get("interleave", "bsq")).lower()
     return build_scene(
         data, wavelength=wavelength, fwhm=fwhm, bad_band=bad, crs=crs, transform=transform,
         sensor=sensor, units=units, source=data_path, fmt="envi",
