@@ -65,7 +65,7 @@ def run_main(argv: list[str]) -> tuple[object, str]:
 
 def assert_clean_failure(argv: list[str]) -> str:
     code, err = run_main(argv)
-    lines = [line for line in err.splitlines() if line.startswith(("error:", "Error:"))]
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert "Traceback" not in err, f"{argv}:\n{err}"
     assert code == 2, f"{argv}: exit {code}\n{err}"
     assert len(lines) == 1, f"{argv}:\n{err}"

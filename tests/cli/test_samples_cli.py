@@ -39,7 +39,7 @@ def run(argv: list[str]) -> tuple[object, str, str]:
 
 def one_error(argv: list[str]) -> str:
     code, _, err = run(argv)
-    lines = [line for line in err.splitlines() if line.startswith(("error:", "Error:"))]
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 
