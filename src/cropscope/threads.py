@@ -32,6 +32,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 
 from cropscope.errors import SettingsError
 
@@ -40,6 +41,7 @@ __all__ = [
     "available_cpus",
     "current_threads",
     "ensure_threads",
+    "map_chunks",
     "resolve_threads",
     "set_threads",
 ]
@@ -228,6 +230,26 @@ def ensure_threads() -> int:
         _apply_torch(_current)
         _apply_pools(_current)
     return _current
+
+
+def map_chunks(fn: Callable[[int, int], None], n: int, size: int,
+               n_jobs: int | None = None) -> None:
+    """Call ``fn(lo, hi)`` for the consecutive chunks ``[lo, hi)`` of ``range(n)`` (``size``
+    items each, the last one shorter) on up to ``n_jobs`` worker threads (default:
+    :func:`current_threads`), one at a time in order when one thread is enough. For kernels
+    that release the GIL (numpy) and write disjoint rows of one output: the result then does
+    not depend on the thread count."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    size = max(1, int(size))
+    starts = list(range(0, n, size))
+    workers = min(len(starts), current_threads() if n_jobs is None else max(1, int(n_jobs)))
+    if workers <= 1:
+        for lo in starts:
+            fn(lo, min(n, lo + size))
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda lo: fn(lo, min(n, lo + size)), starts))
 
 
 def _reset_for_tests() -> None:

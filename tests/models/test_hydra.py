@@ -10,14 +10,7 @@ from cropscope.errors import DataError, ModelError
 from cropscope.models import Classifier, create_model
 from cropscope.models.hydra import HydraTransform, hydra_dilations, sparse_scale
 from tests.conftest import make_toy_set
-
-
-def _series(n: int = 6, n_times: int = 30, n_bands: int = 1, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.linspace(0, 2 * np.pi, n_times)
-    phase = rng.uniform(0, 2 * np.pi, (n, 1, n_bands))
-    x = np.sin(t[None, :, None] + phase) + rng.normal(0, 0.3, (n, n_times, n_bands))
-    return x.astype(np.float32)
+from tests.models.test_rocket import _series
 
 
 def _naive(tr: HydraTransform, x: np.ndarray) -> np.ndarray:

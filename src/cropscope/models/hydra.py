@@ -39,13 +39,12 @@ when several workers run: :func:`cropscope.threads.set_threads` does).
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from cropscope.errors import DataError, ModelError
-from cropscope.threads import current_threads
+from cropscope.threads import map_chunks
 
 __all__ = ["HydraTransform", "sparse_scale"]
 
@@ -188,21 +187,12 @@ class HydraTransform:
         counts. The result does not depend on ``n_jobs`` nor on the batching."""
         self._require_fitted()
         x = self._check(x)
-        n = x.shape[0]
-        out = np.empty((n, self.n_features), dtype=np.float32)
-        size = max(1, _CHUNK_ELEMENTS // (x.shape[1] * self.g * self.k))
-        starts = list(range(0, n, size))
-        workers = min(len(starts), current_threads() if n_jobs is None else max(1, int(n_jobs)))
+        out = np.empty((x.shape[0], self.n_features), dtype=np.float32)
 
-        def run(lo: int) -> None:
-            out[lo : lo + size] = self._transform_chunk(x[lo : lo + size])
+        def run(lo: int, hi: int) -> None:
+            out[lo:hi] = self._transform_chunk(x[lo:hi])
 
-        if workers <= 1:
-            for lo in starts:
-                run(lo)
-        else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                list(pool.map(run, starts))
+        map_chunks(run, x.shape[0], _CHUNK_ELEMENTS // (x.shape[1] * self.g * self.k), n_jobs)
         return out
 
     # ------------------------------------------------------------------ arrays

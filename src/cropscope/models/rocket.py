@@ -59,7 +59,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -72,7 +71,7 @@ from cropscope.errors import DataError, ModelError
 from cropscope.features.gapfill import interpolate_gaps_array, time_axis_days
 from cropscope.models.base import Classifier
 from cropscope.models.hydra import HydraTransform, sparse_scale
-from cropscope.threads import current_threads
+from cropscope.threads import current_threads, map_chunks
 
 __all__ = ["KERNEL_INDICES", "MiniRocket", "RocketTransform"]
 
@@ -397,21 +396,12 @@ class RocketTransform:
                 f"the transform was fitted on series of {self.reps[0].n_times} "
                 f"steps x {self.n_bands} bands, got {x.shape[1:]}"
             )
-        n = x.shape[0]
-        out = np.empty((n, self.n_features), dtype=np.float32)
-        size = self._chunk_size()
-        starts = list(range(0, n, size))
-        workers = min(len(starts), current_threads() if n_jobs is None else max(1, int(n_jobs)))
+        out = np.empty((x.shape[0], self.n_features), dtype=np.float32)
 
-        def run(lo: int) -> None:
-            out[lo : lo + size] = self._transform_chunk(x[lo : lo + size])
+        def run(lo: int, hi: int) -> None:
+            out[lo:hi] = self._transform_chunk(x[lo:hi])
 
-        if workers <= 1:
-            for lo in starts:
-                run(lo)
-        else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                list(pool.map(run, starts))
+        map_chunks(run, x.shape[0], self._chunk_size(), n_jobs)
         return out
 
     # ------------------------------------------------------------------ arrays
