@@ -162,3 +162,16 @@ def test_staged_run_refuses_a_folder_that_is_not_a_run(tmp_path) -> None:
     with staged_run(empty) as stage:  # an empty folder is fine
         finish_run(stage, _spec())
     assert open_run(empty)
+
+
+def test_a_tuning_in_progress_may_be_replaced_by_its_run(tmp_path) -> None:
+    from cropscope.runs import STUDY_FILE, check_replaceable
+
+    out = tmp_path / "tuned"
+    out.mkdir()
+    (out / STUDY_FILE).write_bytes(b"")
+    (out / f"{STUDY_FILE}-journal").write_bytes(b"")
+    check_replaceable(out)
+    (out / ".git").mkdir()  # anything else, even hidden, is the user's
+    with pytest.raises(ModelError, match="not a cropscope run"):
+        check_replaceable(out)

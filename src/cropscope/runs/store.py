@@ -38,8 +38,10 @@ from cropscope.runs.schema import RUN_FILE, RunSpec
 
 __all__ = [
     "MANIFEST_FILE",
+    "STUDY_FILE",
     "RunDir",
     "begin_run",
+    "check_replaceable",
     "checkpoint_folder",
     "file_sha256",
     "finish_run",
@@ -51,6 +53,8 @@ __all__ = [
 ]
 
 MANIFEST_FILE = "manifest.json"
+#: the Optuna study (SQLite, with its journal files) a tuning keeps in its run folder
+STUDY_FILE = ".study.db"
 _MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 _CHUNK = 1 << 20
 
@@ -149,6 +153,21 @@ def checkpoint_folder(out_dir: str | Path) -> Path:
     return out.parent / f".{out.name}.checkpoint"
 
 
+def check_replaceable(out_dir: str | Path) -> None:
+    """Refuse (:class:`ModelError`) an ``--out`` that a run may not replace: a file, or a
+    folder that holds anything but an earlier run or the study a tuning keeps there while it
+    searches (:data:`STUDY_FILE`). Replacing such a folder would delete the user's files."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ModelError(f"--out {out} exists and is not a directory")
+    if not out.is_dir() or is_run_dir(out):
+        return
+    others = [p.name for p in out.iterdir() if not p.name.startswith(STUDY_FILE)]
+    if others:
+        raise ModelError(f"--out {out} exists and is not a cropscope run (a run replaces its "
+                         "folder whole); give a new or empty folder, or an earlier run")
+
+
 @contextmanager
 def staged_run(out_dir: str | Path) -> Iterator[Path]:
     """A temporary folder beside ``out_dir`` to write a whole run into.
@@ -159,11 +178,7 @@ def staged_run(out_dir: str | Path) -> Iterator[Path]:
     folder is refused before anything runs, since replacing it would delete the user's files.
     """
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ModelError(f"--out {out} exists and is not a directory")
-    if out.is_dir() and not is_run_dir(out) and any(out.iterdir()):
-        raise ModelError(f"--out {out} exists and is not a cropscope run (a run replaces its "
-                         "folder whole); give a new or empty folder, or an earlier run")
+    check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     public_mode(tmp)

@@ -70,7 +70,7 @@ from cropscope.evaluation.crossval import EvaluationResult
 from cropscope.evaluation.metrics import SUMMARY_KEYS, classification_metrics
 from cropscope.models.base import Classifier
 from cropscope.models.registry import create_model, get_model_class
-from cropscope.runs import checkpoint_folder
+from cropscope.runs import STUDY_FILE, check_replaceable, checkpoint_folder
 from cropscope.training.rundir import training_record
 
 if TYPE_CHECKING:
@@ -79,9 +79,7 @@ if TYPE_CHECKING:
 __all__ = ["METRICS", "SEARCH_SPACES", "STUDY_FILE", "TuneResult", "search_space",
            "tune_model"]
 
-#: the SQLite file holding the Optuna studies, inside the output folder
-STUDY_FILE = ".study.db"
-#: the run's tuning report
+#: the run's tuning report (the Optuna studies are in ``STUDY_FILE``, from cropscope.runs)
 REPORT_FILE = "tuning.json"
 #: scores a study can maximise
 METRICS = ("overall_accuracy", "macro_f1")
@@ -486,8 +484,7 @@ def copy_studies(db: Path, folder: Path) -> None:
 def tuning_folders(out_dir: str | Path) -> tuple[Path, Path]:
     """The run folder of a tuning and its work folder (lock, resume state)."""
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ModelError(f"--out {out} exists and is not a directory")
+    check_replaceable(out)  # before any trial: a folder of other files is refused now
     return out, checkpoint_folder(out)
 
 
