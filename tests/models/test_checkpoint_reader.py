@@ -81,6 +81,12 @@ def test_bare_state_dicts_and_bad_files(tmp_path: Path) -> None:
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError, match="safely"):
         read_checkpoint(tmp_path / "junk.pth")
+    (tmp_path / "zipjunk.pth").write_bytes(b"PK\x03\x04garbage")
+    for name in ("junk.pth", "zipjunk.pth"):
+        with pytest.raises(ModelError) as exc:
+            read_checkpoint(tmp_path / name)
+        # never torch's advice to load with weights_only=False
+        assert "weights_only" not in str(exc.value) and len(str(exc.value)) < 300
     torch.save({"state_dict": {"a": "text"}}, tmp_path / "strings.pth")
     with pytest.raises(ModelError, match="non-tensors"):
         read_checkpoint(tmp_path / "strings.pth")

@@ -175,3 +175,13 @@ def test_a_tuning_in_progress_may_be_replaced_by_its_run(tmp_path) -> None:
     (out / ".git").mkdir()  # anything else, even hidden, is the user's
     with pytest.raises(ModelError, match="not a cropscope run"):
         check_replaceable(out)
+
+
+def test_run_json_without_its_kind_is_named_plainly() -> None:
+    from cropscope.runs import RunSpec
+
+    data = _spec().to_dict()
+    del data["kind"]
+    with pytest.raises(ModelError, match="no 'kind'") as exc:
+        RunSpec.from_dict(data)
+    assert "__init__" not in str(exc.value)

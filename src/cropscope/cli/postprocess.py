@@ -173,7 +173,7 @@ def rollup(map_path: Path, taxonomy: str, out_dir: Path, tile: int, workers: int
 @click.command("mosaic")
 @click.argument("tiles", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_path", type=click.Path(path_type=Path), required=True)
-@click.option("--mem-limit", type=int, default=256, show_default=True,
+@click.option("--mem-limit", type=click.IntRange(min=1), default=256, show_default=True,
               help="Memory for merging single-band tiles without classes, in MB.")
 @_job_options
 def mosaic(tiles: tuple[Path, ...], out_path: Path, mem_limit: int, tile: int,

@@ -101,7 +101,7 @@ def profiles(dataset: str | None, split: str | None, table: Path | None, out_png
 @click.option("--out", "out_csv", type=click.Path(path_type=Path), default=None,
               help="CSV of the suspects (with --all: of every sample).")
 @click.option("--all", "all_rows", is_flag=True, help="Write every sample, not only suspects.")
-@click.option("--show", type=int, default=20, show_default=True,
+@click.option("--show", type=click.IntRange(min=0), default=20, show_default=True,
               help="Suspects listed on stdout.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @table_options

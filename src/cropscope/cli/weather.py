@@ -204,6 +204,8 @@ def sample(field_dir: Path, variable: str, lats: str, lons: str, select: tuple[s
         raise DataError("--lat/--lon must be comma-separated numbers") from None
     if lat.shape != lon.shape:
         raise DataError("--lat and --lon need the same number of values")
+    if not (np.isfinite(lat).all() and np.isfinite(lon).all()) or (np.abs(lat) > 90).any():
+        raise DataError("--lat must be finite numbers in [-90, 90] and --lon finite numbers")
     from cropscope.weather.supervised import is_supervised_run
 
     if is_supervised_run(field_dir):

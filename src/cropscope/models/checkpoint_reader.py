@@ -112,6 +112,12 @@ def _reason(message: str) -> str:
     if found:
         return (f"it names {found.group(1)}, which is not allowed (only tensors, containers, "
                 "NumPy arrays and the globals of official AgriFM/H2Crop checkpoints are)")
+    if "weights_only" in message or "Weights only load failed" in message:
+        # torch's text goes on to suggest weights_only=False: never safe on a file a user
+        # hands over, and not something cropscope does
+        return "torch's safe loader refused it (a damaged file, or not a torch checkpoint)"
+    if "zip archive" in message or "PytorchStreamReader" in message:
+        return "not a torch checkpoint (the file is damaged or of another kind)"
     lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
     return lines[0][:300] if lines else "unreadable"
 

@@ -305,6 +305,10 @@ class RunSpec:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ModelError(f"run.json: unknown key(s) {unknown}")
+        missing = [k for k in ("kind",) if k not in data]
+        if missing:
+            raise ModelError(f"run.json: no {' or '.join(repr(k) for k in missing)} (a "
+                             "damaged or hand-edited run; train it again)")
         kwargs = {k: v for k, v in data.items() if k in known - {"format", "format_version"}}
         kwargs["time_grid"] = TimeGrid.from_dict(data.get("time_grid"))
         for key in ("classes",):

@@ -154,7 +154,12 @@ def open_cube_source(
             source = CubeSource.scan(input, target=target, resampling=resampling, **options)
             target = None  # aligned while reading
     except TypeError as exc:  # an option the source does not take
-        raise DataError(f"bad option for a {kind} input: {exc}") from None
+        import re
+
+        named = re.search(r"keyword argument '(\w+)'", str(exc))
+        what = (f"--{named.group(1).replace('_', '-')} does not apply to a {kind} input"
+                if named else f"bad option for a {kind} input ({exc})")
+        raise DataError(what) from None
     if mask_band is not None:
         source = MaskedCube(source, mask_band, invalid)
     if target is not None:
