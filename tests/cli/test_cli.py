@@ -80,6 +80,21 @@ def test_train_then_predict_table(toy_table: Path, tmp_path) -> None:
     assert (pred.set_index("sample_id")["prediction"] == truth).mean() > 0.9
     assert np.allclose(pred.filter(like="p_").sum(axis=1), 1, atol=1e-4)
 
+    # another season (every date 200 days later) is refused, as for a cube; a later year
+    # (whole years) is the same season
+    df = pd.read_csv(toy_table)
+    for days, ok in ((200, False), (365, True)):
+        moved = tmp_path / f"moved{days}.csv"
+        df.assign(date=(pd.to_datetime(df["date"]) + pd.Timedelta(days=days))
+                  .dt.strftime("%Y-%m-%d")).to_csv(moved, index=False)
+        proc = run_cli("predict", "--model", str(run_dir), "--input", str(moved), "--out",
+                       str(tmp_path / f"pred{days}.csv"), check=False)
+        if ok:
+            assert proc.returncode == 0, proc.stderr
+        else:
+            assert_one_line_error(proc, "do not follow the model's season")
+            assert not (tmp_path / f"pred{days}.csv").exists()
+
 
 def test_error_missing_file(tmp_path) -> None:
     proc = run_cli("evaluate", "--table", str(tmp_path / "nope.csv"), "--model", "rf",

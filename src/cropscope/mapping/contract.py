@@ -195,17 +195,19 @@ def as_map_model(model: Any, batch_size: int = 65536) -> MapModel:
     raise DataError(f"{type(model).__name__} cannot make maps (no predict_window)")
 
 
-def check_time_grid(model: MapModel, dates: Any) -> None:
-    """Refuse a cube whose dates do not fit the model's time grid, with the fix in the
-    message (composite the cube to the model's grid: ``--composite``)."""
+def check_time_grid(model: MapModel, dates: Any, what: str = "cube") -> None:
+    """Refuse a cube (or a table with shared dates: ``what="table"``) whose dates do not fit
+    the model's time grid, with the fix in the message (composite the cube to the model's
+    grid: ``--composite``)."""
     grid = model.time_grid
     if grid.kind == "any":
         return
     n = len(dates)
     hint = ("; composite the cube to the model's time grid first (cropscope predict "
-            "--composite)")
+            "--composite)") if what == "cube" else \
+        "; give the samples on the dates the model was trained on"
     if grid.n_times is not None and n != grid.n_times:
-        raise DataError(f"the model was trained on {grid.describe()} but the cube has {n} "
+        raise DataError(f"the model was trained on {grid.describe()} but the {what} has {n} "
                         f"dates{hint}")
     if grid.kind == "dates" and grid.dates:
         if not np.issubdtype(np.asarray(dates).dtype, np.datetime64):
@@ -221,6 +223,6 @@ def check_time_grid(model: MapModel, dates: Any) -> None:
         if np.abs(shift).max() > tolerance:
             worst = int(np.abs(shift).argmax())
             raise DataError(
-                f"the cube's dates do not follow the model's season: date {worst + 1} is "
+                f"the {what}'s dates do not follow the model's season: date {worst + 1} is "
                 f"{cube_days[worst]} but the model was trained on {grid.dates[worst]} "
                 f"(a different season or step){hint}")

@@ -60,6 +60,10 @@ def predict_table(model: Any, input_path: str | Path, out_path: str | Path, *,
                         "or .parquet file")
     ts = read_table(input_path, id_col=id_col, time_col=time_col, label_col=None,
                     bands=model.card.bands)
+    if ts.dates is not None and ts.dates.ndim == 1:  # shared dates: the cube's season check
+        from cropscope.mapping.contract import as_map_model, check_time_grid
+
+        check_time_grid(as_map_model(model), ts.dates, what="table")
     proba = model.predict_proba(ts)
     classes = model.classes
     out = pd.DataFrame({id_col: ts.ids,
