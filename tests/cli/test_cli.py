@@ -195,6 +195,23 @@ def test_predict_cube_delivers_cogs_and_resumes(tmp_path) -> None:
     areas = json.loads(out.with_name("map_areas.json").read_text())
     assert list(areas) == list(run.model.classes)
     assert abs(sum(a["share"] for a in areas.values()) - 1) < 1e-9
+    assert "no pixel was classified" not in proc.stderr
+
+    # a cube without a single valid pixel: the (empty) map comes with a warning
+    import rasterio
+
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    for f in sorted(scene.glob("*.tif")):
+        with rasterio.open(f) as src:
+            profile, names = src.profile, src.descriptions
+        with rasterio.open(blank / f.name, "w", **profile) as dst:
+            dst.write(np.full((2, profile["height"], profile["width"]), np.nan, np.float32))
+            for i, name in enumerate(names, start=1):
+                dst.set_band_description(i, name)
+    proc = run_cli("predict", "--model", str(run.run_dir), "--input", str(blank),
+                   "--out", str(tmp_path / "blank_map" / "map.tif"), "--tile", "32")
+    assert "warning: no pixel was classified" in proc.stderr
 
     # --no-resume starts over; --workers is for cubes only
     proc = run_cli("predict", "--model", str(run.run_dir), "--input", str(scene),

@@ -122,6 +122,14 @@ def test_multiband_file_uses_descriptions(tmp_path: Path) -> None:
     np.testing.assert_allclose(cube.values[0, :, 0, 0], [0.1, 0.2, 0.3])
 
 
+def test_complex_rasters_are_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "complex"
+    folder.mkdir()
+    write_raw(folder / "B04_2021-01-01.tif", np.ones((4, 4), np.complex64))
+    with pytest.raises(DataError, match="complex values"):
+        read_cube(folder)
+
+
 def test_errors(tmp_path: Path) -> None:
     write_raw(tmp_path / "a_2021-01-01.tif", np.zeros((4, 4), np.float32))
     write_raw(tmp_path / "b_2021-01-02.tif", np.zeros((4, 5), np.float32))

@@ -106,6 +106,10 @@ def predict(
             log(f"resumed: {product.n_resumed} of {product.n_windows} windows were done")
         for name, a in product.areas.items():
             log(f"  {name}: {a['pixels']} pixels, {a['share']:.1%}, {a['area_ha']:,.1f} ha")
+        if not any(a["pixels"] for a in product.areas.values()):
+            log("warning: no pixel was classified: every pixel of the input is nodata (NaN, "
+                "its nodata value or masked); check --nodata, --scale, --mask-band and the "
+                "input's extent")
         extra = ", ".join(p.name for k, p in product.paths.items() if k != "labels")
         log(f"map written to {product.paths['labels']} (+ {extra})")
     for message in result.messages:

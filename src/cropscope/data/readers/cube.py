@@ -351,6 +351,9 @@ def _inspect(path: Path, band: str | None) -> dict[str, Any]:
                 }
     except RasterioIOError as exc:
         raise DataError(f"cannot read raster {path}: {exc}") from None
+    if np.dtype(info["dtype"]).kind == "c":
+        raise DataError(f"{path} holds complex values ({info['dtype']}); a cube holds real "
+                        "reflectances or indices")
     count = info["count"]
     if count == 1:
         names = [band or _band_from_name(path.stem) or info["descriptions"][0] or "band1"]
