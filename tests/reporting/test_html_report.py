@@ -112,3 +112,13 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
 
     img = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float64)
     assert img.shape[0] > 900 and img.std() > 20  # a page with content, not blank
+
+
+def test_an_assessment_of_another_map_is_refused(tmp_path: Path) -> None:
+    path, result = _assessed_map(tmp_path)
+    _, mapped = truth_and_map(seed=5)  # another map on the same grid
+    other = write_class_map(tmp_path / "other.tif", mapped[:150], names=CLASSES)
+    with pytest.raises(DataError, match="not of other.tif"):
+        map_report(other, tmp_path / "r.html", assessment=result)
+    assert not (tmp_path / "r.html").exists()
+    assert map_report(path, tmp_path / "ok.html", assessment=result).is_file()

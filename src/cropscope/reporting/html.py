@@ -298,6 +298,21 @@ def _profiles_section(samples: Any, max_bands: int = 2) -> str:
 
 
 # ------------------------------------------------------------------------------ public
+def _check_assessment_matches(found: dict[str, Any], labels: Path,
+                              areas: dict[str, dict[str, float]]) -> None:
+    """Refuse an assessment of another map: its mapped areas per class (pixel counts of the
+    map it assessed) must be those of ``labels``, to 0.5 % or one hectare."""
+    mapped = found.get("mapped_area_ha")
+    if not isinstance(mapped, dict):
+        return  # an assessment without mapped areas: nothing to compare
+    for name, ha in mapped.items():
+        ours = areas.get(str(name), {}).get("area_ha", 0.0)
+        if not isinstance(ha, int | float) or abs(float(ha) - ours) > max(1.0, 0.005 * ours):
+            raise DataError(f"the assessment is not of {labels.name}: it has {ha} ha of "
+                            f"{name!r} mapped, the map {ours:,.1f} ha; give the assessment "
+                            "made for this map (cropscope accuracy --map ...)")
+
+
 def map_report(labels: str | Path, out: str | Path, *, assessment: Any = None,
                samples: Any = None, title: str | None = None) -> Path:
     """An HTML report of the map ``labels`` (see the module doc) written to ``out``.
@@ -324,7 +339,9 @@ def map_report(labels: str | Path, out: str | Path, *, assessment: Any = None,
         sections.append(_uncertainty_section(unc))
     sections.append(_areas_section(areas))
     if assessment is not None:
-        sections.append(_assessment_sections(_assessment_dict(assessment)))
+        found = _assessment_dict(assessment)
+        _check_assessment_matches(found, labels, areas)
+        sections.append(_assessment_sections(found))
     if samples is not None:
         sections.append(_profiles_section(samples))
     return _write(_page(title or f"Crop map report: {labels.stem}", sections), Path(out))
