@@ -118,7 +118,7 @@ def test_an_assessment_of_another_map_is_refused(tmp_path: Path) -> None:
     path, result = _assessed_map(tmp_path)
     _, mapped = truth_and_map(seed=5)  # another map on the same grid
     other = write_class_map(tmp_path / "other.tif", mapped[:150], names=CLASSES)
-    with pytest.raises(DataError, match="not of other.tif"):
+    with pytest.raises(DataError, match=r"not of other\.tif"):
         map_report(other, tmp_path / "r.html", assessment=result)
     assert not (tmp_path / "r.html").exists()
     assert map_report(path, tmp_path / "ok.html", assessment=result).is_file()
