@@ -272,3 +272,13 @@ def test_config_file_that_is_not_an_object_is_one_error_line(tmp_path, toy_table
                    "--config", str(cfg), "--out", str(tmp_path / "run"), check=False)
     assert_one_line_error(proc, "config file")
     assert not (tmp_path / "run").exists()
+
+
+def test_quality_outputs_must_name_the_format_written(toy_table: Path, tmp_path) -> None:
+    proc = run_cli("quality", "noisy", "--table", str(toy_table), "--model", "lda",
+                   "--out", str(tmp_path / "q.xlsx"), check=False)
+    assert_one_line_error(proc, "writes .csv")
+    proc = run_cli("quality", "profiles", "--table", str(toy_table),
+                   "--out", str(tmp_path / "p.csv"), check=False)
+    assert_one_line_error(proc, "writes .png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.csv"]

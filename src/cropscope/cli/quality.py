@@ -26,9 +26,16 @@ from cropscope.cli._common import (
     table_options,
     warnings_as_lines,
 )
+from cropscope.errors import DataError
 
 if TYPE_CHECKING:
     from cropscope.data.timeseries import TimeSeriesSet
+
+
+def _check_suffix(path: Path, suffixes: tuple[str, ...], option: str) -> None:
+    """Refuse an output whose name promises another format than the one written."""
+    if path.suffix.lower() not in suffixes:
+        raise DataError(f"{option} {path}: this command writes {' or '.join(suffixes)} files")
 
 
 @click.group()
@@ -70,6 +77,9 @@ def profiles(dataset: str | None, split: str | None, table: Path | None, out_png
     from cropscope.evaluation.quality import class_profiles, plot_class_profiles
     from cropscope.io import atomic_path
 
+    _check_suffix(out_png, (".png",), "--out")
+    if out_csv is not None:
+        _check_suffix(out_csv, (".csv",), "--csv")
     ts = _samples(dataset, table, split, id_col, time_col, label_col, bands, nodata,
                   season_start, no_align, time_step, wide, drop_empty)
     prof = class_profiles(ts, comma_list(plot_bands))
@@ -119,6 +129,8 @@ def noisy(dataset: str | None, split: str | None, table: Path | None, model_name
     from cropscope.evaluation.quality import noisy_labels
     from cropscope.models.registry import create_model, get_model_class
 
+    if out_csv is not None:
+        _check_suffix(out_csv, (".csv",), "--out")
     ts = _samples(dataset, table, split, id_col, time_col, label_col, bands, nodata,
                   season_start, no_align, time_step, wide, drop_empty)
     config = parse_config(config_file, settings)
