@@ -148,8 +148,9 @@ def test_errors(tmp_path: Path) -> None:
         shifted / "b_2021-01-02.tif", np.zeros((4, 4), np.float32),
         transform=from_origin(500010.0, 4000000.0, 10.0, 10.0),
     )  # fmt: skip
-    with pytest.raises(DataError, match="different transform"):
+    with pytest.raises(DataError, match="different transform") as exc:
         read_cube(shifted)
+    assert "\n" not in str(exc.value) and "500010" in str(exc.value)  # one line
     undated = tmp_path / "undated"
     undated.mkdir()
     write_raw(undated / "scene.tif", np.zeros((2, 2), np.float32))

@@ -329,6 +329,15 @@ def _resolve(source: str | Path | Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def _one_line(value: Any) -> str:
+    """A grid property for a one-line message (an ``Affine`` prints on three lines)."""
+    from affine import Affine
+
+    if isinstance(value, Affine):
+        return "(" + ", ".join(f"{v:g}" for v in tuple(value)[:6]) + ")"
+    return str(value)
+
+
 def _inspect(path: Path, band: str | None) -> dict[str, Any]:
     """A file's grid, data type, scaling, nodata and band names, without reading pixels."""
     import rasterio
@@ -511,8 +520,8 @@ class CubeSource(GridShape):
             missing = [p.name for p, d in zip(files, parsed, strict=True) if d is None]
             if missing:
                 raise DataError(
-                    f"no date (YYYY-MM-DD or YYYYMMDD) in the file name {missing[0]}; "
-                    "pass dates="
+                    f"no date (YYYY-MM-DD or YYYYMMDD) in the file name {missing[0]}; put "
+                    "each file's date in its name (or give dates= in Python)"
                 )
             file_dates = [d for d in parsed if d is not None]
         elif per_file_dates is None:
@@ -553,9 +562,11 @@ class CubeSource(GridShape):
                 for key, what in (("shape", "shape"), ("crs", "CRS"), ("transform", "transform")):
                     if layer[key] != ref[key]:
                         raise DataError(
-                            f"{layer['path'].name} has a different {what} ({layer[key]}) "
-                            f"than {ref['path'].name} ({ref[key]}); all files must share the "
-                            "same grid (or pass target= to align them)"
+                            f"{layer['path'].name} has a different {what} "
+                            f"{_one_line(layer[key])} than {ref['path'].name} "
+                            f"{_one_line(ref[key])}; "
+                            "all files must share one grid (resample them to one grid first, "
+                            "or give target= in Python)"
                         )
 
         # group by date; bands of one date may come from several files
@@ -567,7 +578,8 @@ class CubeSource(GridShape):
                 if name in slot:
                     raise DataError(
                         f"two files give band {name!r} for {d} (e.g. {layers[k]['path'].name}); "
-                        "pass dates= or band= to tell them apart"
+                        "name each file after its band and date (or give dates= or band= in "
+                        "Python)"
                     )
                 slot[name] = (k, i)
                 if name not in band_order:
