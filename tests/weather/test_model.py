@@ -124,3 +124,14 @@ def test_output_resolution_and_model_sizes_are_checked() -> None:
         ModelConfig(d_model=3, n_heads=2)
     with pytest.raises(ModelError, match="positive integer"):
         ModelConfig(n_layers=0)
+
+
+def test_pde_weights_name_known_equations() -> None:
+    from cropscope.errors import ModelError
+    from cropscope.weather.training import TrainConfig
+
+    assert TrainConfig.from_dict({"w_pde": {"*": 0.1, "geostrophic": 1.0}}).pde_weight(
+        "geostrophic") == 1.0
+    for bad in ({"nope": 1}, {"*": -1}, {"*": "x"}, [0.1]):
+        with pytest.raises(ModelError, match="w_pde"):
+            TrainConfig.from_dict({"w_pde": bad})

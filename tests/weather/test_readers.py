@@ -86,3 +86,11 @@ def test_open_missing(tmp_path):
     bad.write_text("not netcdf")
     with pytest.raises(DataError, match="cannot read"):
         open_weather(bad)
+
+
+def test_a_file_that_is_not_netcdf_is_one_line(tmp_path):
+    path = tmp_path / "x.nc"
+    path.write_text("not netcdf\n")
+    with pytest.raises(DataError, match="cannot read") as exc:
+        open_weather(path)
+    assert "\n" not in str(exc.value) and "pip install" not in str(exc.value)

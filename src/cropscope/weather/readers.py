@@ -145,7 +145,7 @@ def open_weather(path: str | Path, variables: Sequence[str] | None = None,
     except DataError:
         raise
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
+        raise DataError(f"cannot read {path}: {' '.join(str(exc).split())[:300]}") from None
     # declared sizes first: the fields are converted to float64 and loaded whole
     check_array_memory([(v.shape, "f8") for v in ds.variables.values()],
                        f"weather file {path.name}")
@@ -164,7 +164,9 @@ def _open_netcdf(path: Path, engine: str | None) -> xr.Dataset:
                 warnings.simplefilter("ignore", category=xr.SerializationWarning)
                 return xr.open_dataset(path, engine=eng)
         except (OSError, ValueError, TypeError, ImportError) as exc:
-            errors.append(f"{eng}: {exc}")
+            # each reader's first line only: xarray's text goes on with install advice
+            first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+            errors.append(f"{eng}: {first[:160]}")
     raise DataError(f"cannot read {path} as NetCDF ({'; '.join(errors)})")
 
 

@@ -145,6 +145,9 @@ class SupervisedConfig:
                 raise ModelError(f"weather option {key!r} must be ≥ 0")
         if cfg.d_model % cfg.n_heads:
             raise ModelError("d_model must be a multiple of n_heads")
+        from cropscope.weather.training import check_pde_weights
+
+        check_pde_weights(cfg.w_pde)
         return cfg
 
     def model_dict(self) -> dict[str, Any]:

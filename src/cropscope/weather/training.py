@@ -81,10 +81,27 @@ class TrainConfig:
         if unknown:
             raise ModelError(f"unknown training option(s) {sorted(unknown)}; known: "
                              f"{sorted(known)}")
+        check_pde_weights(d.get("w_pde", {"*": 0.1}))
         return cls(**d)
 
     def pde_weight(self, name: str) -> float:
         return float(self.w_pde.get(name, self.w_pde.get("*", 0.0)))
+
+
+def check_pde_weights(weights: Any) -> None:
+    """``w_pde``: a mapping from equation names (or ``"*"``, every other one) to weights
+    >= 0; a misspelt equation would silently weigh nothing."""
+    from cropscope.weather.equations import EQUATIONS
+
+    if not isinstance(weights, dict):
+        raise ModelError(f"w_pde must map equation names (or '*') to weights, got {weights!r}")
+    for name, w in weights.items():
+        if name != "*" and name not in EQUATIONS:
+            raise ModelError(f"w_pde: unknown equation {name!r}; known: '*', "
+                             f"{', '.join(sorted(EQUATIONS))}")
+        if isinstance(w, bool) or not isinstance(w, int | float) or not w >= 0 \
+                or w == float("inf"):
+            raise ModelError(f"w_pde[{name!r}] must be a finite number >= 0, got {w!r}")
 
 
 def _split_config(config: dict[str, Any] | None) -> tuple[ModelConfig, TrainConfig]:
