@@ -322,3 +322,15 @@ def test_two_jobs_on_one_output_are_refused(scene: Path, model, tmp_path: Path) 
         with pytest.raises(DataError, match="another map job"):
             run_map_job(model, scene, out, tile=16, progress=False)
     assert run_map_job(model, scene, out, tile=16, progress=False).n_windows == 20
+
+
+def test_a_job_refused_before_writing_leaves_no_folder(scene: Path, model, tmp_path) -> None:
+    out = tmp_path / "job"
+    with pytest.raises(DataError):
+        run_map_job(model, scene, out, tile=0, progress=False)
+    assert not out.exists()
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    with pytest.raises(DataError):
+        run_map_job(model, scene, existing, batch_size=0, progress=False)
+    assert existing.is_dir()  # a folder the job did not make is left where it was

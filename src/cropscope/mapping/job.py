@@ -625,8 +625,9 @@ def run_map_job(
     (``{class: "#rrggbb"}``) overrides the labels' colours (:mod:`cropscope.mapping.styles`).
     """
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    with _output_lock(out_dir):
+    with _output_lock(out_dir, remove_if_unused=created):
         from tqdm.auto import tqdm
 
         if isinstance(cube_source, CubeLike):
@@ -780,14 +781,18 @@ def _blas_threads(count: int | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _output_lock(out_dir: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``out_dir/.lock`` for the duration of a job."""
+def _output_lock(out_dir: Path, remove_if_unused: bool = False) -> Iterator[None]:
+    """An exclusive advisory lock on ``out_dir/.lock`` for the duration of a job.
+    ``remove_if_unused``: the job made ``out_dir``; when it fails before writing anything
+    there (a bad setting, say), the folder and its lock file are removed again."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - no advisory locks on this platform
         yield
         return
-    with open(out_dir / ".lock", "a+") as handle:
+    lock = out_dir / ".lock"
+    failed = False
+    with open(lock, "a+") as handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -795,7 +800,14 @@ def _output_lock(out_dir: Path) -> Iterator[None]:
                             "or choose another output") from None
         try:
             yield
+        except BaseException:
+            failed = True
+            raise
         finally:
+            if failed and remove_if_unused and [p.name for p in out_dir.iterdir()] == [".lock"]:
+                lock.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    out_dir.rmdir()
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
