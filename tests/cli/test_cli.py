@@ -213,6 +213,15 @@ def test_predict_cube_delivers_cogs_and_resumes(tmp_path) -> None:
                    "--out", str(tmp_path / "blank_map" / "map.tif"), "--tile", "32")
     assert "warning: no pixel was classified" in proc.stderr
 
+    # a parcel file that cannot be read is refused before the map is made
+    bad = tmp_path / "parcels.csv"
+    bad.write_text("id\n1\n")
+    proc = run_cli("predict", "--model", str(run.run_dir), "--input", str(scene),
+                   "--out", str(tmp_path / "pmap" / "map.tif"), "--parcels", str(bad),
+                   check=False)
+    assert_one_line_error(proc, "parcel file")
+    assert not (tmp_path / "pmap" / "map.tif").exists()
+
     # --no-resume starts over; --workers is for cubes only
     proc = run_cli("predict", "--model", str(run.run_dir), "--input", str(scene),
                    "--out", str(out), "--tile", "64", "--no-resume")  # fmt: skip

@@ -160,6 +160,11 @@ def predict_run(
         source = _composited(source, map_model)
     targets = map_output_paths(out_path)
     parcels_target = Path(parcels_out) if parcels_out is not None else targets["parcels"]
+    if parcels is not None and parcel_mode == "aggregate":
+        from cropscope.data.polygons import as_parcels
+
+        # read and checked now: a bad parcel file must not wait for the whole map
+        parcels, parcel_id = as_parcels(parcels, parcel_id)
     if parcels is not None and parcel_mode != "aggregate":
         from cropscope.mapping.parcels import predict_parcels, write_parcels
 
