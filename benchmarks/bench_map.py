@@ -4,8 +4,9 @@ Writes a synthetic image time series (``--size`` pixels square, default 2,000, x
 x 10 bands, uint16, one tiled 512 x 512 GeoTIFF per date, pixel-interleaved, uncompressed
 unless ``--compress``) unless it already exists, fits each ``--models`` model on pixels
 drawn from the same process, and then measures in **one child process**, interleaved
-(read, job, read, job, ... for ``--repeats`` rounds), so the baseline and the job share
-the process, its caches and whatever else the machine is doing:
+(read, job, read, job, ... for ``--repeats`` rounds, after ``--warmup`` untimed rounds:
+first runs pay imports, GDAL's set-up and the page cache), so the baseline and the job
+share the process, its caches and whatever else the machine is doing:
 
 - ``read``: every 512 x 512 window read once with ``CubeSource.read`` (float32 cube, nodata
   as NaN, scaled, as xarray) and ``gc.collect(1)``: the read bound of the issue (one thread);
@@ -367,6 +368,11 @@ def run_rounds(args: argparse.Namespace) -> list[dict[str, Any]]:
                   f"warm-{args.models[0]}"]
     if args.naive_size:
         order.append("naive")
+    for _ in range(args.warmup):  # first runs pay imports, GDAL's set-up and the page cache
+        for kind in order:
+            result = measure(kind, args, scene)
+            print(f"  warm-up: {kind:<16} {result['seconds']:7.2f} s wall (not counted)",
+                  file=sys.stderr, flush=True)  # fmt: skip
     results = []
     for r in range(args.repeats):
         for kind in order:
@@ -466,6 +472,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="threads of the job runs")
     parser.add_argument("--workers", type=int, default=0, help="Dask workers (0: no Dask)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed rounds first (default 1)")
     parser.add_argument("--naive-size", type=int, default=0)
     parser.add_argument("--out", default="/tmp/cropscope_bench_map")
     parser.add_argument("--profile", action="store_true",
@@ -498,7 +506,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{os.cpu_count()} cores", file=sys.stderr)  # fmt: skip
     cmd = [sys.executable, __file__, "--rounds", "--scene", str(scene), "--out", str(out),
            "--tile", str(args.tile), "--threads", str(args.threads), "--workers",
-           str(args.workers), "--repeats", str(args.repeats), "--naive-size",
+           str(args.workers), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+           "--naive-size",
            str(args.naive_size), "--size", str(args.size), "--models", *args.models]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
     results = json.loads(proc.stdout.strip().splitlines()[-1])
