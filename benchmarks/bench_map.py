@@ -368,24 +368,23 @@ def run_rounds(args: argparse.Namespace) -> list[dict[str, Any]]:
                   f"warm-{args.models[0]}"]
     if args.naive_size:
         order.append("naive")
-    for _ in range(args.warmup):  # first runs pay imports, GDAL's set-up and the page cache
-        for kind in order:
-            result = measure(kind, args, scene)
-            print(f"  warm-up: {kind:<16} {result['seconds']:7.2f} s wall (not counted)",
-                  file=sys.stderr, flush=True)  # fmt: skip
     results = []
-    for r in range(args.repeats):
+    # rounds below 0 are the untimed warm-up: first runs pay imports, GDAL's set-up and the
+    # page cache
+    for r in range(-args.warmup, args.repeats):
+        label = "warm-up" if r < 0 else f"round {r + 1}"
         for kind in order:
             result = measure(kind, args, scene)
-            result["round"] = r
-            results.append(result)
-            print(f"  round {r + 1}: {kind:<16} {result['seconds']:7.2f} s wall "
-                  f"{result['cpu']:7.2f} s cpu {result['peak_mib']:6.0f} MiB", file=sys.stderr,
+            print(f"  {label}: {kind:<16} {result['seconds']:7.2f} s wall "
+                  f"{result['cpu']:7.2f} s cpu {result['peak_mib']:6.0f} MiB"
+                  + (" (not counted)" if r < 0 else ""), file=sys.stderr,
                   flush=True)  # fmt: skip
-        if args.workers > 1:  # the machine's ceiling in the same round
+            if r >= 0:
+                results.append({**result, "round": r})
+        if args.workers > 1 and r >= 0:  # the machine's ceiling in the same round
             ceiling = machine_ceiling(args.workers)
             results.append({"kind": "ceiling", "round": r, **ceiling})
-            print(f"  round {r + 1}: ceiling          {args.workers} processes vs 1: streaming "
+            print(f"  {label}: ceiling          {args.workers} processes vs 1: streaming "
                   f"{ceiling['stream']:.2f}x, computing {ceiling['compute']:.2f}x",
                   file=sys.stderr, flush=True)  # fmt: skip
     return results

@@ -211,12 +211,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{'' if pub is None else f'{pub:.4f}':>11}")  # fmt: skip
     for r in rows:
         print(f"{r['variant']} per fold: " + ", ".join(f"{a:.4f}" for a in r["accuracy"]))
-    if vote:  # the whole vote, then each smaller one (what each member adds)
-        import itertools
-
-        for size in range(len(vote), 1, -1):
-            for members in itertools.combinations(vote, size):
-                _print_soft_vote(args, list(members), probas)
+    if vote:
+        _print_soft_votes(args, vote, probas)
     for r in rows:
         print(f"{r['variant']} options: {json.dumps(r['config'])}")
     print(
@@ -228,8 +224,12 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
-def _print_soft_vote(args: argparse.Namespace, vote: list[str], probas: dict[str, Any]) -> None:
-    """Per fold, the accuracy of the mean of the ``vote`` variants' probabilities."""
+def _print_soft_votes(args: argparse.Namespace, vote: list[str],
+                      probas: dict[str, Any]) -> None:
+    """Per fold, the accuracy of the mean of the ``vote`` variants' probabilities; with three
+    voters or more, of every smaller vote too (what each member adds)."""
+    import itertools
+
     import numpy as np
     from sklearn.model_selection import StratifiedKFold
 
@@ -237,17 +237,17 @@ def _print_soft_vote(args: argparse.Namespace, vote: list[str], probas: dict[str
 
     ts = read_ucr_crop(args.data)
     assert ts.labels is not None
-    mean = np.mean([probas[v] for v in vote], axis=0)
+    labels = ts.labels
     folds = StratifiedKFold(args.folds, shuffle=True, random_state=args.seed)
-    accs = []
-    for k, (_, te) in enumerate(folds.split(np.zeros(ts.n_samples), ts.labels)):
-        if args.max_folds is not None and k >= args.max_folds:
-            break
-        accs.append(float((mean[te].argmax(axis=1) == ts.labels[te]).mean()))
-    acc = np.asarray(accs)
-    print(f"soft vote {' + '.join(vote)} (mean probability): {acc.mean():.4f} ± {acc.std():.4f}; "
-          "per fold: " + ", ".join(f"{a:.4f}" for a in accs))
-
+    tests = [te for _, te in folds.split(np.zeros(ts.n_samples), labels)]
+    tests = tests[: args.max_folds]  # None keeps every fold
+    for size in range(len(vote), 1, -1):
+        for members in itertools.combinations(vote, size):
+            mean = np.mean([probas[v] for v in members], axis=0)
+            accs = [float((mean[te].argmax(axis=1) == labels[te]).mean()) for te in tests]
+            acc = np.asarray(accs)
+            print(f"soft vote {' + '.join(members)} (mean probability): {acc.mean():.4f} ± "
+                  f"{acc.std():.4f}; per fold: " + ", ".join(f"{a:.4f}" for a in accs))
 
 if __name__ == "__main__":
     main()
