@@ -20,6 +20,13 @@ variant then writes its probabilities to a temporary ``.npy`` file), and with th
 or more every smaller vote too, so that what each member adds shows. The ridge head of the
 rocket variants takes part through its temperature-calibrated softmax (``docs/models.md``).
 
+``VARIANT@K`` runs a variant again with the model seed ``--seed + K`` (the folds stay those of
+``--seed``), e.g. ``--variants tempcnn tempcnn@1`` for two TempCNN seeds in one vote.
+``--keep DIR`` keeps each variant's out-of-fold probabilities and result line in ``DIR``
+(``VARIANT.npy``, ``VARIANT.json``); with ``--reuse`` a variant whose kept result was made
+with the same data file, folds, seed, thread count and options is read back instead of
+refitted, so a larger vote does not pay again for the members already measured.
+
 Published figures on the official TEST split (train on all 7200, test on 16 800 series; a
 different protocol, for orientation only): MultiRocket 0.7739, ROCKET 0.7517,
 MiniRocket 0.7522, InceptionTime 0.7722.
@@ -61,6 +68,30 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _split_variant(variant: str) -> tuple[str, int]:
+    """``"tempcnn@2"`` -> ``("tempcnn", 2)``; ``"quant"`` -> ``("quant", 0)``."""
+    base, at, offset = variant.partition("@")
+    if base not in VARIANTS or (at and not offset.isdigit()):
+        raise ValueError(f"unknown variant {variant!r}; known: {sorted(VARIANTS)}, each "
+                         "optionally followed by @K (model seed --seed + K)")
+    return base, int(offset) if at else 0
+
+
+def _kept(keep: Path, variant: str, cmd: list[str]) -> tuple[dict[str, Any], Any] | None:
+    """The kept result line and probabilities of ``variant`` if they were made by ``cmd``."""
+    import numpy as np
+
+    line, npy = keep / f"{variant}.json", keep / f"{variant}.npy"
+    if not (line.is_file() and npy.is_file()):
+        return None
+    row = json.loads(line.read_text())
+    if row.get("command") != cmd:
+        print(f"  {variant}: kept result made by another command; refitting", file=sys.stderr)
+        return None
+    print(f"  {variant}: reusing the kept result in {keep}", file=sys.stderr)
+    return row, np.load(npy)
+
+
 def worker(args: argparse.Namespace) -> None:
     """One variant, every fold; prints one JSON line."""
     from cropscope.threads import set_threads
@@ -77,8 +108,9 @@ def worker(args: argparse.Namespace) -> None:
 
     ts = read_ucr_crop(args.data)
     assert ts.labels is not None
-    name, variant_options = VARIANTS[args.worker]
-    config = {**variant_options, "seed": args.seed}
+    base_variant, seed_offset = _split_variant(args.worker)
+    name, variant_options = VARIANTS[base_variant]
+    config = {**variant_options, "seed": args.seed + seed_offset}
     if args.n_features is not None and name == "minirocket":
         config["n_features"] = args.n_features
     config.update(json.loads(args.config))
@@ -142,6 +174,10 @@ def main(argv: list[str] | None = None) -> None:
                         metavar="VARIANT=JSON", help="options of one variant (repeatable)")
     parser.add_argument("--soft-vote", nargs="+", default=None, metavar="VARIANT",
                         help="also score the mean of these variants' probabilities")
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                        help="keep each variant's out-of-fold probabilities and result here")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read back kept results made by the same command")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-config", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--proba-out", type=Path, default=None, help=argparse.SUPPRESS)
@@ -152,16 +188,27 @@ def main(argv: list[str] | None = None) -> None:
     per_variant: dict[str, str] = {}
     for item in args.variant_config:
         variant, _, options = item.partition("=")
-        if variant not in VARIANTS or not isinstance(json.loads(options), dict):
-            parser.error(f"--variant-config {item!r}: expected VARIANT=JSON object, VARIANT "
-                         f"among {sorted(VARIANTS)}")
+        try:
+            _split_variant(variant)
+            if not isinstance(json.loads(options), dict):
+                raise ValueError(f"{options!r} is not a JSON object")
+        except ValueError as exc:
+            parser.error(f"--variant-config {item!r}: expected VARIANT=JSON object ({exc})")
         per_variant[variant] = options
-    unknown = sorted(set(args.variants) - set(VARIANTS))
-    if unknown:
-        parser.error(f"unknown variant(s) {unknown}; known: {sorted(VARIANTS)}")
+    for variant in args.variants:
+        try:
+            _split_variant(variant)
+        except ValueError as exc:
+            parser.error(str(exc))
+    if len(set(args.variants)) < len(args.variants):
+        parser.error("--variants: each variant once (VARIANT@K for another seed)")
     vote = args.soft_vote or []
     if set(vote) - set(args.variants) or len(vote) == 1:
         parser.error("--soft-vote needs two or more of the variants that run")
+    if args.reuse and args.keep is None:
+        parser.error("--reuse needs --keep DIR")
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
 
     import numpy as np
 
@@ -169,7 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     probas: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for variant in args.variants:
-            cmd = [sys.executable, __file__, "--worker", variant, "--data", str(args.data),
+            # what identifies a result: everything but the interpreter and this file's path
+            cmd = ["--worker", variant, "--data", str(args.data.resolve()),
                    "--folds", str(args.folds), "--threads", str(args.threads),
                    "--seed", str(args.seed), "--config", args.config,
                    "--worker-config", per_variant.get(variant, "{}")]  # fmt: skip
@@ -177,13 +225,21 @@ def main(argv: list[str] | None = None) -> None:
                 cmd += ["--max-folds", str(args.max_folds)]
             if args.n_features is not None:
                 cmd += ["--n-features", str(args.n_features)]
-            if variant in vote:
-                cmd += ["--proba-out", str(Path(tmp) / f"{variant}.npy")]
-            done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True,
+            kept = _kept(args.keep, variant, cmd) if args.reuse else None
+            if kept is not None:
+                rows.append(kept[0])
+                probas[variant] = kept[1]
+                continue
+            out = (args.keep or Path(tmp)) / f"{variant}.npy"
+            done = subprocess.run([sys.executable, __file__, *cmd, "--proba-out", str(out)],
+                                  stdout=subprocess.PIPE, text=True, check=True,
                                   env=os.environ.copy())  # fmt: skip
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            if variant in vote:
-                probas[variant] = np.load(Path(tmp) / f"{variant}.npy")
+            rows.append({**json.loads(done.stdout.strip().splitlines()[-1]), "command": cmd})
+            probas[variant] = np.load(out)
+            if args.keep is not None:  # the line last: it vouches for the .npy beside it
+                line = args.keep / f"{variant}.json"
+                line.with_suffix(".json.tmp").write_text(json.dumps(rows[-1]))
+                line.with_suffix(".json.tmp").replace(line)
 
     first = rows[0]
     print(
