@@ -17,7 +17,8 @@ baseline variant (``--baseline``), and peak memory. Never asserts.
 applies to every variant), e.g. ``inceptiontime={"epochs": 10}``. ``--soft-vote A B ...``
 also scores, per fold, the mean of those variants' out-of-fold class probabilities (each
 variant then writes its probabilities to a temporary ``.npy`` file), and with three voters
-or more every smaller vote too, so that what each member adds shows. The ridge head of the
+or more every smaller vote too, so that what each member adds shows, and the vote of all of
+them with weights chosen, per fold, on the other folds. The ridge head of the
 rocket variants takes part through its temperature-calibrated softmax (``docs/models.md``).
 
 ``VARIANT@K`` runs a variant again with the model seed ``--seed + K`` (the folds stay those of
@@ -304,6 +305,41 @@ def _print_soft_votes(args: argparse.Namespace, vote: list[str],
             acc = np.asarray(accs)
             print(f"soft vote {' + '.join(members)} (mean probability): {acc.mean():.4f} ± "
                   f"{acc.std():.4f}; per fold: " + ", ".join(f"{a:.4f}" for a in accs))
+    _print_weighted_vote(vote, probas, labels, tests)
+
+
+def _print_weighted_vote(vote: list[str], probas: dict[str, Any], labels: Any,
+                         tests: list[Any]) -> None:
+    """The vote of all ``vote`` members with weights chosen per fold on the other folds.
+
+    For each test fold, the weights (a grid of steps of 0.1 on the simplex) that score best on
+    the out-of-fold probabilities of the *other* folds are applied to this fold, so the
+    weights never see the labels they are scored on. (The other folds' probabilities come
+    from models that trained on this fold's samples, as in any stacking on out-of-fold
+    predictions; the weights are few numbers, so little can leak through them.)
+    """
+    import itertools
+
+    import numpy as np
+
+    if len(tests) < 2:
+        print("weighted vote: needs two scored folds or more")
+        return
+    stack = np.stack([probas[v] for v in vote])  # [V, N, K]
+    grid = [w for w in itertools.product(range(11), repeat=len(vote)) if sum(w) == 10]
+    weights = np.asarray(grid, dtype=np.float32) / 10  # [G, V]
+    hits = np.stack([  # [G, N]: whether each weighting gets each sample right
+        np.tensordot(w, stack, axes=1).argmax(axis=1) == labels for w in weights])
+    accs, chosen = [], []
+    for k, te in enumerate(tests):
+        others = np.concatenate([t for j, t in enumerate(tests) if j != k])
+        best = int(hits[:, others].mean(axis=1).argmax())
+        chosen.append(weights[best])
+        accs.append(float(hits[best, te].mean()))
+    acc = np.asarray(accs)
+    print(f"weighted vote {' + '.join(vote)} (weights chosen on the other folds): "
+          f"{acc.mean():.4f} ± {acc.std():.4f}; per fold: " + ", ".join(f"{a:.4f}" for a in accs)
+          + "; weights per fold: " + ", ".join("/".join(f"{x:.1f}" for x in w) for w in chosen))
 
 if __name__ == "__main__":
     main()
