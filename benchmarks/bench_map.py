@@ -31,6 +31,10 @@ reset before each run, and this process plus its children sampled every 0.2 s), 
 ratio with the baseline from the same rounds, and whether every job wrote byte-identical
 outputs. Never asserts timings.
 
+The child process keeps freed memory for reuse as the ``cropscope`` command does
+(:func:`cropscope.allocator.keep_freed_memory`, called first); ``--allocator system``
+leaves glibc's default instead (what a Python script gets unless it makes the same call).
+
     python benchmarks/bench_map.py --size 2000 --models logreg --repeats 3 --workers 2
     python benchmarks/bench_map.py --size 2000 --models lightgbm --repeats 1
     python benchmarks/bench_map.py --size 1000 --repeats 2     # a quick run
@@ -477,10 +481,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="/tmp/cropscope_bench_map")
     parser.add_argument("--profile", action="store_true",
                         help="then run profile_map.py on the first model")
+    parser.add_argument("--allocator", choices=["cropscope", "system"], default="cropscope",
+                        help="the command's allocator settings (default) or glibc's own")
     parser.add_argument("--rounds", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scene", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rounds:  # the child: every measurement
+        if args.allocator == "cropscope":
+            from cropscope.allocator import keep_freed_memory
+
+            keep_freed_memory()
         results = run_rounds(args)
         for _, stack, _ in _CLUSTER:
             stack.close()
@@ -502,12 +512,13 @@ def main(argv: list[str] | None = None) -> None:
           f"({size_gb:.2f} GB on disk, {args.compress or 'uncompressed'}), models "
           f"{args.models}, tile {args.tile}, job threads {args.threads}, "
           f"GDAL_CACHEMAX={os.environ.get('GDAL_CACHEMAX', 'default')}, "
+          f"allocator {args.allocator}, "
           f"{os.cpu_count()} cores", file=sys.stderr)  # fmt: skip
     cmd = [sys.executable, __file__, "--rounds", "--scene", str(scene), "--out", str(out),
            "--tile", str(args.tile), "--threads", str(args.threads), "--workers",
            str(args.workers), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
-           "--naive-size",
-           str(args.naive_size), "--size", str(args.size), "--models", *args.models]
+           "--naive-size", str(args.naive_size), "--allocator", args.allocator,
+           "--size", str(args.size), "--models", *args.models]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     report(results, args)

@@ -121,3 +121,20 @@ def test_import_sets_passive_wait_and_stays_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True, timeout=60).stdout.split()
     assert out == ["ACTIVE", "False"]
+
+
+def test_import_bounds_the_gdal_block_cache() -> None:
+    """GDAL's default cache (5 % of RAM) only costs map jobs page faults: 256 MB unless the
+    user set one, in place before rasterio opens a file."""
+    pytest.importorskip("rasterio")
+    env = {k: v for k, v in os.environ.items() if k != "GDAL_CACHEMAX"}
+    code = ("import cropscope, rasterio, numpy as np; from rasterio.io import MemoryFile; "
+            "f = MemoryFile(); ds = f.open(driver='GTiff', width=8, height=8, count=1, "
+            "dtype='uint8'); ds.write(np.zeros((1, 8, 8), 'uint8')); "
+            "from rasterio.env import get_gdal_config; print(get_gdal_config('GDAL_CACHEMAX'))")
+    for user, mib in ((None, 256), ("64", 64)):
+        if user is not None:
+            env["GDAL_CACHEMAX"] = user
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, check=True, timeout=60).stdout.split()
+        assert int(out[-1]) in (mib, mib << 20)  # GDAL rewrites it in bytes once read

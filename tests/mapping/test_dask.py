@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cropscope.allocator import ALLOCATOR_ENV
 from cropscope.errors import DataError
 from cropscope.io import read_json
 from cropscope.mapping import local_cluster, run_map_job
@@ -42,18 +44,22 @@ def _worker_env() -> dict:
     import os
     import threading
 
-    names = ("MALLOC_TRIM_THRESHOLD_", "GDAL_CACHEMAX", "OMP_NUM_THREADS", THREADS_ENV)
+    names = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_",
+             "GDAL_CACHEMAX", "OMP_NUM_THREADS", THREADS_ENV)
     return {"env": {k: os.environ.get(k) for k in names}, "threads": threading.active_count()}
 
 
-def test_local_cluster_workers_keep_the_default_allocator(address: str) -> None:
-    """Dask's MALLOC_TRIM_THRESHOLD_ made every window's temporaries page-fault again
-    (1.6-2x a window's time); the workers get a small GDAL cache and one thread each."""
+def test_local_cluster_workers_keep_freed_memory(address: str) -> None:
+    """Dask's MALLOC_TRIM_THRESHOLD_=65536 made every window's temporaries page-fault again
+    (1.6-2x a window's time); the workers keep freed memory for reuse instead (the
+    allocator settings of the cropscope command), a small GDAL cache and one thread each."""
     with distributed.Client(address) as client:
         envs = client.run(_worker_env)
     assert len(envs) == 2
     for info in envs.values():
-        assert info["env"]["MALLOC_TRIM_THRESHOLD_"] is None
+        user_set = any(var in os.environ for var in ALLOCATOR_ENV)
+        for var, value in ALLOCATOR_ENV.items():
+            assert info["env"][var] == (os.environ.get(var) if user_set else value)
         assert info["env"]["GDAL_CACHEMAX"] and info["env"]["OMP_NUM_THREADS"] == "1"
         assert info["env"][THREADS_ENV] == "1"
     with pytest.raises(DataError, match="positive"), local_cluster(0):

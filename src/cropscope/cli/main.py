@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 
 import click
 
 from cropscope import __version__
+from cropscope.allocator import keep_freed_memory
 from cropscope.cli._common import add_threads_option, fail
 from cropscope.errors import CropscopeError
 
@@ -120,9 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     memory) become one ``error:`` line on stderr and exit code 2."""
     warnings.filterwarnings("ignore", category=UserWarning, module="rdata")
     _log_to_stderr()
-    # GDAL's block cache defaults to 5 % of RAM per process; windowed map reads touch each
-    # block once, so a small cache keeps map jobs' memory bounded (user settings win)
-    os.environ.setdefault("GDAL_CACHEMAX", "256")
+    # this process is the command's own: freed memory is kept for reuse (map jobs' windows)
+    keep_freed_memory()
     try:
         cli.main(args=argv, prog_name="cropscope", standalone_mode=False)
     except click.exceptions.Abort:

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cropscope.allocator import ALLOCATOR_ENV
 from cropscope.data.readers.cube import CubeLike
 from cropscope.errors import DataError
 from cropscope.io import atomic_path, read_json, write_json
@@ -319,8 +320,10 @@ def local_cluster(workers: int) -> Iterator[Any]:
     Dask starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` so that freed memory goes
     back to the system at once; that also turns glibc's adaptive mmap threshold off, and
     every window's temporaries (numpy's 64 KiB casting buffers too) are page-faulted in
-    again: a window cost 1.6-2x its in-process time. These workers keep glibc's default;
-    a map job's memory is bounded by its windows in flight anyway.
+    again: a window cost 1.6-2x its in-process time. These workers get the opposite,
+    :data:`cropscope.allocator.ALLOCATOR_ENV` (freed memory kept for reuse, as the
+    ``cropscope`` command keeps it), unless the user set ``MALLOC_*`` variables; a map
+    job's memory is bounded by its windows in flight anyway.
     """
     if workers <= 0:
         raise DataError(f"workers must be a positive number of processes, got {workers}")
@@ -332,6 +335,8 @@ def local_cluster(workers: int) -> Iterator[Any]:
     env = {"GDAL_CACHEMAX": cache, THREADS_ENV: per_worker,
            **{var: per_worker for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                           "OPENBLAS_NUM_THREADS", "GDAL_NUM_THREADS")}}
+    if not any(var in os.environ for var in ALLOCATOR_ENV):  # the user's settings win
+        env.update(ALLOCATOR_ENV)  # keep freed memory for the next window (allocator.py)
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
         # no dashboard; the scheduler's small HTTP server on a free port (not 8787, which
         # a second cluster would find taken)
