@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 
@@ -10,8 +11,7 @@ import pytest
 
 from cropscope.allocator import ALLOCATOR_ENV
 
-GLIBC = sys.platform.startswith("linux") and "glibc" in " ".join(
-    __import__("platform").libc_ver())
+GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 # a process that allocates a 64 MiB array and frees it: glibc's default serves it with mmap
 # (its adaptive threshold stops at 32 MiB) and unmaps it on free, so the next window's

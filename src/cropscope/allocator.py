@@ -30,7 +30,7 @@ import ctypes
 import os
 import sys
 
-__all__ = ["ALLOCATOR_ENV", "keep_freed_memory"]
+__all__ = ["ALLOCATOR_ENV", "allocator_env", "keep_freed_memory"]
 
 #: glibc ``mallopt`` parameters (malloc.h) and the values set, as environment variables
 #: (read by glibc when a process starts: the form child processes are given)
@@ -44,6 +44,12 @@ _MALLOPT = {"MALLOC_ARENA_MAX": -8, "MALLOC_MMAP_THRESHOLD_": -3, "MALLOC_TRIM_T
 _applied: bool | None = None
 
 
+def allocator_env() -> dict[str, str]:
+    """The settings as environment variables for child processes: :data:`ALLOCATOR_ENV`,
+    or nothing where the user set any of these variables (their choice wins)."""
+    return {} if any(var in os.environ for var in ALLOCATOR_ENV) else dict(ALLOCATOR_ENV)
+
+
 def keep_freed_memory() -> bool:
     """Make glibc keep freed memory for reuse (see the module docstring). Returns whether
     the settings are in force in this process: False off glibc or where the user set
@@ -52,7 +58,7 @@ def keep_freed_memory() -> bool:
     if _applied is not None:
         return _applied
     _applied = False
-    if not sys.platform.startswith("linux") or any(v in os.environ for v in ALLOCATOR_ENV):
+    if not sys.platform.startswith("linux") or not allocator_env():
         return False
     try:
         libc = ctypes.CDLL(None)

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cropscope.allocator import ALLOCATOR_ENV
+from cropscope.allocator import allocator_env
 from cropscope.data.readers.cube import CubeLike
 from cropscope.errors import DataError
 from cropscope.io import atomic_path, read_json, write_json
@@ -334,9 +334,8 @@ def local_cluster(workers: int) -> Iterator[Any]:
     per_worker = str(max(1, current_threads() // workers))
     env = {"GDAL_CACHEMAX": cache, THREADS_ENV: per_worker,
            **{var: per_worker for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                          "OPENBLAS_NUM_THREADS", "GDAL_NUM_THREADS")}}
-    if not any(var in os.environ for var in ALLOCATOR_ENV):  # the user's settings win
-        env.update(ALLOCATOR_ENV)  # keep freed memory for the next window (allocator.py)
+                                          "OPENBLAS_NUM_THREADS", "GDAL_NUM_THREADS")},
+           **allocator_env()}  # freed memory kept for the next window (allocator.py)
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
         # no dashboard; the scheduler's small HTTP server on a free port (not 8787, which
         # a second cluster would find taken)
