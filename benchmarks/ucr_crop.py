@@ -3,11 +3,12 @@
 Stratified ``--folds``-fold cross-validation (shuffled, ``--seed``) of the registered
 ``minirocket`` model (variants ``minirocket``, ``multirocket`` and ``multirocket-hydra``, the
 last with ``hydra=true``), the ``quant`` model (interval quantiles + extremely randomised
-trees), and the deep ``tempcnn`` and ``inceptiontime`` models, once per variant, on
-``ucr_crop/Crop_TRAIN.tsv`` of the data folder (7200 NDVI series x 46 steps, 24 classes; the
-archive's TEST split is held back and not used here). Each variant runs in its own child
-process so that its peak resident memory (``ru_maxrss``) is its own; the thread count is
-applied with :func:`cropscope.threads.set_threads` in that process.
+trees), and the deep ``tempcnn``, ``inceptiontime`` and ``ltae`` (temporal attention)
+models, once per variant, on ``ucr_crop/Crop_TRAIN.tsv`` of the data folder (7200 NDVI
+series x 46 steps, 24 classes; the archive's TEST split is held back and not used here).
+Each variant runs in its own child process so that its peak resident memory
+(``ru_maxrss``) is its own; the thread count is applied with
+:func:`cropscope.threads.set_threads` in that process.
 
 Printed per variant: accuracy mean ± standard deviation over the folds (and per fold), fit
 and predict seconds, wall time, the ratio of the wall time and the accuracy difference to the
@@ -18,7 +19,9 @@ applies to every variant), e.g. ``inceptiontime={"epochs": 10}``. ``--soft-vote 
 also scores, per fold, the mean of those variants' out-of-fold class probabilities (each
 variant then writes its probabilities to a temporary ``.npy`` file), and with three voters
 or more every smaller vote too, so that what each member adds shows, and the vote of all of
-them with weights chosen, per fold, on the other folds. The ridge head of the
+them with weights chosen, per fold, on the other folds, and their vote after a temperature
+per member chosen the same way (calibration: the networks are overconfident, the trees'
+vote fractions flat). The ridge head of the
 rocket variants takes part through its temperature-calibrated softmax (``docs/models.md``).
 
 ``VARIANT@K`` runs a variant again with the model seed ``--seed + K`` (the folds stay those of
@@ -62,6 +65,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "multirocket-hydra": ("minirocket", {"variant": "multirocket", "hydra": True}),
     "quant": ("quant", {}),
     "tempcnn": ("tempcnn", {}),
+    "ltae": ("ltae", {}),
 }
 
 
@@ -306,6 +310,7 @@ def _print_soft_votes(args: argparse.Namespace, vote: list[str],
             print(f"soft vote {' + '.join(members)} (mean probability): {acc.mean():.4f} ± "
                   f"{acc.std():.4f}; per fold: " + ", ".join(f"{a:.4f}" for a in accs))
     _print_weighted_vote(vote, probas, labels, tests)
+    _print_calibrated_vote(vote, probas, labels, tests)
 
 
 def _print_weighted_vote(vote: list[str], probas: dict[str, Any], labels: Any,
@@ -340,6 +345,50 @@ def _print_weighted_vote(vote: list[str], probas: dict[str, Any], labels: Any,
     print(f"weighted vote {' + '.join(vote)} (weights chosen on the other folds): "
           f"{acc.mean():.4f} ± {acc.std():.4f}; per fold: " + ", ".join(f"{a:.4f}" for a in accs)
           + "; weights per fold: " + ", ".join("/".join(f"{x:.1f}" for x in w) for w in chosen))
+
+
+#: temperatures tried per member by the calibrated vote
+TEMPERATURES = (0.5, 0.7, 0.85, 1.0, 1.2, 1.5, 2.0, 3.0)
+
+
+def _print_calibrated_vote(vote: list[str], probas: dict[str, Any], labels: Any,
+                           tests: list[Any]) -> None:
+    """The mean of the ``vote`` members' probabilities after a temperature per member.
+
+    The members' probabilities are calibrated differently (the networks' softmax is
+    overconfident, the trees' vote fractions are flat), so a plain mean lets the most
+    confident member decide. For each test fold, each member's probabilities are raised to
+    ``1 / T`` and renormalised, with ``T`` from :data:`TEMPERATURES` chosen by the least
+    log-loss on the *other* folds, as the weights of the weighted vote are.
+    """
+    import numpy as np
+
+    if len(tests) < 2:
+        print("calibrated vote: needs two scored folds or more")
+        return
+
+    def tempered(p: Any, t: float) -> Any:
+        logits = np.log(np.clip(p, 1e-6, None)) / t
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=1, keepdims=True)
+
+    table = {(v, t): tempered(probas[v].astype(np.float64), t)
+             for v in vote for t in TEMPERATURES}  # fmt: skip
+    accs, chosen = [], []
+    for k, te in enumerate(tests):
+        others = np.concatenate([t for j, t in enumerate(tests) if j != k])
+        best = {v: min(TEMPERATURES, key=lambda t, v=v: -np.log(np.clip(
+            table[v, t][others, labels[others]], 1e-6, None)).mean()) for v in vote}
+        chosen.append(best)
+        mean = np.mean([table[v, best[v]] for v in vote], axis=0)
+        accs.append(float((mean[te].argmax(axis=1) == labels[te]).mean()))
+    acc = np.asarray(accs)
+    print(f"calibrated vote {' + '.join(vote)} (a temperature per member, chosen on the other "
+          f"folds): {acc.mean():.4f} ± {acc.std():.4f}; per fold: "
+          + ", ".join(f"{a:.4f}" for a in accs) + "; temperatures per fold: "
+          + ", ".join("/".join(f"{b[v]:g}" for v in vote) for b in chosen))
+
 
 if __name__ == "__main__":
     main()
