@@ -12,6 +12,7 @@ from cropscope.data import TimeSeriesSet
 from cropscope.errors import ModelError
 from cropscope.models import Classifier, create_model
 from cropscope.models import base as model_base
+from cropscope.models.stacking import fit_temperature, tempered
 from tests.conftest import make_toy_set
 
 FAST = [{"model": "rf", "config": {"n_estimators": 15}},
@@ -127,6 +128,53 @@ def test_stacking_is_no_worse_than_its_worst_member() -> None:
     stacked = float((stack.predict(test) == test.labels).mean())
     assert max(accuracy.values()) < 1.0  # a problem where combining can matter
     assert stacked >= min(accuracy.values()), (stacked, accuracy)
+
+
+def test_fit_temperature_undoes_a_known_miscalibration() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 1.5, (4000, 5))
+    truth = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    y = np.array([rng.choice(5, p=p) for p in truth])  # labels drawn from the true odds
+    for factor in (3.0, 0.4):  # overconfident, then underconfident
+        member = np.exp(factor * logits)
+        member /= member.sum(axis=1, keepdims=True)
+        t = fit_temperature(member, y)
+        assert t == pytest.approx(factor, rel=0.15), (factor, t)
+        np.testing.assert_allclose(tempered(member, t), truth, atol=0.05)
+        # the arg-max, hence the member's own prediction, is unchanged
+        np.testing.assert_array_equal(tempered(member, t).argmax(1), member.argmax(1))
+
+
+def test_temperature_meta_is_the_mean_of_tempered_members(tmp_path: Path) -> None:
+    train, test = make_toy_set(n_per_class=15, seed=1), make_toy_set(n_per_class=6, seed=2)
+    model = create_model("stacking", members=FAST, cv=3, meta="temperature").fit(train)
+    t = model.temperature_
+    assert t.shape == (2,) and (t > 0).all()
+    assert model.card is not None
+    assert model.card.extra["temperatures"] == [round(float(x), 4) for x in t]
+    k = len(model.classes)
+    features = model.meta_features(test)
+    expected = (tempered(features[:, :k], t[0]) + tempered(features[:, k:], t[1])) / 2
+    proba = model.predict_proba(test)
+    np.testing.assert_allclose(proba, expected, rtol=1e-6)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    model.save(tmp_path / "stack")
+    loaded = Classifier.load(tmp_path / "stack")
+    np.testing.assert_array_equal(loaded.predict_proba(test), proba)
+    np.testing.assert_array_equal(loaded.temperature_, t)
+
+
+@pytest.mark.parametrize("temperature", [np.array([1.0, -2.0]), np.array([1.0]),
+                                         np.array([1.0, np.nan]), np.array([1, 2])])
+def test_damaged_temperature_file_is_a_model_error(tmp_path: Path,
+                                                   temperature: np.ndarray) -> None:
+    model = create_model("stacking", members=FAST, cv=3, meta="temperature")
+    model.fit(make_toy_set(n_per_class=9))
+    model.save(tmp_path / "stack")
+    with open(tmp_path / "stack" / "meta.npz", "wb") as fh:
+        np.savez(fh, temperature=temperature)
+    with pytest.raises(ModelError, match="does not fit"):
+        Classifier.load(tmp_path / "stack")
 
 
 @pytest.mark.parametrize(("config", "message"), [

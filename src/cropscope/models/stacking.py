@@ -9,8 +9,19 @@ with fixed weights, stacking *learns* how to combine them (Wolpert 1992):
 2. for every fold, each member is trained on the other folds and predicts the fold: the
    out-of-fold probabilities ``P [N, M * K]`` (``M`` members, ``K`` classes; a sample's row
    comes from models that never saw it);
-3. the meta-learner, a multinomial logistic regression (``meta="logistic"``, L2 strength
-   ``1 / meta_C``), learns ``y`` from ``P``;
+3. the meta-learner learns how to combine ``P``:
+
+   - ``meta="logistic"`` (default): a multinomial logistic regression (L2 strength
+     ``1 / meta_C``) learns ``y`` from ``P``;
+   - ``meta="temperature"``: the soft vote of the members after calibration. Each member
+     gets one temperature ``T_i``, the one that minimises the log-loss of its out-of-fold
+     probabilities raised to ``1 / T_i`` and renormalised (searched on ``log T`` in
+     ``[1/20, 20]``); prediction averages the tempered probabilities. One number per member
+     instead of ``K' x (M * K + 1)`` coefficients, so it cannot overfit a small training set;
+     it corrects members whose confidence is off (networks' softmax too sharp, trees' vote
+     fractions too flat), which otherwise lets the most confident member decide the mean.
+     On UCR Crop this vote gained 0.15 points over the plain mean (``docs/models.md``);
+
 4. each member is trained once more on the whole training set; prediction feeds their
    probabilities to the meta-learner.
 
@@ -19,8 +30,9 @@ config sets one (as in the soft-voting ensemble). A ``val`` set given to ``fit``
 to every member training (model selection only).
 
 Saved like the ensemble: each member in a sub-folder with its own safe format, the
-meta-learner as plain arrays (``meta.npz``: coefficients ``[K', M * K]``, intercepts
-``[K']``, the class codes ``[K']`` it was fitted on); nothing is pickled.
+meta-learner as plain arrays (``meta.npz``: for ``logistic`` the coefficients
+``[K', M * K]``, intercepts ``[K']`` and the class codes ``[K']`` it was fitted on; for
+``temperature`` the temperatures ``[M]``); nothing is pickled.
 """
 
 from __future__ import annotations
@@ -34,15 +46,49 @@ from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import DataError, ModelError
 from cropscope.models.base import Classifier
 
-__all__ = ["META_LEARNERS", "Stacking"]
+__all__ = ["META_LEARNERS", "Stacking", "fit_temperature", "tempered"]
 
 #: the meta-learners (``meta`` option)
-META_LEARNERS = ("logistic",)
+META_LEARNERS = ("logistic", "temperature")
 _META_FILE = "meta.npz"
+#: probabilities are floored here before their logarithm (a member's exact zeros)
+_FLOOR = 1e-7
+#: the temperature search range
+_T_RANGE = (1 / 20, 20.0)
+
+
+def tempered(proba: np.ndarray, temperature: float) -> np.ndarray:
+    """``proba [N, K]`` raised to ``1 / temperature`` and renormalised (softmax of
+    ``log(proba) / T``; probabilities below 1e-7 count as 1e-7). ``T > 1`` flattens,
+    ``T < 1`` sharpens; the arg-max is unchanged."""
+    logits = np.log(np.maximum(np.asarray(proba, dtype=np.float64), _FLOOR)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
+    """The temperature in ``[1/20, 20]`` with the least log-loss of ``tempered(proba, T)``
+    on the class indices ``y [N]`` (bounded scalar search on ``log T``)."""
+    from scipy.optimize import minimize_scalar
+
+    logp = np.log(np.maximum(np.asarray(proba, dtype=np.float64), _FLOOR))
+    rows = np.arange(len(y))
+
+    def loss(log_t: float) -> float:
+        z = logp / np.exp(log_t)
+        z -= z.max(axis=1, keepdims=True)
+        return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[rows, y]))
+
+    lo, hi = np.log(_T_RANGE[0]), np.log(_T_RANGE[1])
+    res = minimize_scalar(loss, bounds=(lo, hi), method="bounded",
+                          options={"xatol": 1e-4})
+    return float(np.exp(res.x))
 
 
 class Stacking(Classifier):
-    """Stacked ensemble: logistic regression on the members' out-of-fold probabilities."""
+    """Stacked ensemble: a logistic regression, or one temperature per member, fitted on the
+    members' out-of-fold probabilities."""
 
     @classmethod
     def default_config(cls) -> dict[str, Any]:
@@ -80,6 +126,8 @@ class Stacking(Classifier):
         #: out-of-fold probabilities ``[N, M * K]`` and fold of each sample (after ``fit``)
         self.oof_: np.ndarray | None = None
         self.oof_fold_: np.ndarray | None = None
+        #: ``meta="temperature"``: one temperature per member (after ``fit``)
+        self.temperature_ = np.ones(len(self.config["members"]))
 
     # ------------------------------------------------------------------ fitting
     def _member(self, i: int) -> Classifier:
@@ -130,6 +178,14 @@ class Stacking(Classifier):
         self._require_card().extra.update(stacking_folds=len(folds))
 
     def _fit_meta(self, x: np.ndarray, y: np.ndarray) -> None:
+        if self.config["meta"] == "temperature":
+            k = x.shape[1] // len(self.config["members"])
+            self.temperature_ = np.asarray(
+                [fit_temperature(x[:, i * k:(i + 1) * k], y)
+                 for i in range(len(self.config["members"]))], dtype=np.float64)
+            self._require_card().extra.update(
+                temperatures=[round(float(t), 4) for t in self.temperature_])
+            return
         from sklearn.linear_model import LogisticRegression
 
         est = LogisticRegression(C=float(self.config["meta_C"]), max_iter=2000)
@@ -151,6 +207,10 @@ class Stacking(Classifier):
 
     def _predict_proba(self, ts: TimeSeriesSet) -> np.ndarray:
         x = self.meta_features(ts).astype(np.float64)
+        if self.config["meta"] == "temperature":
+            k = len(self.classes)
+            return np.mean([tempered(x[:, i * k:(i + 1) * k], t)
+                            for i, t in enumerate(self.temperature_)], axis=0)
         logits = x @ self.coef_.T + self.intercept_
         logits -= logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
@@ -171,12 +231,26 @@ class Stacking(Classifier):
         for member, path in zip(self.members_, self._member_dirs(directory), strict=True):
             member.save(path)
         with atomic_path(directory / _META_FILE) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, coef=self.coef_, intercept=self.intercept_, classes=self.meta_classes_)
+            if self.config["meta"] == "temperature":
+                np.savez(fh, temperature=self.temperature_)
+            else:
+                np.savez(fh, coef=self.coef_, intercept=self.intercept_,
+                         classes=self.meta_classes_)
 
     def _load_weights(self, directory: Path) -> None:
         from cropscope.io import read_arrays
 
         self.members_ = [Classifier.load(path) for path in self._member_dirs(directory)]
+        if self.config["meta"] == "temperature":
+            t = read_arrays(directory / _META_FILE, ("temperature",),
+                            error=ModelError)["temperature"]
+            if t.shape != (len(self.members_),) or t.dtype.kind != "f" \
+                    or not np.isfinite(t).all() or (t <= 0).any():
+                raise ModelError(f"{directory / _META_FILE} does not fit the stacking ensemble "
+                                 f"({len(self.members_)} members: one positive temperature "
+                                 "each)")
+            self.temperature_ = t.astype(np.float64)
+            return
         data = read_arrays(directory / _META_FILE, ("coef", "intercept", "classes"),
                            error=ModelError)
         coef, intercept, classes = data["coef"], data["intercept"], data["classes"]
