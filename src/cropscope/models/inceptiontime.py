@@ -28,7 +28,10 @@ Defaults, and what differs from the paper:
   whole training set (``val_fraction=0``, last epoch kept: the paper selects on the training
   loss, never on held-out data). Cost: one epoch over 5760 UCR Crop series (46 steps) takes
   about 30 s on one CPU core, so the defaults (5 networks x 100 epochs) are a job for a GPU;
-  on a CPU lower ``n_models`` and ``epochs`` (and raise the decay accordingly).
+  on a CPU lower ``n_models`` and ``epochs`` (and raise the decay accordingly). On a GPU a
+  step of this small network costs the same whatever the batch (about 10 ms on an H200 at
+  batch 64 or 256: kernel launches, not arithmetic; ``docs/performance.md``), so a larger
+  ``batch_size`` there makes an epoch several times faster.
 """
 
 from __future__ import annotations
