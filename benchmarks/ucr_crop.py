@@ -347,47 +347,37 @@ def _print_weighted_vote(vote: list[str], probas: dict[str, Any], labels: Any,
           + "; weights per fold: " + ", ".join("/".join(f"{x:.1f}" for x in w) for w in chosen))
 
 
-#: temperatures tried per member by the calibrated vote
-TEMPERATURES = (0.5, 0.7, 0.85, 1.0, 1.2, 1.5, 2.0, 3.0)
-
-
 def _print_calibrated_vote(vote: list[str], probas: dict[str, Any], labels: Any,
                            tests: list[Any]) -> None:
     """The mean of the ``vote`` members' probabilities after a temperature per member.
 
     The members' probabilities are calibrated differently (the networks' softmax is
     overconfident, the trees' vote fractions are flat), so a plain mean lets the most
-    confident member decide. For each test fold, each member's probabilities are raised to
-    ``1 / T`` and renormalised, with ``T`` from :data:`TEMPERATURES` chosen by the least
-    log-loss on the *other* folds, as the weights of the weighted vote are.
+    confident member decide. For each test fold, each member's temperature is fitted on the
+    *other* folds, as the weights of the weighted vote are: the ``stacking`` model's
+    ``meta="temperature"`` (:func:`cropscope.models.stacking.fit_temperature` and
+    :func:`~cropscope.models.stacking.tempered`), applied to the kept out-of-fold
+    probabilities instead of inner folds.
     """
     import numpy as np
+
+    from cropscope.models.stacking import fit_temperature, tempered
 
     if len(tests) < 2:
         print("calibrated vote: needs two scored folds or more")
         return
-
-    def tempered(p: Any, t: float) -> Any:
-        logits = np.log(np.clip(p, 1e-6, None)) / t
-        logits -= logits.max(axis=1, keepdims=True)
-        e = np.exp(logits)
-        return e / e.sum(axis=1, keepdims=True)
-
-    table = {(v, t): tempered(probas[v].astype(np.float64), t)
-             for v in vote for t in TEMPERATURES}  # fmt: skip
     accs, chosen = [], []
     for k, te in enumerate(tests):
         others = np.concatenate([t for j, t in enumerate(tests) if j != k])
-        best = {v: min(TEMPERATURES, key=lambda t, v=v: -np.log(np.clip(
-            table[v, t][others, labels[others]], 1e-6, None)).mean()) for v in vote}
+        best = {v: fit_temperature(probas[v][others], labels[others]) for v in vote}
         chosen.append(best)
-        mean = np.mean([table[v, best[v]] for v in vote], axis=0)
-        accs.append(float((mean[te].argmax(axis=1) == labels[te]).mean()))
+        mean = np.mean([tempered(probas[v][te], best[v]) for v in vote], axis=0)
+        accs.append(float((mean.argmax(axis=1) == labels[te]).mean()))
     acc = np.asarray(accs)
-    print(f"calibrated vote {' + '.join(vote)} (a temperature per member, chosen on the other "
+    print(f"calibrated vote {' + '.join(vote)} (a temperature per member, fitted on the other "
           f"folds): {acc.mean():.4f} ± {acc.std():.4f}; per fold: "
           + ", ".join(f"{a:.4f}" for a in accs) + "; temperatures per fold: "
-          + ", ".join("/".join(f"{b[v]:g}" for v in vote) for b in chosen))
+          + ", ".join("/".join(f"{b[v]:.2f}" for v in vote) for b in chosen))
 
 
 if __name__ == "__main__":
