@@ -83,7 +83,7 @@ def main() -> None:
     print(f"device {device} ({name}), torch {torch.__version__}, {threads} threads, "
           f"{args.n} series x {x_np.shape[2]} steps, {args.epochs} epochs per timing")
     print(f"{'configuration':<58}{'ms/step':>9}{'s/epoch':>9}")
-    steps_per_epoch = {b: -(-args.n // b) for b in [*args.batch, 64]}
+    steps_per_epoch = {b: -(-args.n // b) for b in args.batch}
 
     if ts is not None:
         for model in args.models:
