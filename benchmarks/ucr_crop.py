@@ -3,9 +3,11 @@
 Stratified ``--folds``-fold cross-validation (shuffled, ``--seed``) of the registered
 ``minirocket`` model (variants ``minirocket``, ``multirocket`` and ``multirocket-hydra``, the
 last with ``hydra=true``), the ``quant`` model (interval quantiles + extremely randomised
-trees), and the deep ``tempcnn``, ``inceptiontime`` and ``ltae`` (temporal attention)
-models, once per variant, on ``ucr_crop/Crop_TRAIN.tsv`` of the data folder (7200 NDVI
-series x 46 steps, 24 classes; the archive's TEST split is held back and not used here).
+trees), ``lightgbm-quant`` (the same interval quantiles, ``features=["quantiles"]``, into the
+registered ``lightgbm`` model: boosted instead of randomised trees), and the deep
+``tempcnn``, ``inceptiontime`` and ``ltae`` (temporal attention) models, once per variant,
+on ``ucr_crop/Crop_TRAIN.tsv`` of the data folder (7200 NDVI series x 46 steps, 24 classes;
+the archive's TEST split is held back and not used here).
 Each variant runs in its own child process so that its peak resident memory
 (``ru_maxrss``) is its own; the thread count is applied with
 :func:`cropscope.threads.set_threads` in that process.
@@ -16,13 +18,14 @@ baseline variant (``--baseline``), and peak memory. Never asserts.
 
 ``--variant-config VARIANT=JSON`` sets options of one variant only (after ``--config``, which
 applies to every variant), e.g. ``inceptiontime={"epochs": 10}``. ``--soft-vote A B ...``
-also scores, per fold, the mean of those variants' out-of-fold class probabilities (each
-variant then writes its probabilities to a temporary ``.npy`` file), and with three voters
-or more every smaller vote too, so that what each member adds shows, and the vote of all of
-them with weights chosen, per fold, on the other folds, and their vote after a temperature
-per member chosen the same way (calibration: the networks are overconfident, the trees'
-vote fractions flat). The ridge head of the
-rocket variants takes part through its temperature-calibrated softmax (``docs/models.md``).
+(``--soft-vote`` alone: every variant) also scores, per fold, the mean of those variants'
+out-of-fold class probabilities (each variant then writes its probabilities to a temporary
+``.npy`` file), and with three voters or more smaller votes too, so that what each member adds
+shows (every smaller vote up to four voters, the votes without one member above), and the vote
+of all of them with weights chosen, per fold, on the other folds (up to six voters), and their
+vote after a temperature per member chosen the same way (calibration: the networks are
+overconfident, the trees' vote fractions flat). The ridge head of the rocket variants takes
+part through its temperature-calibrated softmax (``docs/models.md``).
 
 ``VARIANT@K`` runs a variant again with the model seed ``--seed + K`` (the folds stay those of
 ``--seed``), e.g. ``--variants tempcnn tempcnn@1`` for two TempCNN seeds in one vote.
@@ -64,6 +67,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "inceptiontime": ("inceptiontime", {}),
     "multirocket-hydra": ("minirocket", {"variant": "multirocket", "hydra": True}),
     "quant": ("quant", {}),
+    "lightgbm-quant": ("lightgbm", {"features": ["quantiles"]}),
     "tempcnn": ("tempcnn", {}),
     "ltae": ("ltae", {}),
 }
@@ -177,8 +181,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default="{}", help="more model options, as JSON")
     parser.add_argument("--variant-config", action="append", default=[],
                         metavar="VARIANT=JSON", help="options of one variant (repeatable)")
-    parser.add_argument("--soft-vote", nargs="+", default=None, metavar="VARIANT",
-                        help="also score the mean of these variants' probabilities")
+    parser.add_argument("--soft-vote", nargs="*", default=None, metavar="VARIANT",
+                        help="also score the mean of these variants' probabilities (no "
+                        "names: of every variant that runs)")
     parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
                         help="keep each variant's out-of-fold probabilities and result here")
     parser.add_argument("--reuse", action="store_true",
@@ -207,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(str(exc))
     if len(set(args.variants)) < len(args.variants):
         parser.error("--variants: each variant once (VARIANT@K for another seed)")
-    vote = args.soft_vote or []
+    vote = list(args.variants) if args.soft_vote == [] else (args.soft_vote or [])
     if set(vote) - set(args.variants) or len(vote) == 1:
         parser.error("--soft-vote needs two or more of the variants that run")
     if args.reuse and args.keep is None:
@@ -285,10 +290,17 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
+#: up to this many voters every smaller vote is printed; above it, the votes without one member
+ALL_SUBVOTES_UP_TO = 4
+#: the weighted vote's grid (steps of 0.1 on the simplex) has C(V + 9, 9) points: 5,005 at 6
+WEIGHTED_VOTE_UP_TO = 6
+
+
 def _print_soft_votes(args: argparse.Namespace, vote: list[str],
                       probas: dict[str, Any]) -> None:
     """Per fold, the accuracy of the mean of the ``vote`` variants' probabilities; with three
-    voters or more, of every smaller vote too (what each member adds)."""
+    voters or more, of smaller votes too (what each member adds): every smaller vote up to
+    ``ALL_SUBVOTES_UP_TO`` voters, the votes without one member above."""
     import itertools
 
     import numpy as np
@@ -302,13 +314,17 @@ def _print_soft_votes(args: argparse.Namespace, vote: list[str],
     folds = StratifiedKFold(args.folds, shuffle=True, random_state=args.seed)
     tests = [te for _, te in folds.split(np.zeros(ts.n_samples), labels)]
     tests = tests[: args.max_folds]  # None keeps every fold
-    for size in range(len(vote), 1, -1):
-        for members in itertools.combinations(vote, size):
-            mean = np.mean([probas[v] for v in members], axis=0)
-            accs = [float((mean[te].argmax(axis=1) == labels[te]).mean()) for te in tests]
-            acc = np.asarray(accs)
-            print(f"soft vote {' + '.join(members)} (mean probability): {acc.mean():.4f} ± "
-                  f"{acc.std():.4f}; per fold: " + ", ".join(f"{a:.4f}" for a in accs))
+    if len(vote) <= ALL_SUBVOTES_UP_TO:
+        subsets = [m for size in range(len(vote), 1, -1)
+                   for m in itertools.combinations(vote, size)]
+    else:
+        subsets = [tuple(vote)] + [tuple(v for v in vote if v != out) for out in vote]
+    for members in subsets:
+        mean = np.mean([probas[v] for v in members], axis=0)
+        accs = [float((mean[te].argmax(axis=1) == labels[te]).mean()) for te in tests]
+        acc = np.asarray(accs)
+        print(f"soft vote {' + '.join(members)} (mean probability): {acc.mean():.4f} ± "
+              f"{acc.std():.4f}; per fold: " + ", ".join(f"{a:.4f}" for a in accs))
     _print_weighted_vote(vote, probas, labels, tests)
     _print_calibrated_vote(vote, probas, labels, tests)
 
@@ -330,8 +346,17 @@ def _print_weighted_vote(vote: list[str], probas: dict[str, Any], labels: Any,
     if len(tests) < 2:
         print("weighted vote: needs two scored folds or more")
         return
+    if len(vote) > WEIGHTED_VOTE_UP_TO:
+        print(f"weighted vote: skipped for more than {WEIGHTED_VOTE_UP_TO} members (the grid "
+              "grows as C(members + 9, 9))")
+        return
     stack = np.stack([probas[v] for v in vote])  # [V, N, K]
-    grid = [w for w in itertools.product(range(11), repeat=len(vote)) if sum(w) == 10]
+    # compositions of 10 into len(vote) parts (stars and bars), without the 11^V product
+    grid = []
+    for bars in itertools.combinations(range(10 + len(vote) - 1), len(vote) - 1):
+        edges = (-1, *bars, 10 + len(vote) - 1)
+        grid.append(tuple(b - a - 1 for a, b in itertools.pairwise(edges)))
+    grid.sort()  # the product's (lexicographic) order: ties resolve as they always did
     weights = np.asarray(grid, dtype=np.float32) / 10  # [G, V]
     hits = np.stack([  # [G, N]: whether each weighting gets each sample right
         np.tensordot(w, stack, axes=1).argmax(axis=1) == labels for w in weights])
