@@ -3,8 +3,9 @@
 Stratified ``--folds``-fold cross-validation (shuffled, ``--seed``) of the registered
 ``minirocket`` model (variants ``minirocket``, ``multirocket`` and ``multirocket-hydra``, the
 last with ``hydra=true``), the ``quant`` model (interval quantiles + extremely randomised
-trees), ``lightgbm-quant`` (the same interval quantiles, ``features=["quantiles"]``, into the
-registered ``lightgbm`` model: boosted instead of randomised trees), and the deep
+trees), ``lightgbm`` (the registered model with its default features: values, differences,
+statistics) and ``lightgbm-quant`` (QUANT's interval quantiles, ``features=["quantiles"]``,
+into ``lightgbm``: boosted instead of randomised trees), and the deep
 ``tempcnn``, ``inceptiontime`` and ``ltae`` (temporal attention) models, once per variant,
 on ``ucr_crop/Crop_TRAIN.tsv`` of the data folder (7200 NDVI series x 46 steps, 24 classes;
 the archive's TEST split is held back and not used here).
@@ -67,6 +68,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "inceptiontime": ("inceptiontime", {}),
     "multirocket-hydra": ("minirocket", {"variant": "multirocket", "hydra": True}),
     "quant": ("quant", {}),
+    "lightgbm": ("lightgbm", {}),
     "lightgbm-quant": ("lightgbm", {"features": ["quantiles"]}),
     "tempcnn": ("tempcnn", {}),
     "ltae": ("ltae", {}),
