@@ -294,7 +294,8 @@ def main(argv: list[str] | None = None) -> None:
 
 #: up to this many voters every smaller vote is printed; above it, the votes without one member
 ALL_SUBVOTES_UP_TO = 4
-#: the weighted vote's grid (steps of 0.1 on the simplex) has C(V + 9, 9) points: 5,005 at 6
+#: the weighted vote searches 11^V weightings for the C(V + 9, 9) on the simplex (steps of 0.1):
+#: 1.8 M for 5,005 at six voters, far too many above
 WEIGHTED_VOTE_UP_TO = 6
 
 
@@ -353,12 +354,7 @@ def _print_weighted_vote(vote: list[str], probas: dict[str, Any], labels: Any,
               "grows as C(members + 9, 9))")
         return
     stack = np.stack([probas[v] for v in vote])  # [V, N, K]
-    # compositions of 10 into len(vote) parts (stars and bars), without the 11^V product
-    grid = []
-    for bars in itertools.combinations(range(10 + len(vote) - 1), len(vote) - 1):
-        edges = (-1, *bars, 10 + len(vote) - 1)
-        grid.append(tuple(b - a - 1 for a, b in itertools.pairwise(edges)))
-    grid.sort()  # the product's (lexicographic) order: ties resolve as they always did
+    grid = [w for w in itertools.product(range(11), repeat=len(vote)) if sum(w) == 10]
     weights = np.asarray(grid, dtype=np.float32) / 10  # [G, V]
     hits = np.stack([  # [G, N]: whether each weighting gets each sample right
         np.tensordot(w, stack, axes=1).argmax(axis=1) == labels for w in weights])
@@ -382,13 +378,13 @@ def _print_calibrated_vote(vote: list[str], probas: dict[str, Any], labels: Any,
     overconfident, the trees' vote fractions are flat), so a plain mean lets the most
     confident member decide. For each test fold, each member's temperature is fitted on the
     *other* folds, as the weights of the weighted vote are: the ``stacking`` model's
-    ``meta="temperature"`` (:func:`cropscope.models.stacking.fit_temperature` and
-    :func:`~cropscope.models.stacking.tempered`), applied to the kept out-of-fold
+    ``meta="temperature"`` (:func:`cropscope.models.calibration.fit_temperature` and
+    :func:`~cropscope.models.calibration.tempered`), applied to the kept out-of-fold
     probabilities instead of inner folds.
     """
     import numpy as np
 
-    from cropscope.models.stacking import fit_temperature, tempered
+    from cropscope.models.calibration import fit_temperature, tempered
 
     if len(tests) < 2:
         print("calibrated vote: needs two scored folds or more")

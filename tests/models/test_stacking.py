@@ -12,7 +12,7 @@ from cropscope.data import TimeSeriesSet
 from cropscope.errors import ModelError
 from cropscope.models import Classifier, create_model
 from cropscope.models import base as model_base
-from cropscope.models.stacking import fit_temperature, tempered
+from cropscope.models.calibration import tempered
 from tests.conftest import make_toy_set
 
 FAST = [{"model": "rf", "config": {"n_estimators": 15}},
@@ -128,21 +128,6 @@ def test_stacking_is_no_worse_than_its_worst_member() -> None:
     stacked = float((stack.predict(test) == test.labels).mean())
     assert max(accuracy.values()) < 1.0  # a problem where combining can matter
     assert stacked >= min(accuracy.values()), (stacked, accuracy)
-
-
-def test_fit_temperature_undoes_a_known_miscalibration() -> None:
-    rng = np.random.default_rng(0)
-    logits = rng.normal(0, 1.5, (4000, 5))
-    truth = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    y = np.array([rng.choice(5, p=p) for p in truth])  # labels drawn from the true odds
-    for factor in (3.0, 0.4):  # overconfident, then underconfident
-        member = np.exp(factor * logits)
-        member /= member.sum(axis=1, keepdims=True)
-        t = fit_temperature(member, y)
-        assert t == pytest.approx(factor, rel=0.15), (factor, t)
-        np.testing.assert_allclose(tempered(member, t), truth, atol=0.05)
-        # the arg-max, hence the member's own prediction, is unchanged
-        np.testing.assert_array_equal(tempered(member, t).argmax(1), member.argmax(1))
 
 
 def test_temperature_meta_is_the_mean_of_tempered_members(tmp_path: Path) -> None:

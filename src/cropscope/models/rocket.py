@@ -70,6 +70,7 @@ from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import DataError, ModelError
 from cropscope.features.gapfill import interpolate_gaps_array, time_axis_days
 from cropscope.models.base import Classifier
+from cropscope.models.calibration import fit_logit_scale, softmax
 from cropscope.models.hydra import HydraTransform, sparse_scale
 from cropscope.threads import current_threads, map_chunks
 
@@ -459,33 +460,6 @@ def _batches(n: int, size: int) -> Iterator[slice]:
         yield slice(lo, min(n, lo + size))
 
 
-def fit_temperature(logits: np.ndarray, target: np.ndarray) -> float:
-    """The ``T > 0`` for which ``softmax(T * logits)`` has the least mean log-loss on the
-    class indices ``target`` (one scalar: the ranking of the classes, so every prediction,
-    is unchanged). Searched on ``log T`` in ``[-7, 7]``; 1.0 when there is nothing to fit."""
-    from scipy.optimize import minimize_scalar
-
-    logits = np.asarray(logits, dtype=np.float64)
-    if logits.shape[0] == 0 or not np.isfinite(logits).all():
-        return 1.0
-    rows = np.arange(len(target))
-
-    def loss(log_t: float) -> float:
-        scaled = np.exp(log_t) * logits
-        scaled -= scaled.max(axis=1, keepdims=True)
-        log_norm = np.log(np.exp(scaled).sum(axis=1))
-        return float(np.mean(log_norm - scaled[rows, target]))
-
-    best = minimize_scalar(loss, bounds=(-7.0, 7.0), method="bounded")
-    return float(np.exp(best.x)) if best.success else 1.0
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    logits = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(logits)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 class MiniRocket(Classifier):
     """MiniRocket / MultiRocket random-kernel features + ridge (or logistic) head."""
 
@@ -642,7 +616,7 @@ class MiniRocket(Classifier):
             loo = est.cv_results_[:, :, int(np.argmin(np.abs(alphas - est.alpha_)))]
             if loo.shape[1] == 1:
                 loo = np.hstack([-loo, loo])
-            self.temperature_ = fit_temperature(loo, np.searchsorted(est.classes_, y))
+            self.temperature_ = fit_logit_scale(loo, np.searchsorted(est.classes_, y))
             del loo
             est.cv_results_ = None
         else:
@@ -674,7 +648,7 @@ class MiniRocket(Classifier):
         for sl in _batches(ts.n_samples, _PREDICT_BATCH):
             z = self._features(x[sl], n_jobs)
             logits = z @ self.coef_.T + self.intercept_
-            out[sl, self.classes_] = _softmax(self.temperature_ * logits.astype(np.float64))
+            out[sl, self.classes_] = softmax(self.temperature_ * logits.astype(np.float64))
         return out
 
     def _save_weights(self, directory: Path) -> None:

@@ -46,45 +46,13 @@ import numpy as np
 from cropscope.data.timeseries import TimeSeriesSet
 from cropscope.errors import DataError, ModelError
 from cropscope.models.base import Classifier
+from cropscope.models.calibration import fit_temperature, softmax, tempered
 
-__all__ = ["META_LEARNERS", "Stacking", "fit_temperature", "tempered"]
+__all__ = ["META_LEARNERS", "Stacking"]
 
 #: the meta-learners (``meta`` option)
 META_LEARNERS = ("logistic", "temperature")
 _META_FILE = "meta.npz"
-#: probabilities are floored here before their logarithm (a member's exact zeros)
-_FLOOR = 1e-7
-#: the temperature search range
-_T_RANGE = (1 / 20, 20.0)
-
-
-def tempered(proba: np.ndarray, temperature: float) -> np.ndarray:
-    """``proba [N, K]`` raised to ``1 / temperature`` and renormalised (softmax of
-    ``log(proba) / T``; probabilities below 1e-7 count as 1e-7). ``T > 1`` flattens,
-    ``T < 1`` sharpens; the arg-max is unchanged."""
-    logits = np.log(np.maximum(np.asarray(proba, dtype=np.float64), _FLOOR)) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    e = np.exp(logits)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
-    """The temperature in ``[1/20, 20]`` with the least log-loss of ``tempered(proba, T)``
-    on the class indices ``y [N]`` (bounded scalar search on ``log T``)."""
-    from scipy.optimize import minimize_scalar
-
-    logp = np.log(np.maximum(np.asarray(proba, dtype=np.float64), _FLOOR))
-    rows = np.arange(len(y))
-
-    def loss(log_t: float) -> float:
-        z = logp / np.exp(log_t)
-        z -= z.max(axis=1, keepdims=True)
-        return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[rows, y]))
-
-    lo, hi = np.log(_T_RANGE[0]), np.log(_T_RANGE[1])
-    res = minimize_scalar(loss, bounds=(lo, hi), method="bounded",
-                          options={"xatol": 1e-4})
-    return float(np.exp(res.x))
 
 
 class Stacking(Classifier):
@@ -212,11 +180,8 @@ class Stacking(Classifier):
             k = len(self.classes)
             return np.mean([tempered(x[:, i * k:(i + 1) * k], t)
                             for i, t in enumerate(self.temperature_)], axis=0)
-        logits = x @ self.coef_.T + self.intercept_
-        logits -= logits.max(axis=1, keepdims=True)
-        e = np.exp(logits)
         out = np.zeros((ts.n_samples, len(self.classes)), dtype=np.float64)
-        out[:, self.meta_classes_] = e / e.sum(axis=1, keepdims=True)
+        out[:, self.meta_classes_] = softmax(x @ self.coef_.T + self.intercept_)
         return out
 
     # ------------------------------------------------------------------ persistence
