@@ -66,6 +66,52 @@ def test_local_cluster_workers_keep_freed_memory(address: str) -> None:
         pass
 
 
+def _worker_log_after(messages: list[str]) -> list[str]:
+    """Log ``messages`` as errors on a worker's ``distributed.worker`` logger; what reaches
+    a handler there."""
+    import logging
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    log = logging.getLogger("distributed.worker")
+    handler = Keep()
+    log.addHandler(handler)
+    try:
+        for message in messages:
+            log.error(message)
+    finally:
+        log.removeHandler(handler)
+    return seen
+
+
+def test_closing_cluster_drops_only_heartbeat_failures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker whose heartbeat meets the closing scheduler logged a traceback
+    (dask/distributed#7105; it failed a CI run): as a local cluster closes, its workers drop
+    that one message, and still log every other one."""
+    from cropscope.mapping import job
+
+    messages = ["Failed to communicate with scheduler during heartbeat.", "a real failure"]
+    calls: list[str] = []
+    quiet = job._quiet_heartbeats
+
+    def record(dist, cluster) -> None:  # the filter goes in before the cluster closes
+        calls.append(str(cluster.status))
+        quiet(dist, cluster)
+
+    monkeypatch.setattr(job, "_quiet_heartbeats", record)
+    with local_cluster(1) as cluster, distributed.Client(cluster) as client:
+        before = list(client.run(_worker_log_after, messages).values())
+        job._quiet_heartbeats(distributed, cluster)
+        after = list(client.run(_worker_log_after, messages).values())
+    assert before == [messages]
+    assert after == [messages[1:]]
+    assert calls == ["Status.running", "Status.running"]
+
+
 @pytest.fixture(scope="module")
 def reference(scene: Path, model, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
     result = run_map_job(model, scene, tmp_path_factory.mktemp("ref"), tile=16, progress=False)
