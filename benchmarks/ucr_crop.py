@@ -72,6 +72,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "lightgbm-quant": ("lightgbm", {"features": ["quantiles"]}),
     "tempcnn": ("tempcnn", {}),
     "ltae": ("ltae", {}),
+    "lstm-fcn": ("lstm-fcn", {}),
 }
 
 

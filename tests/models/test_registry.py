@@ -23,6 +23,8 @@ FAST: dict[str, dict[str, Any]] = {
     "tempcnn": {"epochs": 15, "batch_size": 16, "lr": 3e-3},
     "cropnet": {"epochs": 15, "batch_size": 16, "channels": 16, "augment": False, "lr": 3e-3},
     "ltae": {"epochs": 15, "batch_size": 16, "lr": 3e-3, "d_model": 32, "n_head": 4, "mlp": 32},
+    "lstm-fcn": {"epochs": 15, "batch_size": 16, "lr": 3e-3, "filters": [16, 32, 16],
+                 "augment": False},
     "spectral-cnn": {"epochs": 15, "batch_size": 16, "filters": 8, "hidden": 32, "lr": 3e-3},
     "spectral-transformer": {"epochs": 15, "batch_size": 16, "lr": 3e-3, "spatial_dim": 16,
                              "spectral_dim": 16, "out_dim": 16, "spatial_depth": 1,

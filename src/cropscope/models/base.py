@@ -361,6 +361,8 @@ _BUILTIN: dict[str, tuple[str, str, str]] = {
                 "CropNet: 2-D CNN over the bands x time image (Tong & Wang, CropGlobe)"),
     "tempcnn": ("cropscope.models.tempcnn", "TempCNN",
                 "TempCNN: 1-D temporal convolutions (Pelletier et al. 2019)"),
+    "lstm-fcn": ("cropscope.models.lstm_fcn", "LSTMFCN",
+                 "LSTM-FCN: fully convolutional + LSTM branches (Karim et al. 2018)"),
     "ltae": ("cropscope.models.attention", "TemporalAttention",
              "Lightweight temporal attention encoder (L-TAE style, master-query pooling)"),
     "rf": ("cropscope.models.forest", "RandomForest",

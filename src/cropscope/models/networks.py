@@ -149,6 +149,24 @@ _BUILTIN: dict[str, NetworkConfig] = {cfg.name: cfg for cfg in (
         test_inputs={"x": _spec(3, 8)},
     ),
     NetworkConfig(
+        name="lstm-fcn",
+        builder=("cropscope.models.lstm_fcn", "LSTMFCNModule"),
+        description="LSTM-FCN (Karim et al. 2018): fully convolutional and LSTM branches, "
+                    "bands as channels",
+        input_layout="pixel-image [B, C, T]",
+        output="logits [B, K]",
+        kwargs={"filters": (128, 256, 128), "kernels": (8, 5, 3), "hidden": 8,
+                "lstm_dropout": 0.8, "shuffle": True},
+        required=_PIXEL_SIZES,
+        classes_arg="n_classes",
+        time_steps="n_times",
+        test_kwargs={"n_bands": 3, "n_times": 8, "n_classes": 4, "filters": (8, 16, 8),
+                     "hidden": 4, "lstm_dropout": 0.2},
+        test_inputs={"x": _spec(3, 8)},
+        notes="shuffle=True (the paper's dimension shuffle) reads series of n_times steps "
+              "only; shuffle=False any length",
+    ),
+    NetworkConfig(
         name="cropnet",
         builder=("cropscope.models.cropnet", "CropNetModule"),
         description="CropNet (Tong & Wang): 2-D CNN over the bands x time image",

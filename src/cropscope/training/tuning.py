@@ -146,6 +146,12 @@ SEARCH_SPACES: dict[str, dict[str, dict[str, Any]]] = {
         "dropout": {"type": _FLOAT, "low": 0.0, "high": 0.5},
         "d_model": {"type": _CAT, "choices": [64, 128, 256]},
     },
+    "lstm-fcn": {
+        "lr": {"type": _FLOAT, "low": 3e-4, "high": 1e-2, "log": True},
+        "weight_decay": {"type": _FLOAT, "low": 1e-7, "high": 1e-3, "log": True},
+        "hidden": {"type": _CAT, "choices": [8, 32, 64]},
+        "lstm_dropout": {"type": _FLOAT, "low": 0.2, "high": 0.8},
+    },
     "inceptiontime": {
         "lr": {"type": _FLOAT, "low": 3e-4, "high": 1e-2, "log": True},
         "depth": {"type": _INT, "low": 3, "high": 9, "step": 3},
