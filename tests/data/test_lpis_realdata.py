@@ -92,3 +92,29 @@ def test_wide_african_file_with_a_column_pattern(real_data_dir: Path) -> None:
     expected[expected == 65535] = np.nan
     np.testing.assert_array_equal(ts.band("B04")[3], expected.astype(np.float32))
     assert sorted(ts.classes) == sorted(str(c) for c in raw["ewoc_code"].unique())
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_south_west_file_scored_on_ewoc_prefix_levels(real_data_dir: Path) -> None:
+    """The dekadal file cross-validated in 10 km blocks and scored on the first 2 and 4
+    digits of the EWOC codes (``--taxonomy prefixes:2,4``), as benchmarks/lpis_cv.py does."""
+    import json
+
+    from tests.cli.test_cli import run_cli
+
+    path = shared_folder(real_data_dir, "worldcereal_lpis_samples") / FILES["southwest"]
+    proc = run_cli("--threads", "1", "evaluate", "--table", str(path), "--time-col",
+                   "timestamp", "--label-col", "ewoc_code", "--bands", S2, "--nodata", "65535",
+                   "--drop-empty", "--model", "rf", "--set", "n_estimators=30", "--cv", "3",
+                   "--seed", "0", "--spatial-blocks", "10km", "--taxonomy", "prefixes:2,4",
+                   "--levels", "--json")  # fmt: skip
+    result = json.loads(proc.stdout)
+    levels = {e["level"]: e for e in result["levels"]}
+    assert list(levels) == ["prefix2", "prefix4", "code"]
+    assert [levels[k]["n_classes"] for k in levels] == [4, 17, 47]
+    assert result["n_samples"] == 499  # the parcel without any observation is dropped
+    # consistent decoding: a right code has right prefixes, so coarser levels score higher
+    oa = [levels[k]["overall_accuracy"] for k in ("code", "prefix4", "prefix2")]
+    assert oa == sorted(oa) and oa[0] < oa[-1]
+    assert result["config"]["spatial_blocks"] == "10km"

@@ -146,3 +146,35 @@ def test_damaged_taxonomy_files_are_one_data_error(tmp_path, name: str, content:
     with pytest.raises(DataError) as exc:
         read_taxonomy(path)
     assert "\n" not in str(exc.value)
+
+
+def test_levels_from_code_prefixes() -> None:
+    """WorldCereal EWOC codes name their groups in their leading digits."""
+    codes = ["1101060000", "1101010011", "1106000031", "2001020022", "1101060000"]
+    tax = Taxonomy.from_code_prefixes(codes, [2, 4])
+    assert tax.levels == ["prefix2", "prefix4", "code"]
+    assert tax.classes(0) == ["11", "20"] and tax.classes(1) == ["1101", "1106", "2001"]
+    assert tax.path("1106000031") == ["11", "1106", "1106000031"]
+    labels = tax.encode(["1101010011", "2001020022"])
+    assert [[tax.classes(k)[c] for k, c in enumerate(row)] for row in labels] == [
+        ["11", "1101", "1101010011"], ["20", "2001", "2001020022"]]
+    with pytest.raises(DataError, match="increasing"):
+        Taxonomy.from_code_prefixes(codes, [4, 2])
+    with pytest.raises(DataError, match="not longer than the longest prefix"):
+        Taxonomy.from_code_prefixes(["1101", *codes], [2, 4])
+    with pytest.raises(DataError, match="at least one"):
+        Taxonomy.from_code_prefixes([], [2])
+
+
+def test_prefix_taxonomy_from_the_option_text() -> None:
+    """``--taxonomy prefixes:2,4`` builds the tree from the set's own class codes."""
+    from cropscope.data.samples import attach_taxonomy
+    from tests.conftest import make_toy_set
+
+    ts = make_toy_set(n_per_class=4)
+    ts = ts.replace(classes=["1101060000", "1101010011", "2001020022"])
+    got = attach_taxonomy(ts, "prefixes:2,4")
+    assert got.taxonomy is not None and got.taxonomy.sizes == [2, 2, 3]
+    assert got.at_level("prefix2").label_names[:1] == [ts.label_names[0][:2]]
+    with pytest.raises(DataError, match="prefix lengths such as"):
+        attach_taxonomy(ts, "prefixes:two")

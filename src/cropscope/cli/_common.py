@@ -168,8 +168,10 @@ def hierarchy_options(func: F) -> F:
                      help="Also score every taxonomy level (a flat model's probabilities are "
                           "summed up the tree)."),
         click.option("--taxonomy", "taxonomy_src", default=None,
-                     help="Class hierarchy: a YAML/JSON/CSV file or a shipped name "
-                          "(default: the one shipped with --dataset)."),
+                     help="Class hierarchy: a YAML/JSON/CSV file, a shipped name, or "
+                          "'prefixes:2,4,6' (levels from the first 2, 4, 6 characters of "
+                          "the class codes, e.g. WorldCereal EWOC codes; default: the one "
+                          "shipped with --dataset)."),
         click.option("--decoding", type=click.Choice(["consistent", "independent"]),
                      default="consistent", show_default=True,
                      help="Per-level decoding: best root-to-leaf path, or argmax per level."),

@@ -35,8 +35,9 @@ from cropscope.cli._common import (
               help="Train on the class hierarchy (cascade heads for deep models, per-level "
                    "models otherwise); predictions then come on every level.")
 @click.option("--taxonomy", "taxonomy_src", default=None,
-              help="Class hierarchy for --hierarchical: a YAML/JSON/CSV file or a shipped "
-                   "name (default: the one shipped with --dataset).")
+              help="Class hierarchy for --hierarchical: a YAML/JSON/CSV file, a shipped "
+                   "name, or 'prefixes:2,4,6' (levels from the leading characters of the "
+                   "class codes; default: the one shipped with --dataset).")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue an interrupted training of the same data and settings into "
                    "--out (deep models checkpoint every epoch).")

@@ -64,6 +64,19 @@ def sample_source(dataset: str | None = None, table: str | Path | None = None,
     return f"table:{table}"
 
 
+#: ``--taxonomy prefixes:2,4,6``: levels from the leading characters of the class codes
+PREFIX_TAXONOMY = "prefixes:"
+
+
+def _prefix_lengths(spec: str) -> list[int]:
+    text = spec[len(PREFIX_TAXONOMY):]
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise DataError(f"taxonomy {spec!r}: expected prefix lengths such as "
+                        f"'{PREFIX_TAXONOMY}2,4,6'") from None  # fmt: skip
+
+
 def attach_taxonomy(
     ts: TimeSeriesSet,
     taxonomy: str | Path | Taxonomy | None = None,
@@ -71,10 +84,15 @@ def attach_taxonomy(
 ) -> TimeSeriesSet:
     """``ts`` with a class hierarchy attached (per-level labels): ``taxonomy`` (a
     :class:`~cropscope.taxonomy.Taxonomy`, a YAML/JSON/CSV file or a shipped name, see
-    :func:`~cropscope.taxonomy.load_taxonomy`), else the one shipped with ``dataset``.
-    The tree is completed and, when the set's classes are all leaves, restricted to them."""
+    :func:`~cropscope.taxonomy.load_taxonomy`; or ``"prefixes:2,4,6"``, levels made of the
+    first 2, 4 and 6 characters of the set's class codes, see
+    :meth:`~cropscope.taxonomy.Taxonomy.from_code_prefixes`), else the one shipped with
+    ``dataset``. The tree is completed and, when the set's classes are all leaves,
+    restricted to them."""
     if isinstance(taxonomy, Taxonomy):
         tax = taxonomy
+    elif isinstance(taxonomy, str) and taxonomy.startswith(PREFIX_TAXONOMY):
+        tax = Taxonomy.from_code_prefixes(ts.classes, _prefix_lengths(taxonomy), "prefixes")
     elif taxonomy is not None:
         tax = load_taxonomy(taxonomy)
     elif dataset is not None:

@@ -12,6 +12,7 @@ level-wise metrics need a *complete* tree, where every leaf is on the finest lev
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -125,6 +126,29 @@ class Taxonomy:
                     )
                 parent = label
         return cls(nodes.values(), levels, name)
+
+    @classmethod
+    def from_code_prefixes(cls, codes: Iterable[str], digits: Sequence[int],
+                           name: str = "prefixes") -> Taxonomy:
+        """From class codes whose leading characters name their groups, as WorldCereal's
+        EWOC codes do (``1101060000``: ``11`` temporary crops, ``1101`` cereals, ...).
+
+        Level ``k`` holds the first ``digits[k]`` characters of the codes; the codes
+        themselves are the finest level (named ``code``; the others ``prefix2``,
+        ``prefix4``, ...). ``digits`` must increase and be shorter than every code.
+        """
+        codes = sorted({str(c) for c in codes})
+        cuts = [int(d) for d in digits]
+        if not codes:
+            raise DataError("a prefix taxonomy needs at least one class code")
+        if not cuts or min(cuts) < 1 or any(b <= a for a, b in itertools.pairwise(cuts)):
+            raise DataError(f"prefix lengths must be positive and increasing, got {cuts}")
+        short = [c for c in codes if len(c) <= cuts[-1]]
+        if short:
+            raise DataError(f"{len(short)} class code(s) are not longer than the longest prefix "
+                            f"({cuts[-1]} characters), e.g. {short[:3]}")  # fmt: skip
+        paths = [[c[:d] for d in cuts] + [c] for c in codes]
+        return cls.from_paths(paths, [f"prefix{d}" for d in cuts] + ["code"], name)
 
     # ------------------------------------------------------------------ structure
     @property
