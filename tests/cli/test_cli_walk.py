@@ -185,7 +185,7 @@ def _option_cases(r: dict[str, str]) -> list[tuple[list[str], str]]:
         ([*cube, "--scale", "0"], "scale"),
         ([*cube[:-2], "--tile", "0"], "tile"),
         ([*cube, "--workers", "0"], "workers"),
-        ([*cube, "--batch-size", "0"], "batch_size"),
+        ([*cube, "--batch-size", "0"], "--batch-size"),
         ([*cube[:-4], "--out", out + "/m/map.png"], ".tif"),  # issue 20 item 7
         (["report", "--map", r["proba"], "--out", out + "/r.html"], "class labels"),
         (["sieve", "--map", r["map"], "--min-pixels", "0", "--out", out + "/s.tif"], "2"),

@@ -77,3 +77,14 @@ def test_tune_space_file_and_text_summary(toy_table: Path, tmp_path: Path) -> No
     proc = run_cli("tune", "--table", str(toy_table), *ARGS, "--out", str(tmp_path / "u"),
                    "--space", str(space), check=False)
     assert_one_line_error(proc, "JSON object")
+
+
+def test_trials_that_fail_leave_no_traceback(toy_table: Path, tmp_path: Path) -> None:
+    """Every trial raises a user error (an unknown feature kind drawn from the space): the
+    trials fail quietly, one Optuna line each, and the command ends in one error line."""
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"features": {"type": "categorical", "choices": [["nope"]]}}))
+    proc = run_cli("--threads", "1", "tune", "--table", str(toy_table), "--model", "logreg",
+                   "--space", str(space), "--trials", "2", "--cv", "2", "--out",
+                   str(tmp_path / "t"), check=False)  # fmt: skip
+    assert_one_line_error(proc, "no trial", "nope")

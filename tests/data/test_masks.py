@@ -125,3 +125,14 @@ def test_masked_then_composited(scl_folder: tuple[Path, dict]) -> None:
     np.testing.assert_array_equal(part.values, cube.values[:, :, :, 1:3])
     back = pickle.loads(pickle.dumps(CompositedCube(masked, 10, start="2021-04-01")))
     assert len(back.times) == 4 and back.read().shape == (4, 2, 2, 3)
+
+
+def test_composite_dates_that_are_not_dates(scl_folder: tuple[Path, dict]) -> None:
+    from cropscope.errors import DataError
+    from cropscope.features.cube import CompositedCube
+
+    masked = MaskedCube(CubeSource.scan(scl_folder[0], scale=1e-4), "SCL")
+    with pytest.raises(DataError, match="start must be a date"):
+        CompositedCube(masked, "monthly", start="xyz")
+    with pytest.raises(DataError, match="end must be a date"):
+        CompositedCube(masked, "monthly", end="2021-13-45")

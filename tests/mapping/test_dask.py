@@ -253,3 +253,12 @@ def test_files_kept_open_by_an_ended_thread_are_closed_without_a_traceback(
                           timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "closed", proc.stderr
     assert "Traceback" not in proc.stderr and "EnvError" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("address", ["localhost", "tcp://", "foo://x"])
+def test_malformed_scheduler_address_is_a_data_error(
+    scene: Path, model, tmp_path: Path, address: str  # noqa: F811
+) -> None:
+    with pytest.raises(DataError, match="not a Dask scheduler address"):
+        run_map_job(model, scene, tmp_path / "out", tile=16, progress=False, scheduler=address)
+    assert not list((tmp_path / "out").glob("*.tif"))  # no output (the partial work stays)

@@ -19,6 +19,12 @@ from cropscope.threads import THREADS_ENV, set_threads
 F = Callable[..., Any]
 
 
+
+#: ``--seed``: numpy and scikit-learn take seeds in [0, 2**32 - 1]
+SEED_TYPE = click.IntRange(0, 2**32 - 1)
+#: sizes and counts that must be at least one (``--batch-size``)
+POSITIVE_INT = click.IntRange(min=1)
+
 def log(message: str) -> None:
     """Progress and information go to stderr, never stdout (stdout is for results)."""
     click.echo(message, err=True)
@@ -115,6 +121,8 @@ def parse_config(config_file: Path | None, settings: tuple[str, ...]) -> dict[st
             raise DataError(f"config file {config_file} is not UTF-8 text") from None
         except json.JSONDecodeError as exc:
             raise DataError(f"config file {config_file} is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise DataError(f"config file {config_file} nests its JSON too deeply") from None
         if not isinstance(loaded, dict):
             raise DataError(f"config file {config_file} must hold a JSON object of options "
                             f"(KEY: VALUE), got {type(loaded).__name__}")
@@ -127,6 +135,8 @@ def parse_config(config_file: Path | None, settings: tuple[str, ...]) -> dict[st
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
+        except RecursionError:
+            raise DataError(f"--set {key.strip()}: the JSON value nests too deeply") from None
         config[key.strip()] = value
     return config
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from cropscope.cli._common import log
+from cropscope.cli._common import SEED_TYPE, log
 
 
 def _expected(text: str) -> tuple[float, dict[str, float]]:
@@ -47,7 +47,7 @@ def _expected(text: str) -> tuple[float, dict[str, float]]:
               default="olofsson", show_default=True)
 @click.option("--min-per-class", type=int, default=50, show_default=True,
               help="Points per rare class with --allocation olofsson.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED_TYPE, default=0, show_default=True)
 def sample_design(map_path: Path, out_path: Path, n_points: int | None,
                   target_se: float | None, target_class: str | None, expected_ua: str,
                   allocation: str, min_per_class: int, seed: int) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from cropscope.cli._common import SEED_TYPE
 from cropscope.workflows.demo import DEMO_BLOCKS, DEMO_DATASET, DEMO_MODELS
 
 
@@ -17,7 +18,7 @@ from cropscope.workflows.demo import DEMO_BLOCKS, DEMO_DATASET, DEMO_MODELS
 @click.option("--models", "model_names", default=",".join(DEMO_MODELS), show_default=True,
               help="Comma-separated models to compare.")
 @click.option("--cv", type=int, default=5, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED_TYPE, default=0, show_default=True)
 @click.option("--spatial-blocks", default=DEMO_BLOCKS, show_default=True, metavar="SIZE",
               help="Also cross-validate on spatial blocks of this size ('none': skip).")
 def demo(out_dir: Path, model_names: str, cv: int, seed: int, spatial_blocks: str) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from cropscope.cli._common import (
+    SEED_TYPE,
     hierarchy_options,
     model_config_options,
     parse_config,
@@ -49,7 +50,7 @@ def _fold_lines(result: Any) -> list[str]:
               help="Label raster or FILE.mat:VARIABLE for --scene (0 = unlabelled).")
 @click.option("--model", "model_name", required=True, help="Model name (see 'models list').")
 @click.option("--cv", type=int, default=5, show_default=True, help="Number of folds.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED_TYPE, default=0, show_default=True)
 @click.option("--group", default=None,
               help="Metadata column for leave-group-out folds (e.g. region, year).")
 @click.option("--spatial-blocks", default=None, metavar="SIZE",

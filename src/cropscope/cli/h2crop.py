@@ -14,7 +14,14 @@ from typing import Any
 
 import click
 
-from cropscope.cli._common import log, option_overrides, parse_config, scale_out_options
+from cropscope.cli._common import (
+    POSITIVE_INT,
+    SEED_TYPE,
+    log,
+    option_overrides,
+    parse_config,
+    scale_out_options,
+)
 
 _CONFIGS = ("S2", "S2+P", "S2+H", "S2+H+P")
 
@@ -29,7 +36,8 @@ def training_options(func: Any) -> Any:
         click.option("--preset", default="tiny", show_default=True,
                      type=click.Choice(["tiny", "reference"])),
         click.option("--epochs", type=int, default=None, help="Epochs (default 100)."),
-        click.option("--batch-size", type=int, default=None, help="Batch size (default 4)."),
+        click.option("--batch-size", type=POSITIVE_INT, default=None,
+                     help="Batch size (default 4)."),
         click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:1, ..."),
         click.option("--normalise", default="reference", show_default=True,
                      type=click.Choice(["reference", "train", "none"]),
@@ -74,7 +82,7 @@ def h2crop() -> None:
               help="small: a 4-level toy tree; h2crop: the real 7/37/83/102 taxonomy.")
 @click.option("--keys", default="readme", show_default=True, type=click.Choice(["readme", "code"]),
               help="HDF5 key spelling (README: S2/EnMAP/label/prior; code: S2_data/...).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED_TYPE, default=0, show_default=True)
 def generate(root: Path, samples: int, size: int, hyper_size: int, hyper_bands: int,
              taxonomy_name: str, keys: str, seed: int) -> None:
     """Write a synthetic dataset in the H2Crop layout (for trying the pipeline)."""
@@ -136,7 +144,7 @@ def train(root: Path, out_dir: Path, config: str, months: int, resume: bool, pre
 @click.option("--weights", default="final", show_default=True,
               type=click.Choice(["final", "best", "last"]),
               help="The run's selected weights, or a checkpoint.")
-@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--batch-size", type=POSITIVE_INT, default=4, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Write levels.json / levels.csv into this folder.")

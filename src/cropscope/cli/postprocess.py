@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from cropscope.cli._common import log
+from cropscope.cli._common import SEED_TYPE, log
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -62,7 +62,7 @@ def smooth(prob_path: Path, labels_path: Path | None, out_dir: Path, window: int
 @click.option("--exclude", type=click.Path(path_type=Path), default=None,
               help="Existing samples (points: .gpkg/.geojson/.csv with x/y or lon/lat) to "
                    "keep away from.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED_TYPE, default=0, show_default=True)
 @click.option("--out", "out_path", type=click.Path(path_type=Path), required=True,
               help="Points to write: .gpkg, .geojson or .csv.")
 def propose_samples(prob_path: Path, n_points: int, score: str, min_distance: int,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cropscope.cli._common import log
+from cropscope.cli._common import POSITIVE_INT, log
 
 
 @click.command()
@@ -28,7 +28,7 @@ from cropscope.cli._common import log
               help="Cube: context pixels read around each window (default: what the model "
                    "needs: 0 for pixel models, the patch radius for patch models, the "
                    "model's context for scene models, whose overlaps are blended).")
-@click.option("--batch-size", type=int, default=65536, show_default=True,
+@click.option("--batch-size", type=POSITIVE_INT, default=65536, show_default=True,
               help="Cube: pixels per predict call.")
 @click.option("--workers", type=int, default=None,
               help="Cube: predict on a local Dask cluster of this many processes.")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import click
 
 from cropscope.cli._common import (
+    SEED_TYPE,
     comma_list,
     model_config_options,
     parse_config,
@@ -101,7 +102,7 @@ def profiles(dataset: str | None, split: str | None, table: Path | None, out_png
 @click.option("--model", "model_name", default="rf", show_default=True,
               help="Model name (see 'models list').")
 @click.option("--cv", type=int, default=5, show_default=True, help="Number of folds.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED_TYPE, default=0, show_default=True)
 @click.option("--group", default=None, help="Metadata column for leave-group-out folds.")
 @click.option("--spatial-blocks", default=None, metavar="SIZE",
               help="Folds from coordinate blocks ('0.5deg', '10km').")

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from cropscope.cli._common import comma_list, log
+from cropscope.cli._common import SEED_TYPE, comma_list, log
 from cropscope.errors import DataError
 
 
@@ -69,7 +69,7 @@ def _cube_options(mask_band: str | None, mask_invalid: str | None, variables: st
               help="Shrink polygons by this many metres first (leaves mixed edge pixels out).")
 @click.option("--max-pixels", type=int, default=None, metavar="N",
               help="pixels mode: at most N pixels per polygon, drawn at random (--seed).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED_TYPE, default=0, show_default=True)
 @click.option("--id-column", default=None,
               help="Unique feature id, written as the group column polygon_id/point_id "
                    "(default: the row number).")

@@ -16,7 +16,13 @@ from typing import Any
 import click
 import numpy as np
 
-from cropscope.cli._common import log, option_overrides, parse_config, scale_out_options
+from cropscope.cli._common import (
+    POSITIVE_INT,
+    log,
+    option_overrides,
+    parse_config,
+    scale_out_options,
+)
 from cropscope.errors import DataError
 
 
@@ -49,7 +55,7 @@ def model_options(func: Any) -> Any:
                           "--model-set use_checkpoint=true"),
         click.option("--epochs", type=int, default=None, help="Epochs (default 50)."),
         click.option("--lr", type=float, default=None, help="Peak learning rate (6e-5)."),
-        click.option("--batch-size", type=int, default=None, help="Batch size (4)."),
+        click.option("--batch-size", type=POSITIVE_INT, default=None, help="Batch size (4)."),
         click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:1, ..."),
         click.option("--resume/--no-resume", default=True, show_default=True,
                      help="Continue from last.pt in --out when it exists."),
@@ -214,7 +220,7 @@ def pretrain(cube_path: Path | None, worldcereal_dir: Path | None, raster_path: 
               help="H5 split list (all files when the list is absent).")
 @click.option("--checkpoint", type=click.Choice(["final", "best", "last"]), default="final",
               show_default=True, help="The run's selected weights, or a checkpoint.")
-@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--batch-size", type=POSITIVE_INT, default=4, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 def evaluate(run_dir: Path, data_dir: Path | None, worldcereal_dir: Path | None, split: str,
              checkpoint: str, batch_size: int, device: str) -> None:

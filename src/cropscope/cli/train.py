@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from cropscope.cli._common import (
+    SEED_TYPE,
     log,
     model_config_options,
     parse_config,
@@ -30,7 +31,7 @@ from cropscope.cli._common import (
               help="Run directory to write.")
 @click.option("--holdout", type=float, default=0.2, show_default=True,
               help="Share of samples held out for the report (0 = train on everything).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED_TYPE, default=0, show_default=True)
 @click.option("--hierarchical", is_flag=True,
               help="Train on the class hierarchy (cascade heads for deep models, per-level "
                    "models otherwise); predictions then come on every level.")

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from cropscope.cli._common import (
+    SEED_TYPE,
     log,
     model_config_options,
     parse_config,
@@ -55,7 +56,7 @@ def _read_space(path: Path | None) -> dict[str, Any] | None:
                    "test region is its split's).")
 @click.option("--inner-cv", type=int, default=3, show_default=True,
               help="Inner folds scoring each trial (inside an outer training part).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED_TYPE, default=0, show_default=True)
 @click.option("--group", default=None,
               help="Metadata column (parcel, region) no fold splits, at both levels.")
 @click.option("--metric", type=click.Choice(["overall_accuracy", "macro_f1"]),

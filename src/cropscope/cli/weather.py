@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from cropscope.cli._common import comma_list, log, parse_config
+from cropscope.cli._common import SEED_TYPE, comma_list, log, parse_config
 from cropscope.errors import DataError
 
 _config_options = [
@@ -55,7 +55,7 @@ def weather() -> None:
                    "and score it against the reference interpolations.")
 @click.option("--from", "from_time", default=None,
               help="With --run: first time scored (ISO, e.g. 2019-03-11T00).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED_TYPE, default=0, show_default=True)
 @click.option("--variables", default=None, help="Comma-separated variables (default: all).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Directory for the fitted field (checkpoint) and metrics.json.")
@@ -121,7 +121,7 @@ def _supervised_table(result: dict[str, Any]) -> str:
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Run folder (safetensors + JSON, manifest last); resumable.")
 @click.option("--variables", default=None, help="Comma-separated variables (default: all).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED_TYPE, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the interrupted training in --out.")
 @click.option("--device", default=None,
               help="auto (default: CUDA when available), cpu, cuda, cuda:1, ...")
@@ -159,7 +159,7 @@ def train(input_path: Path, coarsen: int, input_step: float, until: str, out_dir
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Field directory (safetensors + JSON); resumable.")
 @click.option("--variables", default=None, help="Comma-separated variables (default: all).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED_TYPE, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
 @click.option("--json", "as_json", is_flag=True)
 @_with_config
@@ -229,7 +229,11 @@ def sample(field_dir: Path, variable: str, lats: str, lons: str, select: tuple[s
         if input_path is not None:
             raise DataError("--input applies to supervised runs only")
         field = WeatherField.load(field_dir)
-        t = np.datetime64(time_) if time_ else None
+        try:
+            t = np.datetime64(time_) if time_ else None
+        except ValueError:
+            raise DataError(f"--time must be a date or time (2023-06-01T12), got {time_!r}") \
+                from None
         values = field.sample(variable, lat, lon, t, **_selectors(select))
     if as_json:
         click.echo(json.dumps({"variable": variable, "lat": lat.tolist(), "lon": lon.tolist(),

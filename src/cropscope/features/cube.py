@@ -25,6 +25,14 @@ if TYPE_CHECKING:
 __all__ = ["CompositedCube"]
 
 
+
+def _day(value: Any, what: str) -> np.datetime64:
+    """``value`` as a day, or a :class:`DataError` naming the option."""
+    try:
+        return np.datetime64(value, "D")
+    except (ValueError, TypeError):
+        raise DataError(f"{what} must be a date (YYYY-MM-DD), got {value!r}") from None
+
 class CompositedCube(CubeWrapper):
     """``source`` median-composited on a regular grid of ``step`` (days or ``"monthly"``)
     from ``start`` (default: its first date) to ``end`` (default: its last date)."""
@@ -37,8 +45,8 @@ class CompositedCube(CubeWrapper):
         super().__init__(source)
         self.step = parse_step(step)
         days = np.array(source.times, dtype="datetime64[D]")
-        self.start = np.datetime64(start, "D") if start is not None else days.min()
-        self.end = np.datetime64(end, "D") if end is not None else days.max()
+        self.start = _day(start, "start") if start is not None else days.min()
+        self.end = _day(end, "end") if end is not None else days.max()
         self._grid = regular_grid(self.start, self.end, self.step)
 
     @property

@@ -415,6 +415,9 @@ def _dask_predictions(
                 raise DataError(
                     f"cannot connect to the Dask scheduler {scheduler}: {exc}"
                 ) from None
+            except ValueError as exc:  # distributed's address parser
+                raise DataError(f"not a Dask scheduler address (tcp://HOST:PORT): "
+                                f"{scheduler!r} ({exc})") from None  # fmt: skip
             stack.callback(client.close)
         else:
             cluster = stack.enter_context(local_cluster(workers or 1))

@@ -189,7 +189,12 @@ class FeatureClassifier(Classifier):
     def n_jobs(self) -> int:
         """Threads for the estimator: the ``n_jobs`` option, else cropscope's thread count."""
         n = self.config.get("n_jobs")
-        return current_threads() if n is None else int(n)
+        if n is None:
+            return current_threads()
+        if isinstance(n, bool) or not isinstance(n, int) or n == 0:
+            raise ModelError(f"n_jobs must be a number of threads (>= 1; -1 for every core), "
+                             f"got {n!r}")  # fmt: skip
+        return n
 
     def features(self, ts: TimeSeriesSet) -> tuple[np.ndarray, list[str]]:
         """The feature table ``[N, D]`` and column names for ``ts``."""

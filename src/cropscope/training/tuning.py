@@ -547,9 +547,9 @@ def run_study(study: optuna.Study, model_name: str, fixed: Mapping[str, Any],
     A trial draws options from ``tuned`` (on top of ``fixed``) and scores them by the mean of
     ``scorers`` (one per inner fold: options -> score), reporting the running mean after each
     fold so that the median pruner can stop it. A :class:`~cropscope.errors.CropscopeError`
-    fails the trial (its message is kept); an interrupt is recorded and re-raised. TPE is
-    seeded with ``seed`` plus the trials the study already holds. ``bar`` (tqdm) advances
-    by one per trial. Used for the nested CV of :func:`tune_model` and for scenes
+    fails the trial (its message is kept, its score is NaN); an interrupt is recorded and
+    re-raised. TPE is seeded with ``seed`` plus the trials the study already holds. ``bar``
+    (tqdm) advances by one per trial. Used for the nested CV of :func:`tune_model` and for scenes
     (:func:`cropscope.hyperspectral.tuning.tune_scene`)."""
     import optuna
 
@@ -563,9 +563,9 @@ def run_study(study: optuna.Study, model_name: str, fixed: Mapping[str, Any],
                 if prune and j < len(scorers) - 1 and trial.should_prune():
                     trial.set_user_attr("fold_scores", scores)
                     raise optuna.TrialPruned()
-        except CropscopeError as exc:
-            trial.set_user_attr("error", str(exc))
-            raise
+        except CropscopeError as exc:  # a failed trial, not a traceback on stderr: a NaN
+            trial.set_user_attr("error", str(exc))  # score fails it with Optuna's one line
+            return float("nan")
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise

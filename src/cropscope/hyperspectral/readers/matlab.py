@@ -92,7 +92,8 @@ def load_mat_variables(path: Path) -> dict[str, np.ndarray]:
         check_array_memory([(shape, _MAT_CLASS_DTYPES.get(cls, "f8"))
                             for _, shape, cls in declared], f"MATLAB file {path.name}")
         content = scipy.io.loadmat(path)
-    except (ValueError, NotImplementedError, OSError) as exc:
+    except (ValueError, NotImplementedError, OSError, IndexError,
+            scipy.io.matlab.MatReadError) as exc:  # (scipy parses a damaged header so)
         raise DataError(f"cannot read MATLAB file {path}: {exc}") from None
     for key, arr in content.items():
         if key.startswith("__") or not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
