@@ -104,3 +104,16 @@ def test_tree_models_handle_gaps() -> None:
     train = make_toy_set(n_per_class=24, seed=3, nan_fraction=0.2)
     model = create_model("rf", **FAST["rf"]).fit(train)
     assert np.isfinite(model.predict_proba(train)).all()
+
+
+@pytest.mark.parametrize("name", ["logreg", "rf", "lightgbm", "svm"])
+def test_class_weights_by_class_name(name: str) -> None:
+    """``class_weight`` may weigh classes by name; anything else is one clear error."""
+    train = make_toy_set(n_per_class=24, seed=1)
+    model = create_model(name, **FAST[name], class_weight={train.classes[0]: 3.0})
+    model.fit(train)
+    assert model.class_weight_ == {0: 3.0}
+    for bad, words in [({"class_x": 1}, "do not have"), ({train.classes[0]: -1}, "positive"),
+                       ([1, 2], "object"), ({train.classes[0]: "x"}, "positive")]:
+        with pytest.raises(ModelError, match=words):
+            create_model(name, **FAST[name], class_weight=bad).fit(train)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import warnings
 from abc import abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,8 @@ class FeatureClassifier(Classifier):
 
     #: feature recipe used when the config does not set one
     default_features: tuple[str, ...] = ("values", "diff", "stats")
+    #: the estimator's class weights, resolved from the option at fit (:meth:`_class_weight`)
+    class_weight_: Any = None
 
     @classmethod
     def default_config(cls) -> dict[str, Any]:
@@ -196,6 +199,26 @@ class FeatureClassifier(Classifier):
                              f"got {n!r}")  # fmt: skip
         return n
 
+    def _class_weight(self, classes: Sequence[str]) -> Any:
+        """The estimator's ``class_weight`` from the option: ``None``, a string the estimator
+        knows (``"balanced"``), or ``{class name: weight}`` (classes not named weigh 1),
+        turned into the estimator's ``{class code: weight}``."""
+        weight = self.config.get("class_weight")
+        if weight is None or isinstance(weight, str):
+            return weight  # the estimator checks the name
+        if not isinstance(weight, dict):
+            raise ModelError(f"class_weight must be 'balanced', null or an object "
+                             f"{{class name: weight}}, got {weight!r}")  # fmt: skip
+        unknown = sorted(str(k) for k in weight if k not in classes)
+        if unknown:
+            raise ModelError(f"class_weight names classes the training data do not have: "
+                             f"{unknown[:5]}; classes: {list(classes)[:10]}")  # fmt: skip
+        bad = {k: v for k, v in weight.items() if isinstance(v, bool)
+               or not isinstance(v, int | float) or not np.isfinite(v) or v <= 0}
+        if bad:
+            raise ModelError(f"class weights must be positive numbers, got {bad}")
+        return {list(classes).index(k): float(v) for k, v in weight.items()}
+
     def features(self, ts: TimeSeriesSet) -> tuple[np.ndarray, list[str]]:
         """The feature table ``[N, D]`` and column names for ``ts``."""
         from cropscope.features.tabular import build_features
@@ -212,6 +235,7 @@ class FeatureClassifier(Classifier):
             y_val = val.labels
         if train.labels is None:  # Classifier.fit checked; kept for the type
             raise DataError("training data have no labels")
+        self.class_weight_ = self._class_weight(train.classes)
         try:
             self._fit_estimator(x, train.labels, x_val, y_val)
         except Exception as exc:

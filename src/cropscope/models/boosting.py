@@ -40,7 +40,7 @@ class LightGBM(FeatureClassifier):
             subsample=c["subsample"],
             subsample_freq=1,
             colsample_bytree=c["colsample_bytree"],
-            class_weight=c["class_weight"],
+            class_weight=self.class_weight_,
             n_jobs=self.n_jobs(),  # explicit: LightGBM ignores OMP_NUM_THREADS
             random_state=c["seed"],
             verbose=-1,

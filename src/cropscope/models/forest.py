@@ -42,7 +42,7 @@ class RandomForest(FeatureClassifier):
             n_estimators=c["n_estimators"],
             max_features=c["max_features"],
             min_samples_leaf=c["min_samples_leaf"],
-            class_weight=c["class_weight"],
+            class_weight=self.class_weight_,
             n_jobs=self.n_jobs(),
             random_state=c["seed"],
             **({"criterion": c["criterion"]} if "criterion" in c else {}),

@@ -46,7 +46,7 @@ class LogisticRegression(FeatureClassifier):
         c = self.config
         self.mean_, self.scale_ = fit_standardiser(x)
         est = SkLogisticRegression(C=c["C"], max_iter=c["max_iter"],
-                                   class_weight=c["class_weight"], random_state=c["seed"])
+                                   class_weight=self.class_weight_, random_state=c["seed"])
         est.fit(self._standardise(x), y)
         self._set_linear(est.classes_, est.coef_, est.intercept_)
 

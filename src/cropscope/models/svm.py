@@ -75,7 +75,7 @@ class SupportVectorMachine(FeatureClassifier):
             raise ModelError("the svm needs at least 2 training samples of every class "
                              "(its probabilities are calibrated by cross-validation)")
         self.mean_, self.scale_ = fit_standardiser(x)
-        svc = SVC(C=c["C"], gamma=c["gamma"], kernel="rbf", class_weight=c["class_weight"])
+        svc = SVC(C=c["C"], gamma=c["gamma"], kernel="rbf", class_weight=self.class_weight_)
         cv = StratifiedKFold(min(folds, smallest), shuffle=True, random_state=c["seed"])
         self.estimator_ = CalibratedClassifierCV(svc, method="sigmoid", cv=cv, ensemble=False)
         self.estimator_.fit(standardise(x, self.mean_, self.scale_), y)
