@@ -165,3 +165,14 @@ def test_official_recipe(h5_dir: Path, tmp_path: Path) -> None:
     bad = _run(["train", str(h5_dir), "--sources", "S2", "--out", str(tmp_path / "bad"),
                 *FAST, "--recipe", "official"])
     assert isinstance(bad.exception, ModelError) and "no official recipe" in str(bad.exception)
+
+
+@pytest.mark.parametrize("bad", [["--strategy", "nope"], ["--model-set", "nosuch=1"]])
+def test_refused_options_leave_no_run_folder(h5_dir: Path, tmp_path: Path, bad: list[str]) -> None:
+    """A strategy Lightning does not know or a network its options cannot build is refused
+    before the run folder is opened, so the corrected command starts afresh."""
+    out = tmp_path / "run"
+    base = ["train", str(h5_dir), "--sources", "S2,S1", "--out", str(out), "--epochs", "1"]
+    res = _run([*base, *FAST, *bad])
+    assert res.exit_code != 0 and not (out / "run.json").exists(), res.output
+    assert _run([*base, *FAST]).exit_code == 0

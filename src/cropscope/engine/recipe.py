@@ -126,6 +126,17 @@ def shard_batches(order: Tensor, batch_size: int, rank: int, world: int,
 
 # ---------------------------------------------------------------------------- segmentation
 
+def check_strategy(strategy: Any) -> None:
+    """A :class:`ModelError` unless ``strategy`` is "auto" or one of Lightning's registered
+    strategy names (Lightning raises a bare ``ValueError`` deep in the trainer)."""
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    known = StrategyRegistry.available_strategies()
+    if strategy != "auto" and strategy not in known:
+        raise ModelError(f"unknown training strategy {strategy!r}; use 'auto' or one of "
+                         f"Lightning's: {', '.join(sorted(known))}")  # fmt: skip
+
+
 def check_segmentation_options(config: Mapping[str, Any] | None) -> None:
     """Check the values of user-given :class:`SegmentationConfig` options (``--set``,
     ``--epochs``...) by their declared types before the config is built: ``lr=abc`` or
@@ -245,6 +256,7 @@ class SegmentationConfig:
             raise ModelError(f"select_on must be one of {SELECT_ON}, got {cfg.select_on!r}")
         if int(cfg.num_nodes) < 1 or not isinstance(cfg.strategy, str):
             raise ModelError("num_nodes must be >= 1 and strategy a name")
+        check_strategy(cfg.strategy)  # before a run folder is opened for it
         _check_cutmix(cfg.cutmix, cfg.cutmix_ratio)
         return cfg
 

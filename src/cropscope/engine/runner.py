@@ -71,18 +71,9 @@ class EngineOptions:
     desc: str = "training"
 
     def __post_init__(self) -> None:
+        from cropscope.engine.recipe import check_strategy
+
         check_strategy(self.strategy)
-
-
-def check_strategy(strategy: Any) -> None:
-    """A :class:`ModelError` unless ``strategy`` is "auto" or one of Lightning's registered
-    strategy names (Lightning raises a bare ``ValueError`` deep in the trainer)."""
-    from lightning.pytorch.strategies import StrategyRegistry
-
-    known = StrategyRegistry.available_strategies()
-    if strategy != "auto" and strategy not in known:
-        raise ModelError(f"unknown training strategy {strategy!r}; use 'auto' or one of "
-                         f"Lightning's: {', '.join(sorted(known))}")  # fmt: skip
 
 
 def accelerator_for(device: str | torch.device,

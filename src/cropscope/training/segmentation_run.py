@@ -153,9 +153,9 @@ def train_segmentation_run(
     spec = network_spec(kind, network, kwargs, classes=classes, bands=bands,
                         time_grid=time_grid or TimeGrid.any(), normalisation=norm,
                         training={"config": cfg.to_dict()}, data=data, extra=extra)
-    out = start_network_run(out_dir, spec, resume=resume)
     torch.manual_seed(cfg.seed)
-    net = create_network(network, **kwargs)
+    net = create_network(network, **kwargs)  # options it refuses leave no run folder behind
+    out = start_network_run(out_dir, spec, resume=resume)
     from cropscope.engine.checkpoints import has_last
 
     if pretrained is not None and not (resume and has_last(out)):
@@ -356,9 +356,9 @@ def pretrain_encoder_run(
                         normalisation=None if stats is None else stats.to_dict(),
                         training={"config": cfg.to_dict(), "objective": objective},
                         data=f"pretrain:{raster}")
-    out = start_network_run(out_dir, spec, resume=resume)
     torch.manual_seed(cfg.seed)
     net = create_network(network, **kwargs)
+    out = start_network_run(out_dir, spec, resume=resume)
     res = pretrain_segmentation(net, cube, codes, out, size=tile_size, stride=stride,
                                 objective=objective, config=cfg, normalise=stats,
                                 ignore_codes=ignore_codes, resume=resume, progress=progress,
