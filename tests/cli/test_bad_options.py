@@ -62,3 +62,14 @@ def test_matlab_file_that_is_not_one(tmp_path: Path, content: bytes) -> None:
     path.write_bytes(content)
     proc = run_cli("hsi", "info", str(path), check=False)
     assert_one_line_error(proc, "scene.mat")
+
+
+@pytest.mark.parametrize("text", ["2", "0", "nan", "0.8,maize=1.5", "-0.1"])
+def test_expected_users_accuracy_outside_0_1(text: str) -> None:
+    import click
+
+    from cropscope.cli.assessment import _expected
+
+    with pytest.raises(click.BadParameter, match=r"in \(0, 1\]"):
+        _expected(text)
+    assert _expected("0.85,water=0.6") == (0.85, {"water": 0.6})

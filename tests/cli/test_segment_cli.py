@@ -176,3 +176,12 @@ def test_refused_options_leave_no_run_folder(h5_dir: Path, tmp_path: Path, bad: 
     res = _run([*base, *FAST, *bad])
     assert res.exit_code != 0 and not (out / "run.json").exists(), res.output
     assert _run([*base, *FAST]).exit_code == 0
+
+
+def test_a_split_list_that_is_not_there(h5_dir: Path, tmp_path: Path) -> None:
+    """Naming a split the folder has no list for used to train on every file (validation
+    and test included)."""
+    res = _run(["train", str(h5_dir), "--sources", "S2,S1", "--out", str(tmp_path / "r"),
+                "--epochs", "1", "--train-split", "nope", *FAST])
+    assert isinstance(res.exception, DataError) and "no split list 'nope'" in str(res.exception)
+    assert "test, train, val" in str(res.exception)

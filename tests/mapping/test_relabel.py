@@ -92,6 +92,10 @@ def test_reclassify_merges_classes_and_applies_a_mask(tmp_path: Path) -> None:
     bad = _write(tmp_path / "bad.tif", mask[:50], None)
     with pytest.raises(DataError, match="grid"):
         reclassify_map(src, tmp_path / "z.tif", {}, mask=bad)
+    before = src.read_bytes()
+    with pytest.raises(DataError, match="is the input map"):  # over itself: refused
+        reclassify_map(src, tmp_path / "." / "map.tif", {"maize": "crop"})
+    assert src.read_bytes() == before
 
 
 def test_rollup_one_map_per_level(tmp_path: Path) -> None:

@@ -26,6 +26,10 @@ def _expected(text: str) -> tuple[float, dict[str, float]]:
     except ValueError:
         raise click.BadParameter(f"{text!r}: give 0.8, class=0.7,other=0.9 or "
                                  "0.85,water=0.6") from None
+    outside = [v for v in (default, *per_class.values()) if not 0.0 < v <= 1.0]
+    if outside:  # (NaN is outside too)
+        raise click.BadParameter(f"{text!r}: user's accuracies are in (0, 1], got "
+                                 f"{outside[0]}")  # fmt: skip
     return default, per_class
 
 

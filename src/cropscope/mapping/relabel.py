@@ -188,6 +188,9 @@ def _run_relabel(src_path: Path, out: Path, classes: Sequence[str],
         raise DataError(f"too many classes for an 8-bit map: {len(classes)}")
     if out.suffix.lower() not in (".tif", ".tiff"):
         raise DataError(f"--out {out}: a map is a GeoTIFF (.tif)")
+    if out.resolve() == Path(src_path).resolve():
+        raise DataError(f"--out {out} is the input map: write the result to another file "
+                        "(the input stays the pair of its probabilities)")  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(src_path) as src:
         transform = src.transform

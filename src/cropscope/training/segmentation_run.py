@@ -244,6 +244,11 @@ def patch_datasets(
             return split is not None and any(
                 (folder / sub / f"{split}.txt").is_file() for sub in ("", "data_list"))
 
+        lists = sorted({p.stem for p in (folder / "data_list").glob("*.txt")}
+                       | {n for n in ("train", "val", "test") if has(n)})  # fmt: skip
+        if train_split is not None and lists and not has(train_split):
+            raise DataError(f"{folder} has no split list {train_split!r} (it has "
+                            f"{', '.join(lists)}); name one with --train-split")  # fmt: skip
         train = H5PatchDataset(folder, train_split if has(train_split) else None, names)
         val = H5PatchDataset(folder, val_split, names) if has(val_split) else None
         top = -1
