@@ -259,6 +259,11 @@ def test_files_kept_open_by_an_ended_thread_are_closed_without_a_traceback(
 def test_malformed_scheduler_address_is_a_data_error(
     scene: Path, model, tmp_path: Path, address: str  # noqa: F811
 ) -> None:
+    import dask
+
+    before = dask.config.get("scheduler", None)
     with pytest.raises(DataError, match="not a Dask scheduler address"):
         run_map_job(model, scene, tmp_path / "out", tile=16, progress=False, scheduler=address)
+    # no half-made Client left as the process's default scheduler (later computes failed)
+    assert dask.config.get("scheduler", None) == before
     assert not list((tmp_path / "out").glob("*.tif"))  # no output (the partial work stays)

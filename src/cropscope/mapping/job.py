@@ -389,6 +389,19 @@ def _quiet_heartbeats(distributed: Any, cluster: Any) -> None:
         pass
 
 
+def _check_scheduler_address(distributed: Any, scheduler: str) -> None:
+    """A :class:`DataError` for an address Dask cannot parse, before any ``Client`` is made:
+    a ``Client`` that fails to parse its address has already made itself the default
+    scheduler of the process, and every later ``dask.compute`` then fails."""
+    if str(scheduler).startswith("inproc://"):
+        return  # an in-process cluster (no host and port to check)
+    try:
+        distributed.comm.addressing.get_address_host_port(str(scheduler))
+    except ValueError as exc:
+        raise DataError(f"not a Dask scheduler address (tcp://HOST:PORT): {scheduler!r} "
+                        f"({exc})") from None  # fmt: skip
+
+
 def _dask_predictions(
     predictor: WindowPredictor,
     source: CubeLike,
@@ -409,15 +422,13 @@ def _dask_predictions(
     distributed = _import_distributed()
     with contextlib.ExitStack() as stack:
         if scheduler is not None:
+            _check_scheduler_address(distributed, scheduler)
             try:
                 client = distributed.Client(scheduler, timeout="30s")
             except (OSError, TimeoutError) as exc:
                 raise DataError(
                     f"cannot connect to the Dask scheduler {scheduler}: {exc}"
                 ) from None
-            except ValueError as exc:  # distributed's address parser
-                raise DataError(f"not a Dask scheduler address (tcp://HOST:PORT): "
-                                f"{scheduler!r} ({exc})") from None  # fmt: skip
             stack.callback(client.close)
         else:
             cluster = stack.enter_context(local_cluster(workers or 1))
