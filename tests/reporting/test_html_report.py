@@ -122,3 +122,25 @@ def test_an_assessment_of_another_map_is_refused(tmp_path: Path) -> None:
         map_report(other, tmp_path / "r.html", assessment=result)
     assert not (tmp_path / "r.html").exists()
     assert map_report(path, tmp_path / "ok.html", assessment=result).is_file()
+
+
+def test_edited_result_files_are_one_data_error(tmp_path: Path) -> None:
+    """Result files edited by hand (types changed, keys removed) are refused in one line."""
+    from cropscope.evaluation import cross_validate
+    from cropscope.models import create_model
+
+    res = cross_validate(lambda: create_model("rf", n_estimators=10),
+                         make_toy_set(n_per_class=10), cv=2, seed=0).to_dict()
+    for key, value in [("per_class", 5), ("confusion_matrix", "x"), ("summary", 5),
+                       ("per_class", [5])]:
+        with pytest.raises(DataError, match="layout 'cropscope evaluate --json'"):
+            evaluation_report({**res, key: value}, tmp_path / "e.html")
+    assert not (tmp_path / "e.html").exists()
+    path, result = _assessed_map(tmp_path)
+    good = result.to_dict()
+    assert map_report(path, tmp_path / "ok.html", assessment=good).is_file()
+    for key, value in [("classes", "crop"), ("n_points", "x"), ("users_accuracy", None),
+                       ("overall_accuracy", {"estimate": None}), ("area_ha", None)]:
+        with pytest.raises(DataError, match="layout 'cropscope accuracy --out'"):
+            map_report(path, tmp_path / "r.html", assessment={**good, key: value})
+    assert not (tmp_path / "r.html").exists()

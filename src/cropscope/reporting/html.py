@@ -21,11 +21,12 @@ Reports are written atomically. Quick-looks are drawn from the rasters' overview
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -340,8 +341,9 @@ def map_report(labels: str | Path, out: str | Path, *, assessment: Any = None,
     sections.append(_areas_section(areas))
     if assessment is not None:
         found = _assessment_dict(assessment)
-        _check_assessment_matches(found, labels, areas)
-        sections.append(_assessment_sections(found))
+        with _layout_errors("assessment", "cropscope accuracy --out"):
+            _check_assessment_matches(found, labels, areas)
+            sections.append(_assessment_sections(found))
     if samples is not None:
         sections.append(_profiles_section(samples))
     return _write(_page(title or f"Crop map report: {labels.stem}", sections), Path(out))
@@ -377,6 +379,12 @@ def evaluation_report(result: Any, out: str | Path, *, title: str | None = None)
     """An HTML report of an evaluation (an ``EvaluationResult``, its ``to_dict()`` or the
     path of ``cropscope evaluate --json``'s output / a run's ``metrics.json``)."""
     data = _evaluation_dict(result)
+    with _layout_errors("evaluation", "cropscope evaluate --json"):
+        sections = _evaluation_sections(data)
+    return _write(_page(title or "Evaluation report", sections), Path(out))
+
+
+def _evaluation_sections(data: Mapping[str, Any]) -> list[str]:
     classes = list(data.get("classes", []))
     keys = [k for k in ("overall_accuracy", "macro_f1", "weighted_f1", "kappa", "miou",
                         "average_accuracy", "n_samples") if k in data]
@@ -399,9 +407,19 @@ def evaluation_report(result: Any, out: str | Path, *, title: str | None = None)
     config = data.get("config", {})
     meta = ", ".join(f"{_e(k)}: {_e(v)}" for k, v in config.items()
                      if isinstance(v, str | int | float)) if isinstance(config, dict) else ""
-    sections = [f'<h2 id="scores">Scores</h2><p class="meta">{meta}</p>{scores}',
-                f'<h2 id="per-class">Per class</h2>{per_table}', cm_html]
-    return _write(_page(title or "Evaluation report", sections), Path(out))
+    return [f'<h2 id="scores">Scores</h2><p class="meta">{meta}</p>{scores}',
+            f'<h2 id="per-class">Per class</h2>{per_table}', cm_html]
+
+
+@contextlib.contextmanager
+def _layout_errors(what: str, writer: str) -> Iterator[None]:
+    """A result file edited by hand (a list where a number goes, a key missing) is one
+    :class:`DataError`, not the ``KeyError``/``TypeError`` of the section that meets it."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise DataError(f"the {what} does not have the layout '{writer}' writes "
+                        f"({type(exc).__name__}: {exc})") from None
 
 
 def _evaluation_dict(result: Any) -> dict[str, Any]:
