@@ -256,3 +256,12 @@ def test_bad_entry_points(toy_entry_points: list[EntryPoint]) -> None:
     with pytest.warns(RuntimeWarning), pytest.raises(ModelError, match="cannot load"):
         network_config("missing")
     assert network_config("tempcnn").builder[0] == "cropscope.models.tempcnn"
+
+
+@pytest.mark.parametrize("options", [{"num_heads": [0, 0, 0, 0]}, {"decoder_dim": -4},
+                                     {"depths": 5}, {"num_classes": "x"}])
+def test_options_a_network_cannot_be_built_with(options: dict) -> None:
+    """Values the builder or torch refuses (found by fuzzing `models import` and `segment
+    train --model-set`) are one ModelError naming the network, not a traceback."""
+    with pytest.raises(ModelError, match="'agrifm' cannot be built with these options"):
+        create_network("agrifm", **{"num_classes": 3, **options})

@@ -501,9 +501,19 @@ def create_network(name: str, **kwargs: Any) -> nn.Module:
     """Build network ``name`` with ``kwargs`` over its default keyword arguments.
 
     Unknown names, unknown options and missing required options raise
-    :class:`~cropscope.errors.ModelError` listing the known ones.
+    :class:`~cropscope.errors.ModelError` listing the known ones. So do option values the
+    network cannot be built with (a zero head count, a negative width, a number where a
+    list goes): the builders' own ``TypeError``/``ValueError``/``ZeroDivisionError`` and
+    torch's ``RuntimeError`` from a layer's constructor, with their message.
     """
     config, builder = _lookup(name)
     builder = builder or _builder(config)
-    network: nn.Module = builder(**_resolve(config, builder, kwargs))
+    options = _resolve(config, builder, kwargs)
+    try:
+        network: nn.Module = builder(**options)
+    except ModelError:
+        raise
+    except (TypeError, ValueError, ZeroDivisionError, RuntimeError) as exc:
+        raise ModelError(f"network {name!r} cannot be built with these options "
+                         f"({type(exc).__name__}: {exc})") from None  # fmt: skip
     return network
