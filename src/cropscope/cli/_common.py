@@ -18,12 +18,11 @@ from cropscope.threads import THREADS_ENV, set_threads
 
 F = Callable[..., Any]
 
-
-
 #: ``--seed``: numpy and scikit-learn take seeds in [0, 2**32 - 1]
 SEED_TYPE = click.IntRange(0, 2**32 - 1)
 #: sizes and counts that must be at least one (``--batch-size``)
 POSITIVE_INT = click.IntRange(min=1)
+
 
 def log(message: str) -> None:
     """Progress and information go to stderr, never stdout (stdout is for results)."""

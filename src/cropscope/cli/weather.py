@@ -232,8 +232,8 @@ def sample(field_dir: Path, variable: str, lats: str, lons: str, select: tuple[s
         try:
             t = np.datetime64(time_) if time_ else None
         except ValueError:
-            raise DataError(f"--time must be a date or time (2023-06-01T12), got {time_!r}") \
-                from None
+            raise DataError(f"--time must be a date or time (2023-06-01T12), "
+                            f"got {time_!r}") from None
         values = field.sample(variable, lat, lon, t, **_selectors(select))
     if as_json:
         click.echo(json.dumps({"variable": variable, "lat": lat.tolist(), "lon": lon.tolist(),

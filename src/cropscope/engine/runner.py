@@ -35,7 +35,7 @@ from lightning.fabric.utilities.warnings import PossibleUserWarning
 from lightning.pytorch.callbacks import Callback
 from tqdm.auto import tqdm
 
-from cropscope.engine.recipe import resolve_device
+from cropscope.engine.recipe import check_strategy, resolve_device
 from cropscope.errors import ModelError
 
 __all__ = [
@@ -71,8 +71,6 @@ class EngineOptions:
     desc: str = "training"
 
     def __post_init__(self) -> None:
-        from cropscope.engine.recipe import check_strategy
-
         check_strategy(self.strategy)
 
 

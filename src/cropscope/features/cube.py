@@ -25,13 +25,13 @@ if TYPE_CHECKING:
 __all__ = ["CompositedCube"]
 
 
-
 def _day(value: Any, what: str) -> np.datetime64:
     """``value`` as a day, or a :class:`DataError` naming the option."""
     try:
         return np.datetime64(value, "D")
     except (ValueError, TypeError):
         raise DataError(f"{what} must be a date (YYYY-MM-DD), got {value!r}") from None
+
 
 class CompositedCube(CubeWrapper):
     """``source`` median-composited on a regular grid of ``step`` (days or ``"monthly"``)
